@@ -1,0 +1,124 @@
+"""The on-disk dataset format, written once and read safely.
+
+A prepared dataset is a folder with `train.bin` and `val.bin` (raw little-endian uint16 token
+ids, the nanoGPT layout, so data prepared by either tool trains in the other) and `meta.json`
+(the tokenizer, dtype, token counts, where the text came from). Nothing here is pickle.
+"""
+
+import json
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from atomic import publish, temp_path, write_text
+from errors import UserError
+
+DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
+
+
+@dataclass
+class PrepareConfig:
+    """Options every dataset takes; a dataset's own Config subclasses this."""
+
+    out_dir: str = ""  # default data/<dataset>
+    dtype: str = "uint16"
+
+
+@dataclass
+class TextCorpus:
+    """One text, split by position: the first (1 - val_fraction) trains, the rest validates."""
+
+    text: str
+    source: str  # where the text came from, in words
+    source_sha256: str
+    tokenizer: str = "char"  # 'char' or 'gpt2'
+    val_fraction: float = 0.1
+
+
+def check_fits(ids: np.ndarray, dtype: str) -> None:
+    """Refuse token ids that the dtype cannot hold, instead of letting them wrap."""
+    limit = np.iinfo(DTYPES[dtype]).max
+    if ids.size and (ids.min() < 0 or ids.max() > limit):
+        bad = int(ids.max()) if ids.max() > limit else int(ids.min())
+        raise UserError(f"token id {bad} does not fit {dtype} (0..{limit}); use a tokenizer with a smaller vocabulary or --dtype=uint32")
+
+
+class TokenWriter:
+    """Append token chunks to `path` through a temp file; the real name appears only on close()."""
+
+    def __init__(self, path: str | Path, dtype: str = "uint16"):
+        self.path, self.dtype, self.count = Path(path), dtype, 0
+        self.tmp = temp_path(self.path)
+        self._f = open(self.tmp, "wb")
+
+    def write(self, ids) -> None:
+        arr = np.asarray(ids)
+        check_fits(arr, self.dtype)
+        arr.astype(DTYPES[self.dtype]).tofile(self._f)
+        self.count += arr.size
+
+    def close(self) -> int:
+        self._f.close()
+        publish(self.tmp, self.path)
+        return self.count
+
+    def abort(self) -> None:
+        self._f.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, obj: dict) -> None:
+    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Reads nanoGPT's meta.pkl (dicts of str/int) and refuses anything that names a class or function."""
+
+    def find_class(self, module, name):
+        raise UserError(f"meta.pkl refers to {module}.{name}; only plain dicts, strings and numbers are accepted")
+
+
+def load_meta(data_dir: str | Path) -> dict:
+    """meta.json of a prepared dataset; a nanoGPT folder (meta.pkl or nothing) is read too."""
+    data_dir = Path(data_dir)
+    if not (data_dir / "train.bin").exists() and not (data_dir / "meta.json").exists():
+        raise UserError(f"no prepared dataset in {data_dir}; run `python prepare.py <dataset>` first (e.g. python prepare.py shakespeare_char)")
+    path = data_dir / "meta.json"
+    if path.exists():
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"{path} is not valid JSON ({e}); prepare the dataset again") from None
+        if not isinstance(meta, dict) or "tokenizer" not in meta:
+            raise UserError(f"{path} has no 'tokenizer' entry; prepare the dataset again")
+        return meta
+    pkl = data_dir / "meta.pkl"
+    if pkl.exists():  # nanoGPT char-level data
+        try:
+            with open(pkl, "rb") as f:
+                old = _PlainUnpickler(f).load()
+            chars = [old["itos"][i] for i in range(old["vocab_size"])]
+        except (pickle.UnpicklingError, KeyError, EOFError, TypeError) as e:
+            raise UserError(f"{pkl} is not a nanoGPT meta.pkl ({e}); prepare the dataset again") from None
+        print(f"reading nanoGPT metadata {pkl}")
+        return {"tokenizer": {"kind": "char", "vocab_size": len(chars), "vocab": chars}, "dtype": "uint16", "vocab_size": len(chars)}
+    print(f"no meta.json in {data_dir}: reading it as nanoGPT GPT-2 BPE data (uint16)")
+    return {"tokenizer": {"kind": "gpt2", "vocab_size": 50257}, "dtype": "uint16", "vocab_size": 50257}
+
+
+def open_split(data_dir: str | Path, split: str, dtype: str = "uint16", min_tokens: int = 2) -> np.memmap:
+    """Memory-map train.bin / val.bin, refusing missing, truncated or too-short files."""
+    path = Path(data_dir) / f"{split}.bin"
+    if not path.exists():
+        raise UserError(f"{path} not found; run `python prepare.py <dataset>` to create it")
+    itemsize = np.dtype(DTYPES[dtype]).itemsize
+    size = path.stat().st_size
+    if size % itemsize:
+        raise UserError(f"{path} is {size} bytes, not a whole number of {dtype} tokens: the file is truncated or corrupt; prepare the dataset again")
+    if size // itemsize < min_tokens:
+        raise UserError(
+            f"{path} holds {size // itemsize} tokens, fewer than the {min_tokens} one batch needs (block_size + 1); use a smaller --block_size or more data"
+        )
+    return np.memmap(path, dtype=DTYPES[dtype], mode="r")

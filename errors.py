@@ -1,0 +1,26 @@
+"""Errors a user can cause, and the wrapper that turns them into one line and an exit code.
+
+A traceback is for bugs. Anything the user can fix (a bad config key, a missing dataset, a
+corrupt checkpoint) raises UserError with one sentence that says what to do; entry points run
+their main() through `cli` so that sentence is all the user sees.
+"""
+
+import sys
+
+
+class UserError(Exception):
+    """A problem with the user's input, reported as one line on stderr and a non-zero exit."""
+
+    exit_code = 1
+
+
+def cli(main) -> None:
+    """Run main(argv) as a command line entry point."""
+    try:
+        main(sys.argv[1:])
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)

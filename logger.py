@@ -1,0 +1,33 @@
+"""Metrics logging: every run appends to out_dir/metrics.jsonl; wandb too when asked.
+
+A no-op stands in for wandb when it is off, so the training loop has no wandb branches.
+"""
+
+import json
+import time
+from pathlib import Path
+
+
+class Logger:
+    def __init__(self, out_dir: str, config: dict, wandb_log: bool = False, wandb_project: str = "", wandb_run_name: str = "", enabled: bool = True):
+        self.enabled = enabled
+        self.path = Path(out_dir) / "metrics.jsonl"
+        self.wandb = None
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        if enabled and wandb_log:
+            import wandb  # optional dependency: pip install wandb (WANDB_MODE=offline works without an account)
+
+            self.wandb = wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+
+    def log(self, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"time": round(time.time(), 3), **metrics}) + "\n")
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=metrics.get("iter"))
+
+    def close(self) -> None:
+        if self.wandb is not None:
+            self.wandb.finish()

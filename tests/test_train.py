@@ -1,0 +1,130 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from conftest import run_entry
+from errors import UserError
+from model import GPT, GPTConfig
+from train import TrainConfig, get_lr
+
+TINY_ARGS = [
+    "--device=cpu",
+    "--compile=False",
+    "--n_layer=2",
+    "--n_head=2",
+    "--n_embd=32",
+    "--block_size=16",
+    "--batch_size=4",
+    "--gradient_accumulation_steps=1",
+    "--eval_iters=2",
+    "--eval_interval=5",
+    "--log_interval=1",
+    "--warmup_iters=2",
+    "--lr_decay_iters=10",
+    "--dropout=0.0",
+]
+
+
+def test_lr_schedule_endpoints():
+    cfg = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, lr_decay_iters=100)
+    assert get_lr(0, cfg) == pytest.approx(1e-3 / 11)
+    assert get_lr(9, cfg) < get_lr(10, cfg) == pytest.approx(1e-3)
+    assert get_lr(55, cfg) == pytest.approx(1e-4 + 0.5 * (1e-3 - 1e-4))
+    assert get_lr(100, cfg) == pytest.approx(1e-4) and get_lr(10_000, cfg) == pytest.approx(1e-4)
+    assert all(get_lr(i, cfg) >= get_lr(i + 1, cfg) for i in range(10, 200))
+    assert get_lr(5, TrainConfig(decay_lr=False, learning_rate=3e-4)) == 3e-4
+
+
+def test_checkpoint_round_trip_gives_identical_logits(tmp_path: Path):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=65, n_layer=2, n_head=2, n_embd=32)).eval()
+    save_checkpoint({"model": model.state_dict(), "model_args": model.model_args(), "iter_num": 3}, tmp_path / "ckpt.pt")
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temp file left behind
+    again = model_from_checkpoint(load_checkpoint(tmp_path)).eval()
+    x = torch.randint(0, 65, (2, 16))
+    assert torch.equal(model(x, x)[0], again(x, x)[0])
+
+
+def test_nanogpt_compiled_checkpoint_keys_load(tmp_path: Path):
+    model = GPT(GPTConfig(block_size=16, vocab_size=65, n_layer=1, n_head=2, n_embd=32))
+    state = {f"_orig_mod.{k}": v for k, v in model.state_dict().items()}
+    save_checkpoint({"model": state, "model_args": model.model_args(), "config": {"dataset": "x"}}, tmp_path / "ckpt.pt")
+    model_from_checkpoint(load_checkpoint(tmp_path / "ckpt.pt"))
+
+
+def test_pickled_code_is_refused(tmp_path: Path):
+    import os
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo should-not-run",))
+
+    torch.save({"model": Evil(), "model_args": {}}, tmp_path / "ckpt.pt")
+    with pytest.raises(UserError, match="refusing"):
+        load_checkpoint(tmp_path / "ckpt.pt")
+    (tmp_path / "ckpt.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="corrupt"):
+        load_checkpoint(tmp_path / "ckpt.pt")
+
+
+def test_end_to_end_prepare_train_resume_sample(tmp_path: Path, text_file: Path):
+    data, out = tmp_path / "data", tmp_path / "out"
+    run_entry("prepare.py", "shakespeare_char", f"--input={text_file}", f"--out_dir={data}")
+    proc = run_entry("train.py", f"--data_dir={data}", f"--out_dir={out}", "--max_iters=10", "--learning_rate=3e-3", *TINY_ARGS)
+    assert "step 10: train loss" in proc.stdout and (out / "ckpt.pt").exists()
+    ckpt = load_checkpoint(out / "ckpt.pt")
+    assert ckpt["iter_num"] == 10 and ckpt["tokenizer"]["kind"] == "char"
+    assert {"model", "optimizer", "model_args", "iter_num", "best_val_loss", "config"} <= set(ckpt)
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 10 + 3  # one per iteration, plus evals at 0, 5, 10
+
+    proc = run_entry("train.py", f"--data_dir={data}", f"--out_dir={out}", "--max_iters=15", "--init_from=resume", *TINY_ARGS)
+    assert "step 15:" in proc.stdout and "iter 11:" in proc.stdout and "iter 1:" not in proc.stdout
+
+    proc = run_entry("sample.py", f"--out_dir={out}", "--start=First", "--num_samples=2", "--max_new_tokens=20", "--device=cpu")
+    samples = proc.stdout.split("---------------\n")
+    assert len(samples) == 3 and all(s.startswith("First") for s in samples[:2])
+    proc = run_entry("sample.py", f"--out_dir={out}", "--start=Zebra€", "--device=cpu", check=False)
+    assert proc.returncode == 1 and "vocabulary" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_loss_falls_when_training(tmp_path: Path, char_dataset: Path):
+    out = tmp_path / "out"
+    proc = run_entry(
+        "train.py",
+        f"--data_dir={char_dataset}",
+        f"--out_dir={out}",
+        "--max_iters=40",
+        "--learning_rate=1e-2",
+        *TINY_ARGS,
+        "--eval_interval=40",
+        "--lr_decay_iters=40",
+    )
+    losses = [float(line.split("val loss ")[1]) for line in proc.stdout.splitlines() if "val loss" in line]
+    assert losses[-1] < losses[0] - 0.5
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--n_embd=30", "--n_head=4"], ["n_embd", "divisible"]),
+        (["--batch_size=0"], ["batch_size", "positive"]),
+        (["--block_size=100000"], ["block_size"]),
+        (["--init_from=gpt7"], ["init_from", "gpt7"]),
+        (["--device=cuda:3"], ["cuda"]),
+        (["--dtype=float8"], ["float8"]),
+    ],
+)
+def test_train_bad_inputs(tmp_path: Path, char_dataset: Path, args, words):
+    proc = run_entry("train.py", f"--data_dir={char_dataset}", f"--out_dir={tmp_path / 'out'}", "--max_iters=1", *TINY_ARGS, *args, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    for w in words:
+        assert w in proc.stderr
+    assert not (tmp_path / "out" / "ckpt.pt").exists()
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path: Path):
+    proc = run_entry("train.py", f"--data_dir={tmp_path / 'nothing'}", *TINY_ARGS, check=False)
+    assert proc.returncode == 1 and "prepare.py" in proc.stderr and "Traceback" not in proc.stderr
