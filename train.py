@@ -107,10 +107,13 @@ def get_lr(it: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
 
 
-def get_batch(path: Path, dtype: str, batch_size: int, block_size: int, generator: torch.Generator, rt: Runtime):
-    """A batch of random windows from a token memmap: inputs x and next-token targets y, (B, T)."""
+def get_batch(path: Path, dtype: str, batch_size: int, block_size: int, seed: tuple[int, ...], rt: Runtime):
+    """Batch of random windows from a token memmap: inputs x and next-token targets y, (B, T).
+
+    The offsets depend only on `seed` (e.g. (run seed, split, batch index)), so a batch is the same
+    however many processes share the work, and a resumed run draws what the original would have."""
     data = np.memmap(path, dtype=DTYPES[dtype], mode="r")  # re-opened per batch so its pages do not pile up in RSS
-    ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+    ix = np.random.default_rng(seed).integers(0, len(data) - block_size, size=batch_size)
     x = torch.stack([torch.from_numpy(data[i : i + block_size].astype(np.int64)) for i in ix])
     y = torch.stack([torch.from_numpy(data[i + 1 : i + 1 + block_size].astype(np.int64)) for i in ix])
     if rt.device_type == "cuda":
@@ -120,20 +123,21 @@ def get_batch(path: Path, dtype: str, batch_size: int, block_size: int, generato
 
 @torch.no_grad()
 def estimate_loss(model: torch.nn.Module, batch_fns: dict, eval_iters: int, rt: Runtime) -> dict[str, float]:
-    """Mean loss over eval_iters batches of each split, averaged over DDP ranks so all agree."""
+    """Mean loss over eval batches 0..eval_iters-1 of each split. DDP ranks split the batches
+    between them and all-reduce the sum, so every rank gets the same number, the one a single
+    process would get."""
     model.eval()
     out = {}
-    for split, next_batch in batch_fns.items():
-        losses = torch.zeros(eval_iters, device=rt.device)
-        for k in range(eval_iters):
-            x, y = next_batch()
+    for split, batch in batch_fns.items():
+        total = torch.zeros((), device=rt.device)
+        for k in range(rt.rank, eval_iters, rt.world_size):
+            x, y = batch(k)
             with rt.autocast():
                 _, loss = model(x, y)
-            losses[k] = loss.float()
-        mean = losses.mean()
+            total += loss.float()
         if rt.ddp:
-            torch.distributed.all_reduce(mean, op=torch.distributed.ReduceOp.AVG)
-        out[split] = mean.item()
+            torch.distributed.all_reduce(total)
+        out[split] = total.item() / eval_iters
     model.train()
     return out
 
@@ -218,14 +222,14 @@ def train(cfg: TrainConfig, rt: Runtime) -> dict:
     if rt.ddp:
         model = DDP(model, device_ids=[rt.local_rank] if rt.device_type == "cuda" else None)
 
-    train_gen = torch.Generator().manual_seed(cfg.seed + rt.rank)  # each rank its own batches
+    # batch j of iteration i is the same whatever the number of ranks: rank r does micro-steps r*accum_steps...
+    def train_batch(iter_num: int, micro_step: int):
+        index = iter_num * cfg.gradient_accumulation_steps + rt.rank * accum_steps + micro_step
+        return get_batch(data_dir / "train.bin", dtype, cfg.batch_size, cfg.block_size, (cfg.seed, 0, index), rt)
 
-    def train_batch():
-        return get_batch(data_dir / "train.bin", dtype, cfg.batch_size, cfg.block_size, train_gen, rt)
-
-    def eval_batches():  # the same eval batches every time, so evals compare like with like
-        gens = {s: torch.Generator().manual_seed(cfg.seed + 10_000 + 100 * rt.rank + i) for i, s in enumerate(splits)}
-        return {s: (lambda s=s: get_batch(data_dir / f"{s}.bin", dtype, cfg.batch_size, cfg.block_size, gens[s], rt)) for s in splits}
+    eval_batches = {  # the same eval batches every time, so evals compare like with like
+        s: (lambda k, s=s, i=i: get_batch(data_dir / f"{s}.bin", dtype, cfg.batch_size, cfg.block_size, (cfg.seed, 1 + i, k), rt)) for i, s in enumerate(splits)
+    }
 
     logger = Logger(out_dir, asdict(cfg), cfg.wandb_log, cfg.wandb_project, cfg.wandb_run_name, enabled=rt.master)
     n_params = raw_model.get_num_params()
@@ -251,7 +255,7 @@ def train(cfg: TrainConfig, rt: Runtime) -> dict:
         print(f"saving checkpoint to {out_dir}/ckpt.pt")
         save_checkpoint(state, out_dir / "ckpt.pt")
 
-    x, y = train_batch()
+    x, y = train_batch(iter_num, 0)
     t0 = time.time()
     iters_timed, losses = 0, {}
     loss_sum = torch.zeros((), device=rt.device)
@@ -261,7 +265,7 @@ def train(cfg: TrainConfig, rt: Runtime) -> dict:
             group["lr"] = lr
 
         if iter_num % cfg.eval_interval == 0 or iter_num == cfg.max_iters:
-            losses = estimate_loss(model, eval_batches(), cfg.eval_iters, rt)
+            losses = estimate_loss(model, eval_batches, cfg.eval_iters, rt)
             if rt.master:
                 print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                 logger.log({"iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr})
@@ -279,7 +283,8 @@ def train(cfg: TrainConfig, rt: Runtime) -> dict:
                 with rt.autocast():
                     _, loss = model(x, y)
                     loss = loss / accum_steps
-                x, y = train_batch()  # fetch the next batch while the GPU works
+                # fetch the next batch while the GPU works
+                x, y = train_batch(iter_num, micro_step + 1) if micro_step + 1 < accum_steps else train_batch(iter_num + 1, 0)
                 scaler.scale(loss).backward()
             loss_sum += loss.detach()
         if cfg.grad_clip > 0:
@@ -291,6 +296,8 @@ def train(cfg: TrainConfig, rt: Runtime) -> dict:
         iter_num += 1
         iters_timed += 1
 
+        if iter_num % cfg.log_interval == 0 and rt.ddp:
+            torch.distributed.all_reduce(loss_sum, op=torch.distributed.ReduceOp.AVG)  # log the global batch's loss
         if iter_num % cfg.log_interval == 0 and rt.master:
             loss_val = loss_sum.item() / iters_timed  # the .item() syncs, so the timing below is real
             dt = (time.time() - t0) / iters_timed
