@@ -5,7 +5,9 @@ Sample from a trained model.
     python sample.py --out_dir=out-shakespeare-char --start=FILE:prompt.txt --max_new_tokens=200
 
 The tokenizer comes from the checkpoint itself. --start is the prompt text, or FILE:path to read
-it from a file.
+it from a file. A checkpoint trained on a dataset with a prompt template (pubmed) formats --start
+into it, e.g. `--start=FILE:abstract.txt` becomes "ABSTRACT:\n...\n\nARTICLE:\n", and generation
+stops at <|endoftext|> (or after max_new_tokens).
 """
 
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+import templates
 import tokenizer as tokenizers
 from checkpoint import checkpoint_tokenizer_meta, load_checkpoint, model_from_checkpoint
 from configurator import parse_config
@@ -63,6 +66,9 @@ def main(argv: list[str]) -> None:
     ckpt = load_checkpoint(Path(cfg.out_dir) / "ckpt.pt", map_location="cpu")
     tok = tokenizers.from_meta(checkpoint_tokenizer_meta(ckpt))
     model = model_from_checkpoint(ckpt, dropout=0.0)
+    template = ckpt.get("template")  # e.g. pubmed: --start is an abstract, the model writes the article
+    prompt = templates.format_prompt(template, prompt) if template else prompt
+    stop = templates.stop_token(template, tok)  # generation ends at <|endoftext|>
     del ckpt
     model.eval().to(rt.device)
     if cfg.compile:
@@ -74,8 +80,8 @@ def main(argv: list[str]) -> None:
     x = torch.tensor(ids, dtype=torch.long, device=rt.device)[None, ...]
     with torch.no_grad(), rt.autocast():
         for _ in range(cfg.num_samples):
-            y = model.generate(x, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k, vocab_limit=tok.vocab_size)
-            print(tok.decode(y[0].tolist()))
+            y = templates.generate(model, x, cfg.max_new_tokens, stop, temperature=cfg.temperature, top_k=cfg.top_k, vocab_limit=tok.vocab_size)
+            print(tok.decode(templates.cut_at_stop(y[0].tolist(), len(ids), stop)))
             print("---------------")
 
 
