@@ -1,5 +1,6 @@
 """
-Train a GPT on a prepared dataset: from scratch, or resumed from out_dir/ckpt.pt.
+Train a GPT on a prepared dataset: from scratch, resumed from out_dir/ckpt.pt, or fine-tuned
+from OpenAI's GPT-2 weights.
 
 One device (cuda, mps or cpu, whichever is there; or --device=...):
     python train.py config/train_shakespeare_char.py
@@ -12,12 +13,21 @@ Two nodes of 8 GPUs (run on each node; node 0 at 10.0.0.1):
     torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --master_addr=10.0.0.1 --master_port=29500 train.py config/train_gpt2.py
     torchrun --nnodes=2 --node_rank=1 --nproc_per_node=8 --master_addr=10.0.0.1 --master_port=29500 train.py config/train_gpt2.py
 (If your cluster has no Infiniband, prepend NCCL_IB_DISABLE=1.)
+gradient_accumulation_steps is the global count: each of the N processes does 1/N of it.
+
+Fine-tune GPT-2 (weights from the Hugging Face hub, or --init_from=DIR with config.json and
+model.safetensors) on a dataset tokenized with GPT-2 BPE:
+    python prepare.py shakespeare && python train.py config/finetune_shakespeare.py
+
+Precision: --dtype=auto is bfloat16 on GPUs that have it, else float16 with a gradient scaler;
+float32 on cpu and mps (--dtype=bfloat16 works on cpu too). --compile is on by default on CUDA.
 
 Settings: the TrainConfig fields below; override them with config files and --key=value.
 """
 
 import math
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,8 +40,9 @@ from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from configurator import parse_config, print_config
 from datafiles import DTYPES, load_meta, open_split
 from errors import UserError, cli
-from logger import Logger
+from logger import Logger, require_wandb
 from model import GPT, GPTConfig
+from pretrained import HUB_MODELS, from_pretrained, is_pretrained
 from runtime import Runtime, setup_runtime, teardown_runtime
 
 
@@ -44,7 +55,7 @@ class TrainConfig:
     eval_iters: int = 200
     eval_only: bool = False  # evaluate once and exit
     always_save_checkpoint: bool = True  # else only when val loss improves
-    init_from: str = "scratch"  # 'scratch' or 'resume' (from out_dir/ckpt.pt)
+    init_from: str = "scratch"  # 'scratch', 'resume' (out_dir/ckpt.pt), 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', 'distilgpt2' or a directory
     # logging: metrics always go to out_dir/metrics.jsonl; wandb is optional
     wandb_log: bool = False
     wandb_project: str = "owt"
@@ -60,7 +71,7 @@ class TrainConfig:
     n_head: int = 12
     n_embd: int = 768
     dropout: float = 0.0  # 0 for pretraining, 0.1+ for fine-tuning
-    bias: bool = False
+    bias: bool = False  # (GPT-2 weights bring their own shape: the model keys above are ignored with them)
     # AdamW
     learning_rate: float = 6e-4
     max_iters: int = 600000
@@ -90,8 +101,12 @@ def validate(cfg: TrainConfig) -> None:
             raise UserError(f"{name} must not be negative, got {getattr(cfg, name)}")
     if cfg.learning_rate <= 0 or cfg.min_lr < 0:
         raise UserError("learning_rate must be positive and min_lr not negative")
-    if cfg.init_from not in ("scratch", "resume"):
-        raise UserError(f"unknown init_from '{cfg.init_from}'; use 'scratch' or 'resume'")
+    if cfg.init_from not in ("scratch", "resume") and not is_pretrained(cfg.init_from):
+        raise UserError(
+            f"unknown init_from '{cfg.init_from}'; use 'scratch', 'resume', one of {', '.join(HUB_MODELS)}, or a directory holding config.json and model.safetensors"
+        )
+    if cfg.wandb_log:
+        require_wandb()  # fail now, not after loading the data and the model
 
 
 def get_lr(it: int, cfg: TrainConfig) -> float:
@@ -153,6 +168,61 @@ def check_tokens(data: np.ndarray, vocab_size: int, path: Path) -> None:
         )
 
 
+def new_model(cfg: TrainConfig, tokenizer_meta: dict) -> GPT:
+    """A freshly initialized GPT of the configured shape, for this tokenizer's vocabulary."""
+    vocab_size = tokenizer_meta["vocab_size"]
+    if tokenizer_meta["kind"] == "gpt2":
+        vocab_size = (vocab_size + 63) // 64 * 64  # 50257 -> 50304: tensor-core friendly
+    try:
+        gcfg = GPTConfig(cfg.block_size, vocab_size, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.dropout, cfg.bias)
+    except ValueError as e:
+        raise UserError(f"bad model config: {e}") from None
+    return GPT(gcfg)
+
+
+def init_model(cfg: TrainConfig, tokenizer_meta: dict, data_dir: Path, device: str) -> tuple[GPT, dict | None]:
+    """The model init_from asks for, and the checkpoint it resumes (None unless 'resume')."""
+    if cfg.init_from == "scratch":
+        return new_model(cfg, tokenizer_meta), None
+    if cfg.init_from == "resume":
+        ckpt = load_checkpoint(Path(cfg.out_dir) / "ckpt.pt", map_location=device)
+        if ckpt.get("tokenizer", tokenizer_meta) != tokenizer_meta:
+            raise UserError(
+                f"{cfg.out_dir}/ckpt.pt was trained with a {ckpt['tokenizer']['kind']} tokenizer of {ckpt['tokenizer']['vocab_size']} ids, but {data_dir} uses {tokenizer_meta['kind']} with {tokenizer_meta['vocab_size']}; resume on the same dataset"
+            )
+        return model_from_checkpoint(ckpt, dropout=cfg.dropout), ckpt
+    if tokenizer_meta["kind"] != "gpt2":
+        raise UserError(
+            f"init_from={cfg.init_from} needs a dataset tokenized with GPT-2 BPE, but {data_dir} uses the {tokenizer_meta['kind']} tokenizer; prepare one with GPT-2 BPE (e.g. python prepare.py shakespeare)"
+        )
+    return from_pretrained(cfg.init_from, dropout=cfg.dropout, block_size=cfg.block_size), None
+
+
+def train_step(model, optimizer, scaler, batch: tuple, batches: Iterator[tuple], accum_steps: int, grad_clip: float, rt: Runtime) -> tuple[torch.Tensor, tuple]:
+    """One optimizer step over accum_steps micro-batches: `batch`, then more from `batches`.
+    Each next batch is fetched while the device works; the one left over starts the next step
+    and is returned with the step's mean loss (a device tensor: reading it waits for the device)."""
+    total = torch.zeros((), device=rt.device)
+    for micro_step in range(accum_steps):
+        x, y = batch
+        # DDP all-reduces gradients in backward(): only on the last micro-step
+        sync = nullcontext() if not rt.ddp or micro_step == accum_steps - 1 else model.no_sync()
+        with sync:
+            with rt.autocast():
+                _, loss = model(x, y)
+                loss = loss / accum_steps  # the gradients add up over micro-steps: average them
+            batch = next(batches)
+            scaler.scale(loss).backward()  # scaling is a no-op unless float16
+        total += loss.detach()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return total, batch
+
+
 def main(argv: list[str]) -> None:
     cfg = parse_config(TrainConfig(), argv)
     validate(cfg)
@@ -182,26 +252,14 @@ def train(cfg: TrainConfig, rt: Runtime) -> dict:
     tokenizer_meta = meta["tokenizer"]
 
     # model
-    iter_num, best_val_loss, ckpt = 0, 1e9, None
-    if cfg.init_from == "scratch":
-        vocab_size = meta.get("vocab_size", tokenizer_meta["vocab_size"])
-        if tokenizer_meta["kind"] == "gpt2":
-            vocab_size = (vocab_size + 63) // 64 * 64  # 50257 -> 50304: tensor-core friendly
-        try:
-            gcfg = GPTConfig(cfg.block_size, vocab_size, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.dropout, cfg.bias)
-        except ValueError as e:
-            raise UserError(f"bad model config: {e}") from None
-        model = GPT(gcfg)
-    else:  # resume
-        ckpt = load_checkpoint(out_dir / "ckpt.pt", map_location=rt.device)
-        if ckpt.get("tokenizer", tokenizer_meta) != tokenizer_meta:
-            raise UserError(
-                f"{out_dir}/ckpt.pt was trained with a {ckpt['tokenizer']['kind']} tokenizer of {ckpt['tokenizer']['vocab_size']} ids, but {data_dir} uses {tokenizer_meta['kind']} with {tokenizer_meta['vocab_size']}; resume on the same dataset"
-            )
-        model = model_from_checkpoint(ckpt, dropout=cfg.dropout)
-        iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
+    model, ckpt = init_model(cfg, tokenizer_meta, data_dir, rt.device)
+    iter_num, best_val_loss = (ckpt["iter_num"], ckpt["best_val_loss"]) if ckpt else (0, 1e9)
     if cfg.block_size > model.config.block_size:
         raise UserError(f"block_size={cfg.block_size} is larger than the model's {model.config.block_size}")
+    if model.config.vocab_size < tokenizer_meta["vocab_size"]:
+        raise UserError(
+            f"the model has {model.config.vocab_size} token ids, fewer than the dataset's {tokenizer_meta['vocab_size']}; use a dataset of its tokenizer"
+        )
     for split, data in splits.items():
         check_tokens(data, tokenizer_meta["vocab_size"], data_dir / f"{split}.bin")
     model.to(rt.device)
@@ -215,17 +273,18 @@ def train(cfg: TrainConfig, rt: Runtime) -> dict:
             scaler.load_state_dict(ckpt["scaler"])
     ckpt = None  # free the memory
 
-    if cfg.compile if cfg.compile is not None else rt.device_type == "cuda":
-        if rt.master:
-            print("compiling the model... (takes a minute)")
-        model = torch.compile(model)
+    model = rt.maybe_compile(model, cfg.compile)
     if rt.ddp:
         model = DDP(model, device_ids=[rt.local_rank] if rt.device_type == "cuda" else None)
 
-    # batch j of iteration i is the same whatever the number of ranks: rank r does micro-steps r*accum_steps...
-    def train_batch(iter_num: int, micro_step: int):
-        index = iter_num * cfg.gradient_accumulation_steps + rt.rank * accum_steps + micro_step
-        return get_batch(data_dir / "train.bin", dtype, cfg.batch_size, cfg.block_size, (cfg.seed, 0, index), rt)
+    def train_batches(iter_num: int) -> Iterator[tuple]:
+        """Micro-batches from iteration iter_num on. Batch j of an iteration is the same whatever
+        the number of ranks: rank r does micro-steps r*accum_steps ... (r+1)*accum_steps-1."""
+        while True:
+            for micro_step in range(accum_steps):
+                index = iter_num * cfg.gradient_accumulation_steps + rt.rank * accum_steps + micro_step
+                yield get_batch(data_dir / "train.bin", dtype, cfg.batch_size, cfg.block_size, (cfg.seed, 0, index), rt)
+            iter_num += 1
 
     eval_batches = {  # the same eval batches every time, so evals compare like with like
         s: (lambda k, s=s, i=i: get_batch(data_dir / f"{s}.bin", dtype, cfg.batch_size, cfg.block_size, (cfg.seed, 1 + i, k), rt)) for i, s in enumerate(splits)
@@ -256,7 +315,8 @@ def train(cfg: TrainConfig, rt: Runtime) -> dict:
         print(f"saving checkpoint to {out_dir}/ckpt.pt")
         save_checkpoint(state, out_dir / "ckpt.pt")
 
-    x, y = train_batch(iter_num, 0)
+    batches = train_batches(iter_num)
+    batch = next(batches)
     t0 = time.time()
     iters_timed, losses = 0, {}
     loss_sum = torch.zeros((), device=rt.device)
@@ -277,23 +337,8 @@ def train(cfg: TrainConfig, rt: Runtime) -> dict:
         if cfg.eval_only or iter_num >= cfg.max_iters:
             break
 
-        # forward, backward and update, with gradient accumulation; DDP all-reduces only on the last micro-step
-        for micro_step in range(accum_steps):
-            sync = nullcontext() if not rt.ddp or micro_step == accum_steps - 1 else model.no_sync()
-            with sync:
-                with rt.autocast():
-                    _, loss = model(x, y)
-                    loss = loss / accum_steps
-                # fetch the next batch while the GPU works
-                x, y = train_batch(iter_num, micro_step + 1) if micro_step + 1 < accum_steps else train_batch(iter_num + 1, 0)
-                scaler.scale(loss).backward()
-            loss_sum += loss.detach()
-        if cfg.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        loss, batch = train_step(model, optimizer, scaler, batch, batches, accum_steps, cfg.grad_clip, rt)
+        loss_sum += loss
         iter_num += 1
         iters_timed += 1
 
