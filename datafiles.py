@@ -36,8 +36,17 @@ class TextCorpus:
 
     text: str
     source: str  # where the text came from, in words
-    source_sha256: str
     tokenizer: str = "char"  # 'char' or 'gpt2'
+    val_fraction: float = 0.1
+
+
+@dataclass
+class TextFileCorpus:
+    """A TextCorpus read from a file in blocks, never whole, so it may be larger than memory."""
+
+    path: Path
+    source: str
+    tokenizer: str = "gpt2"
     val_fraction: float = 0.1
 
 

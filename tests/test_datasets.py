@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +146,32 @@ def test_azure_docs_errors(tmp_path: Path):
     assert not list((tmp_path / "o").glob("*.bin")) and not list((tmp_path / "o").glob(".*.tmp"))
 
 
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_azure_docs_sparse_shallow_clone(tmp_path: Path):
+    """The clone path, against a local repository instead of GitHub: only articles/ is checked out."""
+    import subprocess
+
+    remote = tmp_path / "azure-docs"
+    (remote / "articles" / "storage").mkdir(parents=True)
+    (remote / "includes").mkdir()
+    (remote / "articles" / "storage" / "blobs.md").write_text("---\ntitle: Blobs\n---\nBlobs store data.\n")
+    (remote / "articles" / "vms.md").write_text("<!-- draft -->VMs run code.\n")
+    (remote / "includes" / "snippet.md").write_text("An include, not an article.\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main", "-C", str(remote)]
+    for cmd in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "docs"]):
+        subprocess.run(git + cmd, check=True, capture_output=True)
+    module = load_dataset_module("azure_docs")
+    module.REPO = remote.as_uri()
+    cfg = module.Config(cache_dir=str(tmp_path / "cache"), val_fraction=0.5)
+    meta, _ = prepare_documents(module.corpus(cfg, tmp_path / "out"), tmp_path / "out", num_threads=2)
+    assert sorted(decode_documents(tmp_path / "out", "train") + decode_documents(tmp_path / "out", "val")) == ["Blobs store data.", "VMs run code."]
+    assert not (tmp_path / "cache" / "includes").exists() and not (tmp_path / "cache.partial").exists()
+    module.REPO = (tmp_path / "gone").as_uri()  # the clone is reused, not fetched again
+    assert module.corpus(cfg, tmp_path / "out").num_documents == 2
+    with pytest.raises(UserError, match="--docs_dir"):
+        module.corpus(module.Config(cache_dir=str(tmp_path / "other")), tmp_path / "out")
+
+
 def test_text_from_jsonl_csv_and_folder(tmp_path: Path):
     rows = [{"id": i, "abstract": f"Abstract number {i}, with words.\nSecond line."} for i in range(10)]
     (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n", encoding="utf-8")
@@ -158,12 +185,14 @@ def test_text_from_jsonl_csv_and_folder(tmp_path: Path):
         (folder / ("s2" if i % 2 else "") / f"ep{i}.{'md' if i % 3 else 'txt'}").write_text(r["abstract"], encoding="utf-8")
     texts = sorted(r["abstract"] for r in rows)
     outs = {}
-    for name, inp in (("jsonl", tmp_path / "a.jsonl"), ("csv", tmp_path / "a.csv"), ("folder", folder)):
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "a.parquet")
+    for name, inp in (("jsonl", tmp_path / "a.jsonl"), ("csv", tmp_path / "a.csv"), ("parquet", tmp_path / "a.parquet"), ("folder", folder)):
         outs[name] = tmp_path / name
         meta = prepare("text", outs[name], input=str(inp), field="abstract" if name != "folder" else "", val_fraction=0.2)
         docs = decode_documents(outs[name], "train") + decode_documents(outs[name], "val")
         assert sorted(docs) == texts and meta["documents"] == {"train": 8, "val": 2}
-    assert (outs["jsonl"] / "train.bin").read_bytes() == (outs["csv"] / "train.bin").read_bytes()  # same rows, same order, same split
+    for name in ("csv", "parquet"):  # same rows, same order, same split
+        assert (outs["jsonl"] / "train.bin").read_bytes() == (outs[name] / "train.bin").read_bytes()
 
 
 def test_text_char_level_documents_end_with_a_blank_line(tmp_path: Path):
@@ -319,3 +348,49 @@ def test_shakespeare_char_prepare_reports_too(tmp_path: Path, text_file: Path, c
     assert report["documents"]["total"] == 1 and report["per_document"]["characters"]["sum"] == len(TEXT)
     assert report["per_document"]["words"]["sum"] == len(TEXT.split()) and report["per_document"]["tokens"]["sum"] == len(TEXT)
     assert report["tokens_per_split"] == {"train": int(len(TEXT) * 0.9), "val": len(TEXT) - int(len(TEXT) * 0.9)}
+
+
+def test_text_file_streams_in_blocks_and_encodes_like_the_whole(tmp_path: Path):
+    from datafiles import TextFileCorpus
+    from prepare import prepare_text
+
+    text = "".join(f"Line {i}: the quick brown fox\tjumps.\r\n{'  ' * (i % 3)}indented, {i * 7}\n\n" for i in range(3000))
+    path = tmp_path / "book.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))  # a byte-order mark and \r\n line ends, as read_text() reads them
+    text = text.replace("\r\n", "\n")
+    meta, stats = prepare_text(TextFileCorpus(path, "a file"), tmp_path / "out", num_threads=2, chunk_chars=1000)
+    cut = int(len(text) * 0.9)
+    enc = GPT2Tokenizer().enc
+    assert np.fromfile(tmp_path / "out" / "train.bin", dtype=np.uint16).tolist() == enc.encode_ordinary(text[:cut])
+    assert np.fromfile(tmp_path / "out" / "val.bin", dtype=np.uint16).tolist() == enc.encode_ordinary(text[cut:])
+    assert meta["characters"] == len(text) and stats.column("words").tolist() == [len(text.split())]
+    char_meta, _ = prepare_text(TextFileCorpus(path, "a file", tokenizer="char"), tmp_path / "char", chunk_chars=333)
+    tok = CharTokenizer(char_meta["tokenizer"]["vocab"])
+    assert tok.decode(np.fromfile(tmp_path / "char" / "train.bin", dtype=np.uint16).tolist()) == text[:cut]
+    assert char_meta["tokenizer"]["vocab"] == sorted(set(text))
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl"])
+def test_peak_memory_stays_flat_as_the_corpus_doubles(tmp_path: Path, suffix: str):
+    import tracemalloc
+
+    from prepare import prepare_text
+
+    module, words, peaks = load_dataset_module("text"), ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"], []
+    GPT2Tokenizer()  # the encoding's tables are built once per process, not per corpus
+    for copies in (1, 2):
+        path, out = tmp_path / f"corpus{copies}{suffix}", tmp_path / f"out{copies}"
+        with open(path, "w", encoding="utf-8") as f:
+            for i in range(copies * 800):  # ~1.5 MB of text per copy, 75 chunks
+                doc = f"Document {i}. " + " ".join(words[(i * j) % 6] for j in range(300))
+                f.write(json.dumps({"text": doc}) + "\n" if suffix == ".jsonl" else doc + "\n")
+        corpus = module.corpus(module.Config(input=str(path), field="text" if suffix == ".jsonl" else ""), out)
+        prepare_corpus = prepare_documents if isinstance(corpus, DocumentCorpus) else prepare_text
+        tracemalloc.start()
+        try:
+            prepare_corpus(corpus, out, num_threads=2, chunk_chars=20_000)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    size = path.stat().st_size / 2
+    assert peaks[0] < size / 3 and peaks[1] < 1.25 * peaks[0], (peaks, size)

@@ -8,16 +8,15 @@
 GPT-2 BPE (the default) ends every document with <|endoftext|>; at character level, where the
 vocabulary is the corpus' characters, a blank line ("\\n\\n") ends each document instead. A folder
 (searched recursively, sorted paths) or a table is split by document: a seeded random
---val_fraction of the documents is val.bin. A single file is read whole into memory and split by
-position; folders and tables stream in bounded memory. Output goes to data/<name> (default
-data/text), or --out_dir; train with --dataset=<name>.
+--val_fraction of the documents is val.bin; a single file is split by position. All of them are
+read in blocks, never whole, so a corpus larger than memory prepares. Output goes to data/<name>
+(default data/text), or --out_dir; train with --dataset=<name>.
 """
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from datafiles import DocumentCorpus, PrepareConfig, TextCorpus
+from datafiles import DocumentCorpus, PrepareConfig, TextFileCorpus
 from errors import UserError
 from prepare import TABLE_SUFFIXES, count_records, read_records, read_text, val_mask, with_splits
 
@@ -32,15 +31,14 @@ class Config(PrepareConfig):
     seed: int = 1337  # which documents go to val
 
 
-def corpus(cfg: Config, out_dir: Path) -> TextCorpus | DocumentCorpus:
+def corpus(cfg: Config, out_dir: Path) -> TextFileCorpus | DocumentCorpus:
     path = Path(cfg.input).expanduser()
     if not cfg.input or not path.exists():
         raise UserError(f"pass your corpus with --input=FILE_OR_FOLDER{f' ({path} not found)' if cfg.input else ''}")
     if cfg.tokenizer not in ("gpt2", "char"):
         raise UserError(f"--tokenizer={cfg.tokenizer} is not one of gpt2, char")
     if path.is_file() and path.suffix.lower() not in TABLE_SUFFIXES:
-        text = read_text(path)
-        return TextCorpus(text, f"file {path}", hashlib.sha256(text.encode("utf-8")).hexdigest(), cfg.tokenizer, cfg.val_fraction)
+        return TextFileCorpus(path, f"file {path}", cfg.tokenizer, cfg.val_fraction)
     if path.is_dir():
         records = sorted((p for p in path.rglob("*") if p.suffix.lower() in (".txt", ".md") and p.is_file()), key=lambda p: p.relative_to(path).as_posix())
         if not records:
