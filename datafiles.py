@@ -5,10 +5,13 @@ ids, the nanoGPT layout, so data prepared by either tool trains in the other) an
 (the tokenizer, dtype, token counts, where the text came from). Nothing here is pickle.
 """
 
+import hashlib
 import json
 import pickle
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +27,7 @@ class PrepareConfig:
 
     out_dir: str = ""  # default data/<dataset>
     dtype: str = "uint16"
+    num_threads: int = 0  # threads that tokenize documents; 0: one per CPU core
 
 
 @dataclass
@@ -32,9 +36,37 @@ class TextCorpus:
 
     text: str
     source: str  # where the text came from, in words
-    source_sha256: str
     tokenizer: str = "char"  # 'char' or 'gpt2'
     val_fraction: float = 0.1
+
+
+@dataclass
+class TextFileCorpus:
+    """A TextCorpus read from a file in blocks, never whole, so it may be larger than memory."""
+
+    path: Path
+    source: str
+    tokenizer: str = "gpt2"
+    val_fraction: float = 0.1
+
+
+@dataclass
+class DocumentCorpus:
+    """Documents streamed from the source, each already assigned to a split.
+
+    `documents()` yields (split, record) pairs, split 'train' or 'val', and is called once per pass
+    over the data (twice at character level: the first pass collects the characters). A record is
+    the document's text, or anything `format` turns into it (a row, a path); `format` runs in the
+    tokenizing threads. Every document is followed by GPT-2's <|endoftext|> (at character level,
+    by a blank line); documents that are empty or only whitespace are skipped and counted."""
+
+    documents: Callable[[], Iterable[tuple[str, Any]]]
+    source: str  # where the documents came from, in words
+    tokenizer: str = "gpt2"  # 'gpt2' or 'char'
+    format: Callable[[Any], str] | None = None  # record -> text; None: the records are the texts
+    template: dict | None = None  # the prompt template (templates.py), kept in meta.json
+    num_documents: int | None = None  # if known up front: the progress bar shows an ETA
+    meta: dict = field(default_factory=dict)  # more entries for meta.json
 
 
 def check_fits(ids: np.ndarray, dtype: str) -> None:
@@ -46,22 +78,35 @@ def check_fits(ids: np.ndarray, dtype: str) -> None:
 
 
 class TokenWriter:
-    """Append token chunks to `path` through a temp file; the real name appears only on close()."""
+    """Append token chunks to `path` through a temp file; the real name appears only on publish().
+
+    An interrupted prepare leaves at most a hidden temp file, never a train.bin that looks complete."""
 
     def __init__(self, path: str | Path, dtype: str = "uint16"):
         self.path, self.dtype, self.count = Path(path), dtype, 0
+        self.sha256 = hashlib.sha256()  # of the file's bytes
         self.tmp = temp_path(self.path)
         self._f = open(self.tmp, "wb")
 
     def write(self, ids) -> None:
         arr = np.asarray(ids)
         check_fits(arr, self.dtype)
-        arr.astype(DTYPES[self.dtype]).tofile(self._f)
+        data = np.ascontiguousarray(arr, dtype=DTYPES[self.dtype])
+        data.tofile(self._f)
+        self.sha256.update(data)
         self.count += arr.size
 
-    def close(self) -> int:
+    def finish(self) -> int:
+        """Close the temp file, complete but not yet under its real name."""
         self._f.close()
+        return self.count
+
+    def publish(self) -> None:
         publish(self.tmp, self.path)
+
+    def close(self) -> int:
+        self.finish()
+        self.publish()
         return self.count
 
     def abort(self) -> None:

@@ -184,7 +184,8 @@ class Loaded:
 
 def load_for_eval(cfg: EvalConfig) -> Loaded:
     """The model of cfg.init_from: a checkpoint ('resume', cfg.out_dir) or a pretrained GPT-2."""
-    return Loaded(*load_model(cfg))
+    model, tokenizer, train_config, _ = load_model(cfg)
+    return Loaded(model, tokenizer, train_config)
 
 
 def dataset_dir(cfg: EvalConfig, train_config: dict) -> Path:

@@ -2,27 +2,63 @@
 
     python prepare.py shakespeare_char                     # tinyshakespeare, character level
     python prepare.py shakespeare_char --input=my.txt      # your own text, character level
+    python prepare.py pubmed                               # PubMed abstracts -> articles, GPT-2 BPE
+    python prepare.py azure_docs --docs_dir=PATH           # a folder of markdown, one document per file
+    python prepare.py text --input=FILE_OR_FOLDER          # your own corpus (.txt, .md, .jsonl, .parquet, .csv)
     python prepare.py <dataset> --help                     # a dataset's options
 
 Each data/<dataset>/prepare.py says only what is special about its data: a Config of its
-options and `corpus(cfg, out_dir)` that returns the text and where it came from. Everything
-else (tokenizing, splitting, writing the memmaps atomically, metadata, statistics) lives here.
+options and `corpus(cfg, out_dir)` that returns a TextCorpus (one text, split by position), a
+TextFileCorpus (the same, read from a file in blocks) or a DocumentCorpus (documents streamed
+from the source, each with its split).
+Everything else lives here: tokenizing documents in parallel threads, writing the memmaps in
+chunks through temp files (memory stays flat however large the corpus), meta.json last, and the
+dataset report (dataset_report.py). Running a prepare again with the same inputs writes the same
+bytes.
 """
 
+import csv
+import glob
 import hashlib
 import importlib.util
+import json
+import os
+import re
 import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from functools import partial
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from configurator import parse_config, print_config
-from datafiles import TextCorpus, TokenWriter, write_json
+from datafiles import DocumentCorpus, TextCorpus, TextFileCorpus, TokenWriter, write_json
+from dataset_report import SPLITS, DocStats, build_report, format_report, write_report
 from errors import UserError, cli
 from tokenizer import CharTokenizer, GPT2Tokenizer
 
 DATA_ROOT = Path(__file__).resolve().parent / "data"
+CHAR_DOCUMENT_END = "\n\n"  # a blank line ends each document at character level, which has no end-of-text token
+# Text goes to the tokenizing threads in chunks of about this many characters. Larger ones only
+# fragment the heap (2M-character pieces of one text peaked at 150-200 MB of RSS, these at 85 MB).
+CHUNK_CHARS = 1 << 19
+
+# Where GPT-2's pre-tokenizer (tokenizer.GPT2_PAT) always starts a new piece: before the last
+# whitespace character of a run that a non-space follows (it is split off to lead the next word,
+# or stands alone). Text cut there encodes to the same tokens as the whole. The class is Unicode's
+# White_Space, the regex's \s (Python's also counts \x1c-\x1f).
+WHITE_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+BPE_CUT = re.compile(f"(?=[{WHITE_SPACE}][^{WHITE_SPACE}])")
+
+ASCII_SPACE = np.zeros(256, dtype=bool)
+ASCII_SPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True  # what str.split() splits on, in ASCII
 
 
 def available_datasets() -> list[str]:
@@ -43,62 +79,408 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def split_bpe_chunks(text: str, size: int = 1 << 20) -> list[str]:
-    """Cut text into ~size pieces at points where GPT-2's pre-tokenizer always splits anyway
-    (after a newline that is followed by a non-space), so encoding the pieces equals encoding the whole."""
-    chunks, start = [], 0
-    while start < len(text):
-        end = min(start + size, len(text))
-        while end < len(text) and not (text[end - 1] == "\n" and not text[end].isspace()):
-            end += 1
-        chunks.append(text[start:end])
-        start = end
-    return chunks
+def split_bpe_chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
+    """Cut text into pieces of about `size` characters whose encodings, joined, equal the whole's."""
+    return list(bpe_pieces([text], size))
 
 
-def encode_text(tok, text: str, desc: str) -> np.ndarray:
-    if isinstance(tok, CharTokenizer):
-        return tok.encode_array(text)
-    chunks = split_bpe_chunks(text)
-    out = []
-    with tqdm(total=len(text), desc=desc, unit="char", unit_scale=True, disable=len(chunks) < 4) as bar:
-        for i in range(0, len(chunks), 16):
-            batch = chunks[i : i + 16]
-            out.extend(np.array(ids, dtype=np.int64) for ids in tok.encode_batch(batch))
-            bar.update(sum(map(len, batch)))
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+def bpe_pieces(blocks: Iterable[str], size: int) -> Iterator[str]:
+    """Re-cut a stream of text blocks into pieces of at least `size` characters (the last may be
+    shorter), each ending at a BPE_CUT, so that they can be encoded apart, in parallel."""
+    buf, seen = "", 0  # buf[:seen] has no cut point past the last piece
+    for block in blocks:
+        buf += block
+        start = 0
+        while len(buf) - start > size:
+            m = BPE_CUT.search(buf, max(start + size, seen))
+            if not m:
+                seen = len(buf) - 1  # whether the last character is a cut point depends on the next
+                break
+            yield buf[start : m.start()]
+            start = m.start()
+        buf, seen = buf[start:], max(seen - start, 0)
+    if buf:
+        yield buf
 
 
-def prepare_text(corpus: TextCorpus, out_dir: Path, dtype: str = "uint16") -> dict:
-    """Tokenize one text, split it by position and write train.bin, val.bin and meta.json."""
-    text = corpus.text
-    if not text:
-        raise UserError("the text is empty; pass a file with some text in it (--input=FILE)")
-    tok = CharTokenizer.from_text(text) if corpus.tokenizer == "char" else GPT2Tokenizer()
-    cut = int(len(text) * (1 - corpus.val_fraction))
-    counts = {}
-    for split, part in (("train", text[:cut]), ("val", text[cut:])):
-        ids = encode_text(tok, part, f"tokenizing {split}")
-        writer = TokenWriter(out_dir / f"{split}.bin", dtype)
+def read_blocks(path: Path, size: int = CHUNK_CHARS) -> Iterator[str]:
+    """A text file in blocks of `size` characters, decoded as read_text() decodes it whole."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:  # a leading byte-order mark is not text; \r\n line ends become \n
+            while block := f.read(size):
+                yield block
+    except FileNotFoundError:
+        raise UserError(f"{path} not found; pass an existing file") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text ({e.reason}); convert it to UTF-8 or remove it") from None
+
+
+def text_blocks(corpus: TextCorpus | TextFileCorpus, size: int) -> Iterator[str]:
+    if isinstance(corpus, TextFileCorpus):
+        yield from read_blocks(corpus.path, size)
+    else:
+        yield from (corpus.text[i : i + size] for i in range(0, len(corpus.text), size))
+
+
+def split_by_position(blocks: Iterable[str], cut: int) -> Iterator[tuple[str, str]]:
+    """(split, block) pairs: the first `cut` characters are train, the rest val."""
+    pos = 0
+    for block in blocks:
+        if pos < cut < pos + len(block):
+            yield "train", block[: cut - pos]
+            yield "val", block[cut - pos :]
+        else:
+            yield ("train" if pos < cut else "val"), block
+        pos += len(block)
+
+
+def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], threads: int) -> Iterator[Any]:
+    """fn over items in a pool of threads, results in order. At most 2 items per thread are in
+    flight, so a stream of any length goes through in bounded memory."""
+    pending: deque = deque()
+    with ThreadPoolExecutor(threads) as pool:
         try:
-            writer.write(ids)
-        except BaseException:
-            writer.abort()
-            raise
-        counts[split] = writer.close()
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) > 2 * threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()
+
+
+@contextmanager
+def split_writers(out_dir: Path, dtype: str) -> Iterator[dict[str, TokenWriter]]:
+    """train.bin and val.bin under temp names; removed if anything goes wrong before publish_splits."""
+    writers = {s: TokenWriter(out_dir / f"{s}.bin", dtype) for s in SPLITS}
+    try:
+        yield writers
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+
+
+def finish_splits(writers: dict[str, TokenWriter], what: str) -> dict[str, int]:
+    counts = {s: w.finish() for s, w in writers.items()}
+    for s, n in counts.items():
+        if not n:
+            raise UserError(f"the {s} split has no {what}; give it some (more {what}, or a larger --val_fraction)")
+    return counts
+
+
+def publish_splits(writers: dict[str, TokenWriter], out_dir: Path, meta: dict) -> None:
+    """Give the finished .bin files their names, then write meta.json, which marks the data complete."""
+    (out_dir / "meta.json").unlink(missing_ok=True)  # old data must not look complete with new bins beside it
+    for w in writers.values():
+        w.publish()
+    write_json(out_dir / "meta.json", meta)
+
+
+def scan_text(blocks: Iterable[str], char_level: bool) -> tuple[int, int, str, list[str] | None]:
+    """One pass over a text: its characters, words, sha256 and (at character level) vocabulary."""
+    chars, words, sha, vocab, prev_space = 0, 0, hashlib.sha256(), set(), True
+    for block in tqdm(blocks, desc="reading", unit="block", leave=False):
+        chars += len(block)
+        words += count_words(block) - (not prev_space and not is_ascii_space(block[0]))  # a word across two blocks
+        prev_space = is_ascii_space(block[-1])
+        sha.update(block.encode("utf-8"))
+        if char_level:
+            vocab.update(block)
+    return chars, words, sha.hexdigest(), sorted(vocab) if char_level else None
+
+
+def prepare_text(corpus: TextCorpus | TextFileCorpus, out_dir: Path, dtype: str = "uint16", num_threads: int = 0, chunk_chars: int = CHUNK_CHARS):
+    """Tokenize one text, split by position, into train.bin and val.bin, then write meta.json.
+
+    A file is read in blocks, twice (counting its characters, then tokenizing), never whole; GPT-2
+    BPE encodes pieces cut at BPE_CUT points in a pool of threads, which gives the same tokens as
+    encoding each split whole. Returns meta.json's contents and the statistics (one document)."""
+    if corpus.tokenizer not in ("gpt2", "char"):
+        raise UserError(f"unknown tokenizer '{corpus.tokenizer}'; use gpt2 or char")
+    n_chars, words, sha, vocab = scan_text(text_blocks(corpus, chunk_chars), corpus.tokenizer == "char")
+    if not n_chars:
+        raise UserError("the text is empty; pass a file with some text in it (--input=FILE)")
+    tok = CharTokenizer(vocab) if vocab is not None else GPT2Tokenizer()
+    threads = num_threads if num_threads > 0 else os.cpu_count() or 1
+    cut = int(n_chars * (1 - corpus.val_fraction))
+    pieces = (
+        (split, piece)
+        for split, group in groupby(split_by_position(text_blocks(corpus, chunk_chars), cut), key=itemgetter(0))
+        for piece in (bpe_pieces((b for _, b in group), chunk_chars) if vocab is None else (b for _, b in group))
+    )
+    bar = tqdm(total=n_chars, desc="tokenizing", unit="char", unit_scale=True, disable=n_chars < 4 * chunk_chars)
+    t0 = time.time()
+    try:
+        with split_writers(out_dir, dtype) as writers:
+            for split, n, ids in ordered_map(lambda p: (p[0], len(p[1]), tok.encode_array(p[1])), pieces, threads):
+                writers[split].write(ids)
+                tokens = sum(w.count for w in writers.values())
+                bar.set_postfix_str(f"{tokens / max(time.time() - t0, 1e-9):,.0f} tok/s, {tokens:,} tokens", refresh=False)
+                bar.update(n)
+            counts = finish_splits(writers, "text")
+    finally:
+        bar.close()
     meta = {
         "tokenizer": tok.meta(),
         "vocab_size": tok.vocab_size,
         "dtype": dtype,
         "train_tokens": counts["train"],
         "val_tokens": counts["val"],
-        "characters": len(text),
+        "characters": n_chars,
         "val_fraction": corpus.val_fraction,
         "source": corpus.source,
-        "source_sha256": corpus.source_sha256,
+        "source_sha256": sha,  # of the text, UTF-8 encoded
+        "sha256": {s: w.sha256.hexdigest() for s, w in writers.items()},  # of train.bin and val.bin
     }
-    write_json(out_dir / "meta.json", meta)
-    return meta
+    publish_splits(writers, out_dir, meta)
+    stats = DocStats()
+    stats.add(*(np.array([v]) for v in (0, n_chars, words, counts["train"] + counts["val"])))
+    return meta, stats
+
+
+def count_words(text: str) -> int:
+    """Runs of characters other than ASCII whitespace (str.split() for ASCII text, 3x faster)."""
+    if not text:
+        return 0
+    space = ASCII_SPACE[np.frombuffer(text.encode("utf-8"), dtype=np.uint8)]
+    return int(np.count_nonzero(space[:-1] & ~space[1:])) + (not space[0])
+
+
+def is_ascii_space(c: str) -> bool:
+    return ord(c) < 128 and bool(ASCII_SPACE[ord(c)])
+
+
+def document_end(tok) -> np.ndarray:
+    ids = [tok.eot_token] if tok.eot_token is not None else tok.encode(CHAR_DOCUMENT_END)
+    return np.array(ids, dtype=np.uint32)
+
+
+def record_size(record: Any) -> int:
+    """About how many characters a record holds, to cut the stream into chunks."""
+    if isinstance(record, str):
+        return len(record)
+    if isinstance(record, (tuple, list)):
+        return sum(len(v) for v in record if isinstance(v, str))
+    if isinstance(record, os.PathLike):  # a file the worker reads
+        try:
+            return os.path.getsize(record)
+        except OSError:
+            return 0  # the worker reports it
+    return 4096
+
+
+def chunked(items: Iterable[tuple[str, Any]], chunk_chars: int) -> Iterator[list[tuple[str, Any]]]:
+    chunk, size = [], 0
+    for item in items:
+        chunk.append(item)
+        size += record_size(item[1])
+        if size >= chunk_chars:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def encode_chunk(chunk: list[tuple[str, Any]], tok, fmt: Callable[[Any], str] | None, end: np.ndarray):
+    """Runs in a worker thread: format and tokenize a chunk of documents, each followed by `end`.
+    Returns the token ids of each split, the per-document statistics and how many were empty."""
+    ids: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    split, chars, words, tokens, skipped = [], [], [], [], 0
+    for name, record in chunk:
+        text = fmt(record) if fmt else record
+        if not text or text.isspace():
+            skipped += 1
+            continue
+        arr = tok.encode_array(text)
+        ids[name] += [arr, end]  # KeyError: a dataset yielded a split other than train / val
+        split.append(SPLITS.index(name))
+        chars.append(len(text))
+        words.append(count_words(text))
+        tokens.append(len(arr))
+    out = {s: np.concatenate(parts) for s, parts in ids.items() if parts}
+    return out, (np.array(split), np.array(chars), np.array(words), np.array(tokens)), skipped
+
+
+def char_tokenizer(corpus: DocumentCorpus) -> CharTokenizer:
+    """A first pass over the documents to collect their characters."""
+    chars = set(CHAR_DOCUMENT_END)
+    for _, record in tqdm(corpus.documents(), desc="collecting characters", unit="doc", total=corpus.num_documents):
+        chars.update(corpus.format(record) if corpus.format else record)
+    return CharTokenizer(sorted(chars))
+
+
+def prepare_documents(corpus: DocumentCorpus, out_dir: Path, dtype: str = "uint16", num_threads: int = 0, chunk_chars: int = CHUNK_CHARS):
+    """Tokenize a stream of documents into train.bin and val.bin, then write meta.json.
+
+    Chunks of documents are tokenized by a pool of threads (tiktoken releases the GIL) and written
+    in order as they finish; at most 2 chunks per thread are in flight, so memory does not grow
+    with the corpus. Returns meta.json's contents and the per-document statistics."""
+    if corpus.tokenizer not in ("gpt2", "char"):
+        raise UserError(f"unknown tokenizer '{corpus.tokenizer}'; use gpt2 or char")
+    tok = char_tokenizer(corpus) if corpus.tokenizer == "char" else GPT2Tokenizer()
+    threads = num_threads if num_threads > 0 else os.cpu_count() or 1
+    work = partial(encode_chunk, tok=tok, fmt=corpus.format, end=document_end(tok))
+    stats = DocStats()
+    bar = tqdm(total=corpus.num_documents, desc="tokenizing", unit="doc")
+    t0 = time.time()
+    try:
+        with split_writers(out_dir, dtype) as writers:
+            for ids, doc_stats, skipped in ordered_map(work, chunked(corpus.documents(), chunk_chars), threads):
+                for split, arr in ids.items():
+                    writers[split].write(arr)
+                stats.add(*doc_stats)
+                stats.skipped += skipped
+                tokens = sum(w.count for w in writers.values())
+                bar.set_postfix_str(f"{tokens / max(time.time() - t0, 1e-9):,.0f} tok/s, {tokens:,} tokens", refresh=False)
+                bar.update(len(doc_stats[0]) + skipped)
+            if not len(stats):
+                raise UserError(f"no documents with any text in {corpus.source}; check the input")
+            counts = finish_splits(writers, "documents")
+    finally:
+        bar.close()
+    meta = {
+        "tokenizer": tok.meta(),
+        "vocab_size": tok.vocab_size,
+        "dtype": dtype,
+        "train_tokens": counts["train"],
+        "val_tokens": counts["val"],
+        "documents": {s: int((stats.column("split") == i).sum()) for i, s in enumerate(SPLITS)},
+        "characters": int(stats.column("chars").sum(dtype=np.int64)),
+        "document_end": "<|endoftext|>" if tok.eot_token is not None else CHAR_DOCUMENT_END,
+        "source": corpus.source,
+        "sha256": {s: w.sha256.hexdigest() for s, w in writers.items()},  # of train.bin and val.bin
+        **({"template": corpus.template} if corpus.template else {}),
+        **corpus.meta,
+    }
+    publish_splits(writers, out_dir, meta)
+    return meta, stats
+
+
+# Reading sources: helpers the dataset scripts share.
+
+TABLE_SUFFIXES = (".jsonl", ".parquet", ".csv")
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")  # a leading byte-order mark is not text; \r\n line ends become \n
+    except FileNotFoundError:
+        raise UserError(f"{path} not found; pass an existing file") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8 or remove it") from None
+
+
+def expand_files(spec: str, option: str) -> list[Path]:
+    """Comma-separated paths or glob patterns, each matching at least one file, in sorted order."""
+    paths = []
+    for pattern in (p.strip() for p in spec.split(",") if p.strip()):
+        matches = sorted(glob.glob(os.path.expanduser(pattern)))
+        if not matches:
+            raise UserError(f"{option}: no file matches {pattern}")
+        paths += [Path(m) for m in matches]
+    if not paths:
+        raise UserError(f"{option} names no files; pass paths like {option}=a.parquet,b.parquet")
+    return paths
+
+
+def _check_fields(path: Path, have: Iterable[str], fields: list[str]) -> None:
+    have = list(have)
+    missing = [f for f in fields if f not in have]
+    if missing:
+        raise UserError(
+            f"{path} has no field {', '.join(repr(m) for m in missing)}; its fields are {', '.join(map(repr, have))} (choose one with --field=NAME)"
+        )
+
+
+def _text_values(path: Path, where: str, row: tuple) -> tuple:
+    for v in row:
+        if v is not None and not isinstance(v, str):
+            raise UserError(f"{path} {where}: a value is {type(v).__name__}, not text; name a text field")
+    return tuple(v or "" for v in row)  # a missing value (null) is an empty document, skipped and counted
+
+
+def read_records(path: Path, fields: list[str]) -> Iterator[tuple[str, ...]]:
+    """The named fields of every row of a .jsonl, .parquet or .csv file, streamed."""
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise UserError(f"{path}: unknown file type '{suffix}'; use {', '.join(TABLE_SUFFIXES)}")
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            f = pq.ParquetFile(path)
+            _check_fields(path, f.schema_arrow.names, fields)
+            for batch in f.iter_batches(batch_size=1024, columns=fields):
+                for row in zip(*(batch.column(name).to_pylist() for name in fields), strict=True):
+                    yield _text_values(path, "row", row)
+        elif suffix == ".jsonl":
+            with open(path, encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise UserError(f"{path} line {n} is not JSON ({e.msg}); each line must be one JSON object") from None
+                    if not isinstance(obj, dict):
+                        raise UserError(f"{path} line {n} is not a JSON object; each line must be an object with the field(s) {', '.join(fields)}")
+                    _check_fields(path, obj, fields)
+                    yield _text_values(path, f"line {n}", tuple(obj[name] for name in fields))
+        else:
+            csv.field_size_limit(2**31 - 1)  # a document can be longer than csv's default limit of 128 KiB
+            with open(path, encoding="utf-8", newline="") as f:
+                reader = csv.DictReader(f)
+                _check_fields(path, reader.fieldnames or [], fields)
+                for row in reader:
+                    yield tuple(row[name] or "" for name in fields)
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8") from None
+    except OSError as e:
+        raise UserError(f"could not read {path} ({e})") from None
+    except ValueError as e:  # pyarrow's ArrowInvalid: not a parquet file
+        raise UserError(f"could not read {path} as {suffix[1:]} ({e})") from None
+
+
+def count_records(path: Path) -> int:
+    """Rows in a table, without parsing them where the format allows."""
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.ParquetFile(path).metadata.num_rows
+        except (OSError, ValueError) as e:
+            raise UserError(f"could not read {path} as parquet ({e})") from None
+    if path.suffix.lower() == ".jsonl":
+        with open(path, "rb") as f:
+            return sum(1 for line in f if line.strip())
+    return sum(1 for _ in read_records(path, []))
+
+
+def val_mask(n: int, val_fraction: float, seed: int) -> np.ndarray:
+    """Which of n documents go to val: a seeded random choice of round(n * val_fraction), at least one."""
+    if not 0 < val_fraction < 1:
+        raise UserError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    if n < 2:
+        raise UserError(f"the corpus has {n} document{'s' if n != 1 else ''}; a train/val split by document needs at least 2")
+    k = min(n - 1, max(1, round(n * val_fraction)))
+    mask = np.zeros(n, dtype=bool)
+    mask[np.random.default_rng(seed).permutation(n)[:k]] = True
+    return mask
+
+
+def with_splits(records: Iterable[Any], is_val: np.ndarray) -> Iterator[tuple[str, Any]]:
+    """(split, record) pairs for a stream of records and its val_mask."""
+    records, end, record = iter(records), object(), None
+    for val in is_val:
+        record = next(records, end)
+        if record is end:
+            break
+        yield ("val" if val else "train"), record
+    if record is end or next(records, end) is not end:
+        raise UserError(f"the source changed while it was read (it no longer has the {len(is_val):,} documents counted before); prepare again")
 
 
 def main(argv: list[str]) -> None:
@@ -108,14 +490,20 @@ def main(argv: list[str]) -> None:
     module = load_dataset_module(name)
     cfg = parse_config(module.Config(), argv)
     print_config(cfg)
-    out_dir = Path(cfg.out_dir or Path("data") / name)
+    out_dir = Path(cfg.out_dir or Path("data") / (getattr(cfg, "name", "") or name))
     t0 = time.time()
     corpus = module.corpus(cfg, out_dir)
     print(f"source: {corpus.source}")
-    meta = prepare_text(corpus, out_dir, cfg.dtype)
+    prepare_corpus = prepare_documents if isinstance(corpus, DocumentCorpus) else prepare_text
+    meta, stats = prepare_corpus(corpus, out_dir, cfg.dtype, cfg.num_threads)
+    seconds = time.time() - t0
+    tokens = meta["train_tokens"] + meta["val_tokens"]
     print(f"characters: {meta['characters']:,}  vocab size: {meta['vocab_size']:,}  tokenizer: {meta['tokenizer']['kind']}")
     print(f"train: {meta['train_tokens']:,} tokens  val: {meta['val_tokens']:,} tokens")
-    print(f"wrote {out_dir}/train.bin, val.bin, meta.json in {time.time() - t0:.1f}s")
+    print(f"wrote {out_dir}/train.bin, val.bin, meta.json in {seconds:.1f}s ({tokens / max(seconds, 1e-9):,.0f} tokens/s)")
+    report = build_report(out_dir.name, meta, stats)
+    write_report(report, stats, out_dir)
+    print(format_report(report, out_dir))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ another). --interactive reads prompts from stdin, one a line, until EOF. In --st
 interactive prompts, \\n stands for a newline. --check_novelty reports for each sample the
 longest token span also found in the training data and the share of its 8-grams found there
 (see novelty.py; the index is built once and cached beside the data).
+A checkpoint trained on a dataset with a prompt template (pubmed) formats --start into it, e.g.
+`--start=FILE:abstract.txt` becomes "ABSTRACT:\n...\n\nARTICLE:\n", and the sample is the article,
+ended at <|endoftext|> (or after max_new_tokens).
 """
 
 import sys
@@ -28,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+import templates
 import tokenizer as tokenizers
 from checkpoint import checkpoint_tokenizer_meta, load_checkpoint, model_from_checkpoint
 from configurator import parse_config
@@ -89,16 +93,16 @@ def validate(cfg: SampleConfig) -> None:
         raise UserError(f"top_p must be in (0, 1] or None, got {cfg.top_p}")
 
 
-def load_model(cfg) -> tuple[GPT, dict, dict]:
-    """The model (on CPU, in eval mode), its tokenizer metadata and its training config: from
-    cfg.out_dir/ckpt.pt when cfg.init_from is 'resume', else OpenAI's GPT-2 weights (a hub name
-    or a Hugging Face folder) with GPT-2 BPE and no training config. Any config with init_from
-    and out_dir works (SampleConfig, EvalConfig)."""
+def load_model(cfg) -> tuple[GPT, dict, dict, dict | None]:
+    """The model (on CPU, in eval mode), its tokenizer metadata, its training config and its
+    dataset's prompt template (templates.py; None if it has none): from cfg.out_dir/ckpt.pt when
+    cfg.init_from is 'resume', else OpenAI's GPT-2 weights (a hub name or a Hugging Face folder)
+    with GPT-2 BPE. Any config with init_from and out_dir works (SampleConfig, EvalConfig)."""
     if cfg.init_from != "resume":
-        return from_pretrained(cfg.init_from).eval(), {"kind": "gpt2", "vocab_size": tokenizers.GPT2_VOCAB_SIZE}, {}
+        return from_pretrained(cfg.init_from).eval(), {"kind": "gpt2", "vocab_size": tokenizers.GPT2_VOCAB_SIZE}, {}, None
     ckpt = load_checkpoint(Path(cfg.out_dir) / "ckpt.pt", map_location="cpu")
     model = model_from_checkpoint(ckpt, dropout=0.0)
-    return model.eval(), checkpoint_tokenizer_meta(ckpt), ckpt.get("config", {})
+    return model.eval(), checkpoint_tokenizer_meta(ckpt), ckpt.get("config", {}), ckpt.get("template")
 
 
 def encode_prompt(tok, text: str) -> list[int]:
@@ -164,7 +168,7 @@ def main(argv: list[str]) -> None:
     validate(cfg)
     prompt = None if cfg.interactive else read_prompt(cfg.start)
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
-    model, tok_meta, train_cfg = load_model(cfg)
+    model, tok_meta, train_cfg, template = load_model(cfg)
     tok = tokenizers.from_meta(tok_meta)
     model.to(rt.device)
     if cfg.compile:
@@ -176,6 +180,8 @@ def main(argv: list[str]) -> None:
         index = novelty.open_index(novelty.training_data_dir(cfg.data_dir, train_cfg), tok_meta)
 
     def run(prompt: str) -> None:
+        if template:  # e.g. pubmed: the prompt is an abstract, the model writes the article
+            prompt = templates.format_prompt(template, prompt)
         ids = encode_prompt(tok, prompt)
         with torch.no_grad(), rt.autocast():
             batches = [1] * cfg.num_samples if cfg.stream else [cfg.num_samples]

