@@ -1,11 +1,23 @@
 """Metrics logging: every run appends to out_dir/metrics.jsonl; wandb too when asked.
 
 A no-op stands in for wandb when it is off, so the training loop has no wandb branches.
+wandb is optional (pip install wandb); WANDB_MODE=offline logs to out_dir/wandb without an
+account, and `wandb sync` uploads that later. Only the rank-0 process logs.
 """
 
 import json
 import time
 from pathlib import Path
+
+from errors import UserError
+
+
+def require_wandb():
+    try:
+        import wandb  # optional: pip install wandb
+    except ImportError:
+        raise UserError("wandb_log=True needs wandb: pip install wandb (WANDB_MODE=offline logs without an account), or set --wandb_log=False") from None
+    return wandb
 
 
 class Logger:
@@ -16,9 +28,9 @@ class Logger:
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         if enabled and wandb_log:
-            import wandb  # optional dependency: pip install wandb (WANDB_MODE=offline works without an account)
-
-            self.wandb = wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+            wandb = require_wandb()
+            # its run files go beside the checkpoint; WANDB_MODE=offline keeps them there (wandb sync uploads later)
+            self.wandb = wandb.init(project=wandb_project, name=wandb_run_name, config=config, dir=str(self.path.parent))
 
     def log(self, metrics: dict) -> None:
         if not self.enabled:

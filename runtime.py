@@ -64,6 +64,22 @@ class Runtime:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device_type, dtype=PTDTYPE[self.dtype])
 
+    def maybe_compile(self, model: torch.nn.Module, flag: bool | None) -> torch.nn.Module:
+        """torch.compile(model) if flag, or by default (None) on CUDA only: elsewhere compiling
+        costs more time than it saves."""
+        if not (flag if flag is not None else self.device_type == "cuda"):
+            return model
+        if self.master:
+            print("compiling the model... (takes a minute)")
+        return torch.compile(model)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work, so wall-clock timings are real."""
+        if self.device_type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elif self.device_type == "mps":
+            torch.mps.synchronize()
+
     def peak_flops(self) -> float | None:
         """The accelerator's dense peak FLOP/s at this precision, or None where it is not known."""
         if self.device_type != "cuda":

@@ -1,11 +1,14 @@
 """
-Sample from a trained model.
+Sample from a trained model, or from OpenAI's GPT-2.
 
     python sample.py --out_dir=out-shakespeare-char --start="ROMEO:" --num_samples=3
     python sample.py --out_dir=out-shakespeare-char --start=FILE:prompt.txt --max_new_tokens=200
+    python sample.py --init_from=gpt2-xl --start="What is the answer to life?" --num_samples=2
+    python sample.py --init_from=./gpt2 --start="Hello"     # a local copy: config.json + model.safetensors
 
-The tokenizer comes from the checkpoint itself. --start is the prompt text, or FILE:path to read
-it from a file.
+With --init_from=resume (the default) the model and its tokenizer come from out_dir/ckpt.pt; a
+GPT-2 name or directory samples OpenAI's weights with GPT-2 BPE. --start is the prompt text, or
+FILE:path to read it from a file.
 """
 
 from dataclasses import dataclass
@@ -17,11 +20,13 @@ import tokenizer as tokenizers
 from checkpoint import checkpoint_tokenizer_meta, load_checkpoint, model_from_checkpoint
 from configurator import parse_config
 from errors import UserError, cli
+from pretrained import HUB_MODELS, from_pretrained, is_pretrained
 from runtime import setup_runtime
 
 
 @dataclass
 class SampleConfig:
+    init_from: str = "resume"  # 'resume' (out_dir/ckpt.pt), or gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2, or a directory
     out_dir: str = "out"  # the checkpoint is out_dir/ckpt.pt
     start: str = "\n"  # prompt text, or FILE:path
     num_samples: int = 10
@@ -47,6 +52,10 @@ def read_prompt(start: str) -> str:
 
 
 def validate(cfg: SampleConfig) -> None:
+    if cfg.init_from != "resume" and not is_pretrained(cfg.init_from):
+        raise UserError(
+            f"unknown init_from '{cfg.init_from}'; use 'resume' (out_dir/ckpt.pt), one of {', '.join(HUB_MODELS)}, or a directory holding config.json and model.safetensors"
+        )
     if cfg.num_samples <= 0 or cfg.max_new_tokens <= 0:
         raise UserError("num_samples and max_new_tokens must be positive")
     if cfg.temperature < 0:
@@ -60,10 +69,13 @@ def main(argv: list[str]) -> None:
     validate(cfg)
     prompt = read_prompt(cfg.start)
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
-    ckpt = load_checkpoint(Path(cfg.out_dir) / "ckpt.pt", map_location="cpu")
-    tok = tokenizers.from_meta(checkpoint_tokenizer_meta(ckpt))
-    model = model_from_checkpoint(ckpt, dropout=0.0)
-    del ckpt
+    if cfg.init_from == "resume":
+        ckpt = load_checkpoint(Path(cfg.out_dir) / "ckpt.pt", map_location="cpu")
+        tok = tokenizers.from_meta(checkpoint_tokenizer_meta(ckpt))
+        model = model_from_checkpoint(ckpt, dropout=0.0)
+        del ckpt
+    else:
+        tok, model = tokenizers.GPT2Tokenizer(), from_pretrained(cfg.init_from)
     model.eval().to(rt.device)
     if cfg.compile:
         model = torch.compile(model)

@@ -1,5 +1,6 @@
 """
-Train a GPT on a prepared dataset: from scratch, or resumed from out_dir/ckpt.pt.
+Train a GPT on a prepared dataset: from scratch, resumed from out_dir, or fine-tuned from
+OpenAI's GPT-2 weights.
 
 One device (cuda, mps or cpu, whichever is there; or --device=...):
     python train.py config/train_shakespeare_char.py
@@ -12,22 +13,33 @@ Two nodes of 8 GPUs (run on each node; node 0 at 10.0.0.1):
     torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --master_addr=10.0.0.1 --master_port=29500 train.py config/train_gpt2.py
     torchrun --nnodes=2 --node_rank=1 --nproc_per_node=8 --master_addr=10.0.0.1 --master_port=29500 train.py config/train_gpt2.py
 (If your cluster has no Infiniband, prepend NCCL_IB_DISABLE=1.)
+gradient_accumulation_steps is the global count: each of the N processes does 1/N of it.
 
-Resume a run (the newest complete checkpoint in out_dir; same settings as the run that wrote it):
+Fine-tune GPT-2 (weights from the Hugging Face hub, or --init_from=DIR with config.json and
+model.safetensors) on a dataset tokenized with GPT-2 BPE:
+    python prepare.py shakespeare && python train.py config/finetune_shakespeare.py
+
+Resume a run from the newest complete checkpoint in out_dir (with the settings that started it;
+the run continues exactly as if it had not stopped):
     python train.py config/train_shakespeare_char.py --init_from=resume
 
-SIGTERM or Ctrl-C (preemption) finishes the current step, saves a checkpoint and exits 0; a second
-Ctrl-C stops at once. Steps whose loss or gradient norm is not finite are skipped; more than
-max_bad_steps in a row stop the run, saving the last good state.
+Preemption: SIGTERM or Ctrl-C finishes the current step, saves a checkpoint and exits 0 (under
+torchrun every rank stops at the same step; torchrun gives its workers 30 s before SIGKILL). A
+second Ctrl-C stops at once. Checkpoints are written atomically, so a kill -9 at any moment leaves
+the previous one whole. A step whose loss or gradient norm is not finite is skipped; more than
+max_bad_steps in a row stop the run with the last good state saved.
+
+Precision: --dtype=auto is bfloat16 on GPUs that have it, else float16 with a gradient scaler;
+float32 on cpu and mps (--dtype=bfloat16 works on cpu too). --compile is on by default on CUDA.
 
 Settings: the TrainConfig fields below; override them with config files and --key=value.
 """
 
 import math
-import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,13 +53,10 @@ from checkpoint import load_checkpoint, model_from_checkpoint, newest_checkpoint
 from configurator import parse_config, print_config
 from datafiles import DTYPES, load_meta, open_split
 from errors import UserError, cli
-from logger import Logger
+from logger import Logger, require_wandb
 from model import GPT, GPTConfig
+from pretrained import HUB_MODELS, from_pretrained, is_pretrained
 from runtime import Runtime, seed_everything, setup_runtime, teardown_runtime
-
-# Test hook: a comma-separated list of iterations whose loss is made NaN, to exercise the guard
-# against non-finite steps. Never set it otherwise.
-NAN_AT_ENV = "GPT_SUITE_TEST_NAN_AT"
 
 
 @dataclass
@@ -58,11 +67,13 @@ class TrainConfig:
     log_interval: int = 1
     eval_iters: int = 200
     eval_only: bool = False  # evaluate once and exit
-    always_save_checkpoint: bool = True  # at every eval; else only when val loss improves
+    always_save_checkpoint: bool = True  # save at every eval; else only when val loss improves
     checkpoint_interval: int = 0  # also save every this many iterations (0: off)
     checkpoint_minutes: float = 0.0  # also save when this many minutes passed since the last save (0: off)
-    keep_last: int = 0  # also keep the newest K saves as ckpt-<iter>.pt (ckpt.pt is the newest, best.pt the best)
-    init_from: str = "scratch"  # 'scratch' or 'resume' (the newest complete checkpoint in out_dir)
+    keep_last: int = 0  # also keep the newest K saves as ckpt-<iter>.pt (ckpt.pt is always the newest, best.pt the best)
+    init_from: str = (
+        "scratch"  # 'scratch', 'resume' (newest checkpoint in out_dir), 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', 'distilgpt2' or a directory
+    )
     # logging: metrics always go to out_dir/metrics.jsonl; wandb is optional
     wandb_log: bool = False
     wandb_project: str = "owt"
@@ -78,7 +89,7 @@ class TrainConfig:
     n_head: int = 12
     n_embd: int = 768
     dropout: float = 0.0  # 0 for pretraining, 0.1+ for fine-tuning
-    bias: bool = False
+    bias: bool = False  # (GPT-2 weights bring their own shape: the model keys above are ignored with them)
     # AdamW
     learning_rate: float = 6e-4
     max_iters: int = 600000
@@ -86,7 +97,7 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # 0 disables clipping
-    max_bad_steps: int = 10  # steps with a non-finite loss or grad norm are skipped; more in a row stop the run
+    max_bad_steps: int = 10  # steps with a non-finite loss or grad norm are skipped; more than this in a row stop the run
     # learning rate schedule: linear warmup, then cosine decay to min_lr
     decay_lr: bool = True
     warmup_iters: int = 2000
@@ -100,14 +111,24 @@ class TrainConfig:
     seed: int = 1337
 
 
+MODEL_KEYS = ("n_layer", "n_head", "n_embd", "bias")  # the shape a resumed checkpoint must agree with
+
+
 def validate(cfg: TrainConfig) -> None:
     for name in ("eval_interval", "log_interval", "eval_iters", "gradient_accumulation_steps", "batch_size", "block_size"):
         if getattr(cfg, name) <= 0:
             raise UserError(f"{name} must be positive, got {getattr(cfg, name)}")
-    for name in ("max_iters", "warmup_iters", "lr_decay_iters", "checkpoint_interval", "checkpoint_minutes", "keep_last", "max_bad_steps"):
-        if getattr(cfg, name) < 0:
-            raise UserError(f"{name} must not be negative, got {getattr(cfg, name)}")
-    for name in ("grad_clip", "weight_decay"):
+    for name in (
+        "max_iters",
+        "warmup_iters",
+        "lr_decay_iters",
+        "checkpoint_interval",
+        "checkpoint_minutes",
+        "keep_last",
+        "max_bad_steps",
+        "grad_clip",
+        "weight_decay",
+    ):
         if getattr(cfg, name) < 0:
             raise UserError(f"{name} must not be negative, got {getattr(cfg, name)}")
     if cfg.learning_rate <= 0 or cfg.min_lr < 0:
@@ -115,10 +136,16 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("beta1", "beta2"):
         if not 0.0 <= getattr(cfg, name) < 1.0:
             raise UserError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise UserError(f"dropout must be in [0, 1), got {cfg.dropout}")
     if Path(cfg.out_dir).exists() and not Path(cfg.out_dir).is_dir():
         raise UserError(f"out_dir {cfg.out_dir} is a file, not a folder; pass another --out_dir")
-    if cfg.init_from not in ("scratch", "resume"):
-        raise UserError(f"unknown init_from '{cfg.init_from}'; use 'scratch' or 'resume'")
+    if cfg.init_from not in ("scratch", "resume") and not is_pretrained(cfg.init_from):
+        raise UserError(
+            f"unknown init_from '{cfg.init_from}'; use 'scratch', 'resume', one of {', '.join(HUB_MODELS)}, or a directory holding config.json and model.safetensors"
+        )
+    if cfg.wandb_log:
+        require_wandb()  # fail now, not after loading the data and the model
 
 
 def get_lr(it: int, cfg: TrainConfig) -> float:
@@ -180,23 +207,103 @@ def check_tokens(data: np.ndarray, vocab_size: int, path: Path) -> None:
         )
 
 
-def check_resumable(ckpt: dict, cfg: TrainConfig, tokenizer_meta: dict, path: Path, data_dir: Path) -> None:
-    """Refuse to continue a checkpoint on another tokenizer or with other model settings, naming both sides."""
-    theirs = ckpt.get("tokenizer", tokenizer_meta)
-    if theirs != tokenizer_meta:
-        mine = f"{tokenizer_meta['kind']} with {tokenizer_meta['vocab_size']}"
-        if (theirs.get("kind"), theirs.get("vocab_size")) == (tokenizer_meta["kind"], tokenizer_meta["vocab_size"]):
-            mine += " ids but another vocabulary"
+def new_model(cfg: TrainConfig, tokenizer_meta: dict) -> GPT:
+    """A freshly initialized GPT of the configured shape, for this tokenizer's vocabulary."""
+    vocab_size = tokenizer_meta["vocab_size"]
+    if tokenizer_meta["kind"] == "gpt2":
+        vocab_size = (vocab_size + 63) // 64 * 64  # 50257 -> 50304: tensor-core friendly
+    try:
+        gcfg = GPTConfig(cfg.block_size, vocab_size, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.dropout, cfg.bias)
+    except ValueError as e:
+        raise UserError(f"bad model config: {e}") from None
+    return GPT(gcfg)
+
+
+def init_model(cfg: TrainConfig, tokenizer_meta: dict, data_dir: Path, rt: Runtime) -> tuple[GPT, dict | None]:
+    """The model init_from asks for, and the checkpoint it resumes (None unless 'resume')."""
+    if cfg.init_from == "scratch":
+        return new_model(cfg, tokenizer_meta), None
+    if cfg.init_from == "resume":
+        path = newest_checkpoint(cfg.out_dir) or Path(cfg.out_dir) / "ckpt.pt"
+        ckpt = load_checkpoint(path, map_location=rt.device)
+        check_resumable(ckpt, cfg, tokenizer_meta, path, data_dir)
+        if rt.master:
+            print(f"resuming from {path} at iter {ckpt['iter_num']}")
+        return model_from_checkpoint(ckpt, dropout=cfg.dropout), ckpt
+    if tokenizer_meta["kind"] != "gpt2":
         raise UserError(
-            f"{path} was trained with a {theirs.get('kind')} tokenizer of {theirs.get('vocab_size')} ids, but {data_dir} uses {mine}; resume on the same dataset"
+            f"init_from={cfg.init_from} needs a dataset tokenized with GPT-2 BPE, but {data_dir} uses the {tokenizer_meta['kind']} tokenizer; prepare one with GPT-2 BPE (e.g. python prepare.py shakespeare)"
         )
-    args = ckpt["model_args"]
-    differ = [name for name in ("n_layer", "n_head", "n_embd", "bias") if name in args and args[name] != getattr(cfg, name)]
+    return from_pretrained(cfg.init_from, dropout=cfg.dropout, block_size=cfg.block_size), None
+
+
+def check_resumable(ckpt: dict, cfg: TrainConfig, tokenizer_meta: dict, path: Path, data_dir: Path) -> None:
+    """Refuse to continue a checkpoint on another tokenizer, or with a model shape that this run
+    sets (in a config file or on the command line) to something else, naming both sides."""
+    theirs = ckpt.get("tokenizer", tokenizer_meta)  # nanoGPT checkpoints record none
+    if theirs != tokenizer_meta:
+        mine = f"{tokenizer_meta['kind']} tokenizer of {tokenizer_meta['vocab_size']} ids"
+        if (theirs.get("kind"), theirs.get("vocab_size")) == (tokenizer_meta["kind"], tokenizer_meta["vocab_size"]):
+            mine += " but another vocabulary"
+        raise UserError(
+            f"{path} was trained with a {theirs.get('kind')} tokenizer of {theirs.get('vocab_size')} ids, but {data_dir} uses a {mine}; resume on the dataset it was trained on"
+        )
+    args, defaults = ckpt["model_args"], TrainConfig()
+    differ = [k for k in MODEL_KEYS if k in args and getattr(cfg, k) != getattr(defaults, k) and args[k] != getattr(cfg, k)]
     if differ:
         raise UserError(
             f"{path} has {', '.join(f'{k}={args[k]}' for k in differ)}, but this run asks for {', '.join(f'{k}={getattr(cfg, k)}' for k in differ)}; "
-            f"resume with the settings of the run that wrote it (its config file, or {' '.join(f'--{k}={args[k]}' for k in differ)})"
+            f"resume with the settings of the run that wrote it ({' '.join(f'--{k}={args[k]}' for k in differ)})"
         )
+
+
+def sampler_state(cfg: TrainConfig, train_tokens: int) -> dict:
+    """What decides the training batches: batch i of iteration n is drawn from (seed, 0, index),
+    so a resumed run with the same values draws the same batches as an uninterrupted one."""
+    return {k: getattr(cfg, k) for k in ("seed", "gradient_accumulation_steps", "batch_size", "block_size")} | {"train_tokens": train_tokens}
+
+
+def any_rank(flags: list[bool], rt: Runtime) -> list[bool]:
+    """Each flag, True if it is True on any rank (a tiny all-reduce under DDP), so that every rank
+    takes the same branch: skip a step, stop, save."""
+    if not rt.ddp:
+        return flags
+    t = torch.tensor(flags, dtype=torch.float32, device=rt.device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return [v > 0 for v in t.tolist()]
+
+
+def train_step(
+    model, optimizer, scaler, batch: tuple, batches: Iterator[tuple], accum_steps: int, grad_clip: float, rt: Runtime
+) -> tuple[torch.Tensor, bool, tuple]:
+    """One optimizer step over accum_steps micro-batches: `batch`, then more from `batches`.
+    Each next batch is fetched while the device works; the one left over starts the next step.
+    Returns the step's mean loss (a device tensor), whether the update was made, and that batch.
+
+    A step whose loss or gradient norm is not finite (on any rank) is skipped: no update. Under
+    float16 an inf/NaN gradient is an overflow of the loss scale, which the GradScaler handles
+    (it skips the update itself and lowers the scale), so there only the loss counts."""
+    total = torch.zeros((), device=rt.device)
+    for micro_step in range(accum_steps):
+        x, y = batch
+        # DDP all-reduces gradients in backward(): only on the last micro-step
+        sync = nullcontext() if not rt.ddp or micro_step == accum_steps - 1 else model.no_sync()
+        with sync:
+            with rt.autocast():
+                _, loss = model(x, y)
+                loss = loss / accum_steps  # the gradients add up over micro-steps: average them
+            batch = next(batches)
+            scaler.scale(loss).backward()  # scaling is a no-op unless float16
+        total += loss.detach()
+    scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else math.inf)
+    finite = torch.isfinite(total) if scaler.is_enabled() else torch.isfinite(total) & torch.isfinite(grad_norm)
+    (bad,) = any_rank([not finite.item()], rt)
+    if not bad:
+        scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return total, not bad, batch
 
 
 def gather_rng_states(state: dict, rt: Runtime) -> list[dict] | None:
@@ -231,8 +338,12 @@ class StopSignal:
         self._when = 0.0
         self._previous: dict = {}
 
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
     def __enter__(self) -> "StopSignal":
-        if threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
@@ -271,6 +382,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
     accum_steps = cfg.gradient_accumulation_steps // rt.world_size
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
     out_dir = Path(cfg.out_dir)
+    stop = stop or StopSignal()  # not installed: nothing asks to stop
 
     # data
     data_dir = Path(cfg.data_dir or Path("data") / cfg.dataset)
@@ -278,35 +390,23 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
     dtype = meta.get("dtype", "uint16")
     splits = {s: open_split(data_dir, s, dtype, min_tokens=cfg.block_size + 1) for s in ("train", "val")}
     tokenizer_meta = meta["tokenizer"]
+    sampler = sampler_state(cfg, len(splits["train"]))
 
     # model
-    iter_num, best_val_loss, last_eval_iter, ckpt = 0, 1e9, -1, None
-    if cfg.init_from == "scratch":
-        vocab_size = meta.get("vocab_size", tokenizer_meta["vocab_size"])
-        if tokenizer_meta["kind"] == "gpt2":
-            vocab_size = (vocab_size + 63) // 64 * 64  # 50257 -> 50304: tensor-core friendly
-        try:
-            gcfg = GPTConfig(cfg.block_size, vocab_size, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.dropout, cfg.bias)
-        except ValueError as e:
-            raise UserError(f"bad model config: {e}") from None
-        model = GPT(gcfg)
-    else:  # resume
-        path = newest_checkpoint(out_dir) or out_dir / "ckpt.pt"
-        ckpt = load_checkpoint(path, map_location=rt.device)
-        check_resumable(ckpt, cfg, tokenizer_meta, path, data_dir)
-        model = model_from_checkpoint(ckpt, dropout=cfg.dropout)
+    model, ckpt = init_model(cfg, tokenizer_meta, data_dir, rt)
+    iter_num, best_val_loss, last_eval_iter = 0, 1e9, -1
+    if ckpt:
         iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
-        last_eval_iter = ckpt.get("last_eval_iter", iter_num)  # nanoGPT saves only right after an eval
-        sampler = ckpt.get("sampler", {})
-        if rt.master and sampler and (sampler["seed"], sampler["gradient_accumulation_steps"]) != (cfg.seed, cfg.gradient_accumulation_steps):
-            print(
-                f"note: {path} drew batches with seed={sampler['seed']}, gradient_accumulation_steps={sampler['gradient_accumulation_steps']}; "
-                "this run uses other values, so its batches differ from an uninterrupted run's"
-            )
-        if rt.master:
-            print(f"resuming from {path} at iter {iter_num}")
+        last_eval_iter = ckpt.get("last_eval_iter", iter_num)  # nanoGPT saves right after an eval
+        changed = [f"{k}={v} (was {ckpt['sampler'][k]})" for k, v in sampler.items() if k in ckpt.get("sampler", {}) and ckpt["sampler"][k] != v]
+        if changed and rt.master:
+            print(f"note: {', '.join(changed)}: the batches from here on differ from those of an uninterrupted run")
     if cfg.block_size > model.config.block_size:
         raise UserError(f"block_size={cfg.block_size} is larger than the model's {model.config.block_size}")
+    if model.config.vocab_size < tokenizer_meta["vocab_size"]:
+        raise UserError(
+            f"the model has {model.config.vocab_size} token ids, fewer than the dataset's {tokenizer_meta['vocab_size']}; use a dataset of its tokenizer"
+        )
     for split, data in splits.items():
         check_tokens(data, tokenizer_meta["vocab_size"], data_dir / f"{split}.bin")
     model.to(rt.device)
@@ -322,17 +422,18 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
         rng_states = ckpt.get("rng")
     start_iter, ckpt = iter_num, None  # free the memory
 
-    if cfg.compile if cfg.compile is not None else rt.device_type == "cuda":
-        if rt.master:
-            print("compiling the model... (takes a minute)")
-        model = torch.compile(model)
+    model = rt.maybe_compile(model, cfg.compile)
     if rt.ddp:
         model = DDP(model, device_ids=[rt.local_rank] if rt.device_type == "cuda" else None)
 
-    # batch j of iteration i is the same whatever the number of ranks: rank r does micro-steps r*accum_steps...
-    def train_batch(iter_num: int, micro_step: int):
-        index = iter_num * cfg.gradient_accumulation_steps + rt.rank * accum_steps + micro_step
-        return get_batch(data_dir / "train.bin", dtype, cfg.batch_size, cfg.block_size, (cfg.seed, 0, index), rt)
+    def train_batches(iter_num: int) -> Iterator[tuple]:
+        """Micro-batches from iteration iter_num on. Batch j of an iteration is the same whatever
+        the number of ranks: rank r does micro-steps r*accum_steps ... (r+1)*accum_steps-1."""
+        while True:
+            for micro_step in range(accum_steps):
+                index = iter_num * cfg.gradient_accumulation_steps + rt.rank * accum_steps + micro_step
+                yield get_batch(data_dir / "train.bin", dtype, cfg.batch_size, cfg.block_size, (cfg.seed, 0, index), rt)
+            iter_num += 1
 
     eval_batches = {  # the same eval batches every time, so evals compare like with like
         s: (lambda k, s=s, i=i: get_batch(data_dir / f"{s}.bin", dtype, cfg.batch_size, cfg.block_size, (cfg.seed, 1 + i, k), rt)) for i, s in enumerate(splits)
@@ -347,11 +448,15 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
             f"{n_params / 1e6:.2f}M parameters, {tokens_per_iter:,} tokens per iteration "
             f"({rt.world_size} x {accum_steps} x {cfg.batch_size} x {cfg.block_size}), device {rt.device}, {rt.dtype}"
         )
+        for p in remove_stale_temps(out_dir):
+            print(f"removed {p}, a partial checkpoint of a run that was killed while writing it")
+        if start_iter >= cfg.max_iters and not cfg.eval_only:
+            print(f"the run is at iter {start_iter} and max_iters={cfg.max_iters}: nothing to train; raise --max_iters to go on")
 
     def save(iter_num: int, best: bool = False, rng: dict | None = None, scaler_state: dict | None = None) -> None:
         """Checkpoint everything the rest of the run depends on. Every rank calls it (their RNG states
-        are gathered); rank 0 writes. `rng`/`scaler_state` override the current ones (the NaN guard
-        saves the state from before the first bad step)."""
+        are gathered); rank 0 writes. `rng` and `scaler_state` replace the current ones when the
+        NaN guard saves the state from before a run of bad steps."""
         nonlocal last_save
         last_save = time.time()
         rng_states = gather_rng_states(rng or rng_state(rt.device), rt)
@@ -360,7 +465,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
         state = {
             "model": raw_model.state_dict(),
             "optimizer": optimizer.state_dict(),
-            "scaler": scaler_state if scaler_state is not None else scaler.state_dict(),
+            "scaler": scaler.state_dict() if scaler_state is None else scaler_state,
             "model_args": raw_model.model_args(),
             "iter_num": iter_num,
             "best_val_loss": best_val_loss,
@@ -368,41 +473,35 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
             "config": asdict(cfg),
             "tokenizer": tokenizer_meta,
             "rng": rng_states,  # one per rank
-            "sampler": {"seed": cfg.seed, "gradient_accumulation_steps": cfg.gradient_accumulation_steps, "iter_num": iter_num},
+            "sampler": sampler | {"iter_num": iter_num},
         }
         path = write_checkpoint(state, out_dir, cfg.keep_last, best)
         print(f"saved checkpoint at iter {iter_num} to {path}" + (" and best.pt" if best else ""), flush=True)
 
-    if rt.master:
-        for p in remove_stale_temps(out_dir):
-            print(f"removed {p}, a partial file of a run that was killed while writing it")
-        if cfg.init_from == "resume" and iter_num >= cfg.max_iters and not cfg.eval_only:
-            print(f"the checkpoint is at iter {iter_num}, max_iters={cfg.max_iters}: nothing to train; raise --max_iters to go on")
     if cfg.init_from == "resume":
-        restore_rng_states(rng_states, cfg, iter_num, rt)
-    stop = stop or StopSignal()  # not installed: nothing will ask to stop
-    nan_at = {int(i) for i in os.environ.get(NAN_AT_ENV, "").split(",") if i.strip()}
-    x, y = train_batch(iter_num, 0)
+        restore_rng_states(rng_states, cfg, start_iter, rt)  # last: nothing above may draw from them
+    batches = train_batches(iter_num)
+    batch = next(batches)
     t0 = last_save = time.time()
     iters_timed, good_steps, bad_steps, skipped, losses = 0, 0, 0, 0, {}
     loss_sum = torch.zeros((), device=rt.device)
-    stopping = time_due = False
+    stopping = clock_due = False
     while True:
         lr = get_lr(iter_num, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-        # evaluate (not when stopping: preemption leaves little time), then save if anything asks for it
+        # evaluate (not when stopping: a preempted machine has seconds left), then save if anything asks for it
         evaluated = improved = False
-        eval_due = iter_num % cfg.eval_interval == 0 or iter_num == cfg.max_iters
-        if not stopping and (cfg.eval_only or (eval_due and iter_num != last_eval_iter)):
+        eval_due = (iter_num % cfg.eval_interval == 0 or iter_num == cfg.max_iters) and iter_num != last_eval_iter
+        if cfg.eval_only or (eval_due and not stopping):
             losses = estimate_loss(model, eval_batches, cfg.eval_iters, rt)
             if rt.master:
                 print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                 logger.log({"iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr})
             evaluated, improved = True, losses["val"] < best_val_loss
             best_val_loss, last_eval_iter = min(best_val_loss, losses["val"]), iter_num
-        periodic = iter_num != start_iter and bad_steps == 0 and (time_due or (cfg.checkpoint_interval > 0 and iter_num % cfg.checkpoint_interval == 0))
+        periodic = iter_num != start_iter and bad_steps == 0 and (clock_due or (cfg.checkpoint_interval > 0 and iter_num % cfg.checkpoint_interval == 0))
         if iter_num > 0 and not cfg.eval_only and (stopping or periodic or (evaluated and (improved or cfg.always_save_checkpoint))):
             save(iter_num, best=improved)
         if stopping:
@@ -412,50 +511,26 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
         if cfg.eval_only or iter_num >= cfg.max_iters:
             break
 
-        if bad_steps == 0:  # where the NaN guard goes back to if this step starts a run of bad ones
+        if bad_steps == 0:  # what the NaN guard saves if this step starts a run of bad ones
             good = {"iter_num": iter_num, "rng": rng_state(rt.device), "scaler_state": scaler.state_dict()}
-        # forward, backward and update, with gradient accumulation; DDP all-reduces only on the last micro-step
-        step_loss = torch.zeros((), device=rt.device)
-        for micro_step in range(accum_steps):
-            sync = nullcontext() if not rt.ddp or micro_step == accum_steps - 1 else model.no_sync()
-            with sync:
-                with rt.autocast():
-                    _, loss = model(x, y)
-                    loss = loss / accum_steps
-                    if iter_num in nan_at:
-                        loss = loss * float("nan")
-                # fetch the next batch while the GPU works
-                x, y = train_batch(iter_num, micro_step + 1) if micro_step + 1 < accum_steps else train_batch(iter_num + 1, 0)
-                scaler.scale(loss).backward()
-            step_loss += loss.detach()
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-        # a non-finite loss or grad norm skips the update; with fp16 the GradScaler owns inf/NaN grads (overflow)
-        finite = torch.isfinite(step_loss) if scaler.is_enabled() else torch.isfinite(step_loss) & torch.isfinite(grad_norm)
-        # one small all-reduce per step: all ranks agree to skip a step, to stop, to save on the clock
-        asks = [stop.signum is not None, cfg.checkpoint_minutes > 0 and time.time() - last_save >= 60 * cfg.checkpoint_minutes]
-        flags = torch.cat([(~finite).float().view(1), torch.tensor(asks, dtype=torch.float32, device=rt.device)])
-        if rt.ddp:
-            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-        bad, stopping, time_due = (v > 0 for v in flags.tolist())
-        if bad:
+        loss, stepped, batch = train_step(model, optimizer, scaler, batch, batches, accum_steps, cfg.grad_clip, rt)
+        if stepped:
+            loss_sum += loss
+            bad_steps, good_steps = 0, good_steps + 1
+        else:
             bad_steps, skipped = bad_steps + 1, skipped + 1
             if rt.master:
-                print(f"iter {iter_num}: loss {step_loss.item():.4f}, grad norm {grad_norm.item():.4f}: not finite, update skipped ({bad_steps} in a row)")
+                print(f"iter {iter_num}: loss {loss.item():.4f}, the loss or gradient norm is not finite: update skipped ({bad_steps} in a row)")
             if bad_steps > cfg.max_bad_steps:
                 save(**good)
                 raise UserError(
-                    f"the loss or gradient norm was not finite for {bad_steps} steps in a row (iters {good['iter_num']}-{iter_num}, max_bad_steps={cfg.max_bad_steps}); "
-                    f"the last good state (iter {good['iter_num']}) is saved in {out_dir}: lower --learning_rate or set --grad_clip, then --init_from=resume"
+                    f"the loss or gradient norm was not finite for {bad_steps} steps in a row (iters {good['iter_num']}-{iter_num}, more than max_bad_steps={cfg.max_bad_steps}); "
+                    f"{out_dir} holds the state from before (iter {good['iter_num']}): lower --learning_rate or set --grad_clip, then --init_from=resume"
                 )
-        else:
-            scaler.step(optimizer)
-            bad_steps, good_steps = 0, good_steps + 1
-            loss_sum += step_loss
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
         iter_num += 1
         iters_timed += 1
+        # every rank must take the same branch: stop and save on a signal or the clock
+        stopping, clock_due = any_rank([stop.requested, cfg.checkpoint_minutes > 0 and time.time() - last_save >= 60 * cfg.checkpoint_minutes], rt)
 
         if iter_num % cfg.log_interval == 0 and rt.ddp:
             torch.distributed.all_reduce(loss_sum, op=torch.distributed.ReduceOp.AVG)  # log the global batch's loss
@@ -476,7 +551,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
             t0, iters_timed, good_steps = time.time(), 0, 0
             loss_sum.zero_()
     logger.close()
-    return {"iter_num": iter_num, "best_val_loss": best_val_loss, **{f"{k}_loss": v for k, v in losses.items()}}
+    return {"iter_num": iter_num, "best_val_loss": best_val_loss, "skipped_steps": skipped, **{f"{k}_loss": v for k, v in losses.items()}}
 
 
 if __name__ == "__main__":

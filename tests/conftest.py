@@ -7,6 +7,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# Tiny test models gain nothing from intra-op threads, and on a busy machine the threads' spin-waits
+# make them several times slower; set before torch is imported here or in the subprocesses.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TEXT = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"

@@ -1,0 +1,47 @@
+import math
+from pathlib import Path
+
+import pytest
+
+from bench import BenchConfig, bench, main
+from configurator import parse_config
+from datafiles import load_meta
+from errors import UserError
+from model import GPT, GPTConfig
+from runtime import setup_runtime
+
+TINY = [
+    "--device=cpu",
+    "--compile=False",
+    "--n_layer=2",
+    "--n_head=2",
+    "--n_embd=32",
+    "--block_size=16",
+    "--batch_size=4",
+    "--warmup_steps=1",
+    "--timed_steps=2",
+]
+
+
+def test_bench_prints_speed_memory_and_no_mfu_on_cpu(capsys):
+    main([*TINY, "--vocab_size=128"])
+    out = capsys.readouterr().out
+    assert "random tokens, device cpu, float32, compile off" in out
+    for words in ("ms/iter", "tokens/s", "peak memory", "peak RSS of the process", "MFU n/a"):
+        assert words in out
+
+
+def test_bench_on_real_data_with_a_peak_override(char_dataset: Path):
+    cfg = parse_config(BenchConfig(), [*TINY, f"--data_dir={char_dataset}", "--real_data=True", "--peak_tflops=0.001", "--gradient_accumulation_steps=2"])
+    result = bench(cfg, setup_runtime("cpu", "float32"))
+    tokens_per_step = 2 * 4 * 16
+    assert result["tokens_per_s"] == pytest.approx(tokens_per_step / result["ms_per_iter"] * 1000)
+    vocab = load_meta(char_dataset)["vocab_size"]
+    flops = GPT(GPTConfig(block_size=16, vocab_size=vocab, n_layer=2, n_head=2, n_embd=32, bias=False)).flops_per_token() * tokens_per_step
+    assert result["mfu"] == pytest.approx(flops / (result["ms_per_iter"] / 1000) / 1e9, rel=1e-6)
+    assert abs(result["loss"] - math.log(vocab)) < 0.5 and result["peak_memory_bytes"] > 2**20
+
+
+def test_bench_refuses_pretrained_weights():
+    with pytest.raises(UserError, match="n_layer"):
+        main(["--init_from=gpt2"])

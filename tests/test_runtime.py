@@ -1,0 +1,115 @@
+"""Scaling up: DDP through torchrun, mixed precision, torch.compile, the attention kernel."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from checkpoint import load_checkpoint
+from conftest import run_entry
+from errors import UserError
+from model import GPT, GPTConfig
+from runtime import Runtime
+from train import TrainConfig, main, train
+
+TINY = [
+    "--device=cpu",
+    "--compile=False",
+    "--n_layer=2",
+    "--n_head=2",
+    "--n_embd=32",
+    "--block_size=16",
+    "--batch_size=4",
+    "--eval_iters=4",
+    "--eval_interval=5",
+    "--max_iters=5",
+    "--warmup_iters=2",
+    "--lr_decay_iters=10",
+    "--learning_rate=3e-3",
+    "--dropout=0.0",
+]
+
+
+def metrics(out: Path) -> list[dict]:
+    return [
+        {k: v for k, v in json.loads(line).items() if k not in ("time", "ms_per_iter", "tokens_per_s")}
+        for line in (out / "metrics.jsonl").read_text().splitlines()
+    ]
+
+
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path: Path, char_dataset: Path):
+    args = [f"--data_dir={char_dataset}", *TINY, "--gradient_accumulation_steps=4"]
+    proc = run_entry("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *args, f"--out_dir={tmp_path / 'ddp'}")
+    assert "(2 x 2 x 4 x 16)" in proc.stdout and proc.stdout.count("step 5:") == 1  # rank 0 alone prints
+    main([*args, f"--out_dir={tmp_path / 'one'}"])
+
+    ddp, one = metrics(tmp_path / "ddp"), metrics(tmp_path / "one")
+    assert [r.keys() for r in ddp] == [r.keys() for r in one] and len(one) == 5 + 2
+    for a, b in zip(ddp, one, strict=True):
+        for key in a:
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (key, a, b)
+    w_ddp, w_one = load_checkpoint(tmp_path / "ddp")["model"], load_checkpoint(tmp_path / "one")["model"]
+    for name in w_one:
+        torch.testing.assert_close(w_ddp[name], w_one[name], rtol=1e-5, atol=1e-6)
+
+
+def test_accumulation_steps_must_divide_across_ranks(tmp_path: Path):
+    rt = Runtime("cpu", "cpu", "float32", ddp=True, rank=0, world_size=4)
+    with pytest.raises(UserError, match="gradient_accumulation_steps=6 .* multiple of 4"):
+        train(TrainConfig(gradient_accumulation_steps=6, out_dir=str(tmp_path)), rt)
+
+
+def test_mixed_precision_training_on_cpu(tmp_path: Path, char_dataset: Path):
+    """bf16 autocast, and fp16 with a gradient scaler whose state goes into the checkpoint."""
+    for dtype in ("float32", "bfloat16", "float16"):
+        main([f"--data_dir={char_dataset}", *TINY, "--gradient_accumulation_steps=1", f"--out_dir={tmp_path / dtype}", f"--dtype={dtype}"])
+    full = metrics(tmp_path / "float32")
+    for dtype in ("bfloat16", "float16"):
+        half = metrics(tmp_path / dtype)
+        assert half[-1]["val_loss"] < half[0]["val_loss"] - 0.15  # it learns
+        assert half[-1]["val_loss"] == pytest.approx(full[-1]["val_loss"], abs=0.05)
+        assert half[-1]["val_loss"] != full[-1]["val_loss"]  # and really ran in lower precision
+        ckpt = load_checkpoint(tmp_path / dtype)
+        assert all(v.dtype == torch.float32 for v in ckpt["model"].values())  # autocast keeps fp32 weights
+    assert load_checkpoint(tmp_path / "float16")["scaler"]["scale"] > 0
+    assert load_checkpoint(tmp_path / "bfloat16")["scaler"] == {}  # no loss scaling needed: a disabled scaler saves nothing
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("RUN_SLOW") != "1", reason="torch.compile of train and eval graphs takes about a minute on a 2-core CPU; RUN_SLOW=1 runs it")
+def test_compile_flag_trains_the_same_on_cpu(tmp_path: Path, char_dataset: Path):
+    main([f"--data_dir={char_dataset}", *TINY, "--gradient_accumulation_steps=1", f"--out_dir={tmp_path / 'eager'}"])
+    main([f"--data_dir={char_dataset}", *TINY, "--gradient_accumulation_steps=1", f"--out_dir={tmp_path / 'compiled'}", "--compile=True"])
+    eager, compiled = metrics(tmp_path / "eager"), metrics(tmp_path / "compiled")
+    assert compiled[-1]["val_loss"] == pytest.approx(eager[-1]["val_loss"], abs=1e-3)
+    assert not any(k.startswith("_orig_mod.") for k in torch.load(tmp_path / "compiled" / "ckpt.pt", weights_only=True)["model"])
+
+
+def sdpa_ops(model: GPT, x: torch.Tensor) -> set[str]:
+    """The attention kernels that forward + backward actually ran, from the profiler."""
+    with torch.profiler.profile() as prof:
+        _, loss = model(x, x)
+        loss.backward()
+    return {e.name for e in prof.events() if "scaled_dot_product" in e.name and e.name != "aten::scaled_dot_product_attention"}
+
+
+def test_sdpa_runs_a_fused_kernel_on_cpu():
+    model = GPT(GPTConfig(block_size=16, vocab_size=65, n_layer=1, n_head=2, n_embd=32))
+    ops = sdpa_ops(model, torch.randint(0, 65, (2, 16)))
+    assert ops and all("flash_attention" in op for op in ops), ops  # not the unfused math fallback
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_sdpa_picks_flash_or_efficient_kernel_on_cuda():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    model = GPT(GPTConfig(block_size=256, vocab_size=512, n_layer=2, n_head=4, n_embd=256)).cuda()
+    x = torch.randint(0, 512, (4, 256), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        ops = sdpa_ops(model, x)
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):  # raises if neither can run
+            model(x, x)[1].backward()
+    assert ops and all("flash" in op or "efficient" in op for op in ops), ops
