@@ -11,11 +11,24 @@ import os
 import shutil
 from pathlib import Path
 
+from errors import UserError
+
+
+def check_folder(path: str | os.PathLike, what: str) -> None:
+    """Refuse, before any work, an output folder that cannot be made because a file is in the way."""
+    path = Path(path)
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"{what} {path} cannot be a folder: {existing} is a file; pass another {what}")
+
 
 def temp_path(path: str | os.PathLike) -> Path:
     """A hidden temp name beside `path` (same filesystem, so the final rename is atomic)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the folder {path.parent} ({e.strerror}); pass another output folder") from None
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 

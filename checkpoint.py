@@ -174,11 +174,16 @@ def rng_state(device: str = "cpu") -> dict:
 
 def set_rng_state(state: dict, device: str = "cpu") -> None:
     """Restore what rng_state() captured (a CUDA state only where this process is on CUDA)."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    np_state = dict(state["numpy"])
-    np_state["state"] = {**np_state["state"], "key": np_state["state"]["key"].cpu().numpy().astype(np.uint32)}
-    np.random.set_state(np_state)
-    torch.set_rng_state(state["torch"].cpu())
-    if device.startswith("cuda") and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+    try:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+        np_state = dict(state["numpy"])
+        np_state["state"] = {**np_state["state"], "key": np_state["state"]["key"].cpu().numpy().astype(np.uint32)}
+        np.random.set_state(np_state)
+        torch.set_rng_state(state["torch"].cpu())
+        if device.startswith("cuda") and "cuda" in state:
+            torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, RuntimeError) as e:
+        raise UserError(
+            f"the checkpoint's random number generator state is damaged ({type(e).__name__}: {e}); resume from another checkpoint or start a new run"
+        ) from None

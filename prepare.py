@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from atomic import check_folder
 from configurator import parse_config, print_config
-from datafiles import TextCorpus, TokenWriter, write_json
+from datafiles import DTYPES, TextCorpus, TokenWriter, write_json
 from errors import UserError, cli
 from tokenizer import CharTokenizer, GPT2Tokenizer
 
@@ -109,6 +110,9 @@ def main(argv: list[str]) -> None:
     cfg = parse_config(module.Config(), argv)
     print_config(cfg)
     out_dir = Path(cfg.out_dir or Path("data") / name)
+    if cfg.dtype not in DTYPES:
+        raise UserError(f"unknown dtype '{cfg.dtype}'; use uint16 (vocabularies up to 65,536 ids) or uint32")
+    check_folder(out_dir, "--out_dir")
     t0 = time.time()
     corpus = module.corpus(cfg, out_dir)
     print(f"source: {corpus.source}")

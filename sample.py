@@ -49,6 +49,8 @@ def read_prompt(start: str) -> str:
         raise UserError(f"prompt file {path} not found; pass --start=FILE:path with an existing file") from None
     except UnicodeDecodeError as e:
         raise UserError(f"prompt file {path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8") from None
+    except OSError as e:
+        raise UserError(f"cannot read prompt file {path} ({e.strerror}); pass --start=FILE:path with a readable text file") from None
 
 
 def validate(cfg: SampleConfig) -> None:

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from atomic import remove_stale_temps
+from atomic import check_folder, remove_stale_temps
 from checkpoint import load_checkpoint, model_from_checkpoint, newest_checkpoint, rng_state, set_rng_state, write_checkpoint
 from configurator import parse_config, print_config
 from datafiles import DTYPES, load_meta, open_split
@@ -138,8 +138,9 @@ def validate(cfg: TrainConfig) -> None:
             raise UserError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
     if not 0.0 <= cfg.dropout < 1.0:
         raise UserError(f"dropout must be in [0, 1), got {cfg.dropout}")
-    if Path(cfg.out_dir).exists() and not Path(cfg.out_dir).is_dir():
-        raise UserError(f"out_dir {cfg.out_dir} is a file, not a folder; pass another --out_dir")
+    if cfg.seed < 0:
+        raise UserError(f"seed must not be negative, got {cfg.seed}")
+    check_folder(cfg.out_dir, "--out_dir")
     if cfg.init_from not in ("scratch", "resume") and not is_pretrained(cfg.init_from):
         raise UserError(
             f"unknown init_from '{cfg.init_from}'; use 'scratch', 'resume', one of {', '.join(HUB_MODELS)}, or a directory holding config.json and model.safetensors"
@@ -240,6 +241,11 @@ def init_model(cfg: TrainConfig, tokenizer_meta: dict, data_dir: Path, rt: Runti
 def check_resumable(ckpt: dict, cfg: TrainConfig, tokenizer_meta: dict, path: Path, data_dir: Path) -> None:
     """Refuse to continue a checkpoint on another tokenizer, or with a model shape that this run
     sets (in a config file or on the command line) to something else, naming both sides."""
+    bad = [k for k, kinds in (("optimizer", dict), ("iter_num", int), ("best_val_loss", (float, int, torch.Tensor))) if not isinstance(ckpt.get(k), kinds)]
+    if bad or ckpt["iter_num"] < 0:
+        raise UserError(
+            f"{path} cannot be resumed: its {', '.join(bad) or 'iter_num'} is missing or invalid; the file is damaged or holds weights only: resume from another checkpoint or start a new run"
+        )
     theirs = ckpt.get("tokenizer", tokenizer_meta)  # nanoGPT checkpoints record none
     if theirs != tokenizer_meta:
         mine = f"{tokenizer_meta['kind']} tokenizer of {tokenizer_meta['vocab_size']} ids"
@@ -396,7 +402,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
     model, ckpt = init_model(cfg, tokenizer_meta, data_dir, rt)
     iter_num, best_val_loss, last_eval_iter = 0, 1e9, -1
     if ckpt:
-        iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
+        iter_num, best_val_loss = ckpt["iter_num"], float(ckpt["best_val_loss"])
         last_eval_iter = ckpt.get("last_eval_iter", iter_num)  # nanoGPT saves right after an eval
         changed = [f"{k}={v} (was {ckpt['sampler'][k]})" for k, v in sampler.items() if k in ckpt.get("sampler", {}) and ckpt["sampler"][k] != v]
         if changed and rt.master:
@@ -416,9 +422,14 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
     optimizer = raw_model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), rt.device_type)
     rng_states = None
     if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+            if ckpt.get("scaler"):
+                scaler.load_state_dict(ckpt["scaler"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            raise UserError(
+                f"the checkpoint in {out_dir} has an optimizer or loss-scaler state that does not fit its model ({e}); the file is damaged: resume from another checkpoint or start a new run"
+            ) from None
         rng_states = ckpt.get("rng")
     start_iter, ckpt = iter_num, None  # free the memory
 
