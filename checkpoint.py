@@ -21,6 +21,7 @@ import pickle
 import random
 import re
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -74,14 +75,14 @@ def write_checkpoint(state: dict, out_dir: str | Path, keep_last: int = 0, best:
     path = out_dir / CKPT_NAME
     save_checkpoint(state, path)
     try:
-        if keep_last > 0:
-            link_atomic(path, out_dir / f"ckpt-{state['iter_num']:06d}.pt")
         if best:
             link_atomic(path, out_dir / BEST_NAME)
-        # files numbered past this run (left by an earlier, longer run in the same out_dir) are not ours to rotate
-        ours = [p for p in numbered_checkpoints(out_dir) if int(NUMBERED.fullmatch(p.name).group(1)) <= state["iter_num"]]
-        for old in ours[: -keep_last or None]:
-            old.unlink(missing_ok=True)
+        if keep_last > 0:
+            link_atomic(path, out_dir / f"ckpt-{state['iter_num']:06d}.pt")
+            # files numbered past this run (left by an earlier, longer run in the same out_dir) are not ours to rotate
+            ours = [p for p in numbered_checkpoints(out_dir) if int(NUMBERED.fullmatch(p.name).group(1)) <= state["iter_num"]]
+            for old in ours[:-keep_last]:
+                old.unlink(missing_ok=True)
     except OSError as e:
         raise UserError(
             f"saved {path}, but could not update the other checkpoints in {out_dir} ({e.strerror or e}); free some space or fix the folder"
@@ -114,11 +115,20 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     if not path.exists():
         raise UserError(f"no checkpoint at {path}; train one first (python train.py ...) or pass the right --out_dir")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a newer pickle protocol warns before it is refused below
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "GLOBAL" in str(e):  # a class or function reference: the weights-only unpickler refuses it
+        found = re.search(r"GLOBAL (\S+)", str(e))  # a class or function: the safe unpickler refuses it
+        if found:
             raise UserError(
-                f"refusing to load {path}: it holds Python objects other than tensors and plain data, which could run code; only load checkpoints you trust and re-save them as plain state dicts"
+                f"refusing to load {path}: it holds a reference to {found.group(1)}, which could run code; only load checkpoints you trust and re-save them as plain state dicts"
+            ) from None
+        with open(path, "rb") as f:
+            pickled = f.read(2) in (b"PK", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")  # a torch zip file or a pickle
+        if pickled:
+            raise UserError(
+                f"refusing to load {path}: its pickle uses instructions that safe (weights_only) loading does not allow; it is damaged or was saved with a newer pickle protocol: re-save it with torch.save's default, or use another checkpoint"
             ) from None
         raise UserError(f"checkpoint {path} is corrupt: it is not a torch checkpoint file; use another checkpoint or retrain") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError):
