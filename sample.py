@@ -41,6 +41,12 @@ class SampleConfig:
 
 def read_prompt(start: str) -> str:
     if not start.startswith("FILE:"):
+        try:
+            start.encode("utf-8")
+        except UnicodeEncodeError as e:  # bytes that were not UTF-8 on the command line arrive as lone surrogates
+            raise UserError(
+                f"--start is not UTF-8 text (at position {e.start}); pass UTF-8 text, or the prompt in a UTF-8 file with --start=FILE:path"
+            ) from None
         return start
     path = Path(start[len("FILE:") :])
     try:
