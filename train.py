@@ -24,10 +24,10 @@ the run continues exactly as if it had not stopped):
     python train.py config/train_shakespeare_char.py --init_from=resume
 
 Preemption: SIGTERM or Ctrl-C finishes the current step, saves a checkpoint and exits 0 (under
-torchrun every rank stops at the same step; torchrun gives its workers 30 s before SIGKILL). A
-second Ctrl-C stops at once. Checkpoints are written atomically, so a kill -9 at any moment leaves
-the previous one whole. A step whose loss or gradient norm is not finite is skipped; more than
-max_bad_steps in a row stop the run with the last good state saved.
+torchrun every rank stops at the same step; torchrun gives its workers 30 s, --shutdown_timeout,
+before SIGKILL). A second Ctrl-C stops at once. Checkpoints are written atomically, so a kill -9
+at any moment leaves the previous one whole. A step whose loss or gradient norm is not finite is
+skipped; more than max_bad_steps in a row stop the run with the last good state saved.
 
 Precision: --dtype=auto is bfloat16 on GPUs that have it, else float16 with a gradient scaler;
 float32 on cpu and mps (--dtype=bfloat16 works on cpu too). --compile is on by default on CUDA.
