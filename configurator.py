@@ -4,7 +4,8 @@
 
 Config files are plain Python assignments executed in order; each sees the values so far, so a
 config may build on another (`n_layer = n_layer * 2`) or `include('config/base.py')` it. Then
-each `--key=value` is parsed with ast.literal_eval and coerced to the type of the default.
+each `--key=value` is parsed with ast.literal_eval and coerced to the type of the default
+(a bare `--flag` sets a bool key to True).
 Unknown keys, bad types and missing files are errors that name the key and suggest the closest
 valid one.
 """
@@ -114,6 +115,9 @@ def parse_config(defaults: T, argv: list[str]) -> T:
             _apply_config_file(arg, values, fields, hints)
             continue
         key, eq, raw = arg[2:].partition("=")
+        if not eq and key in fields and (isinstance(fields[key], bool) or bool in typing.get_args(hints.get(key))):
+            values[key] = True  # a bare --flag switches a bool key on
+            continue
         if not eq:
             raise ConfigError(f"argument {arg} needs a value: write --{key}=VALUE")
         if key not in fields:

@@ -5,10 +5,18 @@ embeddings, weight tying between the token embedding and the output head, GPT-2'
 projections scaled by 1/sqrt(2 * n_layer)). Attention runs through
 F.scaled_dot_product_attention, which picks a flash / memory-efficient kernel on CUDA.
 Nothing here knows about devices, parallelism or compile: that is the caller's business.
+
+Generation keeps a KV cache: the prompt is run once (prefill) and each new token then costs
+one position's forward, attending to the cached keys and values. Positions are learned and
+absolute, so once the sequence outgrows block_size every cached key is stale (each token's
+position shifts when the window slides): from then on each step recomputes the last block_size
+tokens, exactly as the cache-less path does (sliding recompute), and the two give the same
+tokens.
 """
 
 import inspect
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import torch
@@ -44,13 +52,24 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: "KVCache | None" = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        if cache is None:  # training and plain forward: causal over the T positions
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        else:
+            start = cache.pos
+            k, v = cache.update(layer, k, v)  # (B, nh, start + T, hs)
+            if T == 1:  # decode: the one new query sees every cached key, so no mask
+                y = F.scaled_dot_product_attention(q, k, v)
+            elif start == 0:  # prefill of an empty cache: the usual causal mask
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:  # several queries after cached ones: query i sees keys 0..start+i
+                mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads: (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -75,9 +94,57 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, cache: "KVCache | None" = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer)
         return x + self.mlp(self.ln_2(x))
+
+
+class KVCache:
+    """Keys and values of every layer for the positions seen so far, in buffers allocated once
+    (on the first update, in the dtype the attention produces, e.g. bf16 under autocast).
+    GPT.forward(idx, cache=...) appends idx's positions and advances `pos`."""
+
+    def __init__(self, n_layer: int, max_len: int):
+        self.max_len, self.pos = max_len, 0
+        self.k: list[torch.Tensor | None] = [None] * n_layer
+        self.v: list[torch.Tensor | None] = [None] * n_layer
+
+    def reset(self) -> None:
+        self.pos = 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, nh, T, hs) at positions pos..pos+T-1; return all keys and values so far."""
+        B, nh, T, hs = k.shape
+        end = self.pos + T
+        if end > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} positions, {end} were asked for")
+        buf = self.k[layer]
+        if buf is None or buf.shape[0] != B or buf.dtype != k.dtype or buf.device != k.device:
+            self.k[layer] = k.new_empty(B, nh, self.max_len, hs)
+            self.v[layer] = v.new_empty(B, nh, self.max_len, hs)
+        self.k[layer][:, :, self.pos : end] = k
+        self.v[layer][:, :, self.pos : end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+
+def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+    """Draw one token id per row from logits (B, V): (B, 1).
+
+    temperature 0 (or top_k=1) is greedy argmax. top_k keeps the k most likely tokens; top_p
+    (nucleus) keeps the smallest set of most likely tokens whose probability adds up to top_p
+    (the most likely token always stays). Both may be given: top_k applies first."""
+    if temperature == 0 or top_k == 1:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        v, _ = torch.topk(logits, top_k)
+        logits = logits.masked_fill(logits < v[:, [-1]], -float("inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = F.softmax(sorted_logits, dim=-1)
+        drop = probs.cumsum(dim=-1) - probs >= top_p  # the mass before this token already reaches top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), -float("inf"))
+    return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
 
 
 class GPT(nn.Module):
@@ -114,14 +181,20 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
+        """Logits for idx (B, T) and, given targets, the mean cross-entropy (targets of -1 are
+        ignored). Without targets only the last position's logits are computed. With a cache,
+        idx continues the cached positions (cache.pos onwards) and the cache is extended."""
         B, T = idx.size()
-        if T > self.config.block_size:
-            raise ValueError(f"sequence of length {T} is longer than block_size {self.config.block_size}")
-        pos = torch.arange(0, T, dtype=torch.long, device=idx.device)
+        start = 0 if cache is None else cache.pos
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of length {start + T} is longer than block_size {self.config.block_size}")
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
-        for block in self.transformer.h:
-            x = block(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, cache, i)
+        if cache is not None:
+            cache.pos += T
         x = self.transformer.ln_f(x)
         if targets is None:
             return self.lm_head(x[:, [-1], :]), None  # only the last position is needed to sample
@@ -157,24 +230,62 @@ class GPT(nn.Module):
         return 6 * self.get_num_params() + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * T
 
     @torch.no_grad()
-    def generate(
-        self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None, vocab_limit: int | None = None
-    ) -> torch.Tensor:
-        """Append max_new_tokens sampled tokens to idx (B, T). The context is cropped to the last
-        block_size tokens. temperature 0 is greedy. vocab_limit masks padded ids past the tokenizer's vocabulary."""
+    def generate_stream(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        vocab_limit: int | None = None,
+        top_p: float | None = None,
+        use_cache: bool = True,
+    ) -> Iterator[torch.Tensor]:
+        """Yield max_new_tokens sampled tokens (B, 1), one step at a time, continuing idx (B, T).
+
+        With use_cache the prompt is prefilled once and each step runs one position against the
+        KV cache; past block_size both paths recompute the last block_size tokens each step (see
+        the module docstring). vocab_limit masks padded ids past the tokenizer's vocabulary."""
+        block = self.config.block_size
+        cache = KVCache(len(self.transformer.h), min(block, idx.size(1) + max_new_tokens)) if use_cache else None
         for _ in range(max_new_tokens):
-            idx_cond = idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size :]
-            logits, _ = self(idx_cond)
+            T = idx.size(1)
+            if cache is not None and cache.pos == T - 1 and T <= block:
+                logits, _ = self(idx[:, -1:], cache=cache)  # decode: one new position
+            elif cache is not None and T <= block:
+                cache.reset()
+                logits, _ = self(idx, cache=cache)  # prefill
+            else:
+                logits, _ = self(idx[:, -block:])  # no cache, or the window slides: full recompute
             logits = logits[:, -1, :]
             if vocab_limit is not None:
                 logits[:, vocab_limit:] = -float("inf")
-            if temperature == 0:
-                idx_next = logits.argmax(dim=-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-                    logits[logits < v[:, [-1]]] = -float("inf")
-                idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+            idx_next = sample_logits(logits, temperature, top_k, top_p)
             idx = torch.cat((idx, idx_next), dim=1)
-        return idx
+            yield idx_next
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        vocab_limit: int | None = None,
+        top_p: float | None = None,
+        stop_tokens: list[int] | None = None,
+        use_cache: bool = True,
+    ) -> torch.Tensor:
+        """idx (B, T) with up to max_new_tokens sampled tokens appended: every row of the batch
+        is a sample. temperature 0 is greedy. With stop_tokens, generation ends once every row
+        has produced one of them; a row that stopped earlier is filled with stop_tokens[0]."""
+        stop = torch.tensor(stop_tokens, device=idx.device) if stop_tokens else None
+        done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+        out = [idx]
+        for idx_next in self.generate_stream(idx, max_new_tokens, temperature, top_k, vocab_limit, top_p, use_cache):
+            if stop is not None:
+                idx_next = idx_next.masked_fill(done[:, None], stop_tokens[0])
+                done |= torch.isin(idx_next[:, 0], stop)
+            out.append(idx_next)
+            if stop is not None and bool(done.all()):
+                break
+        return torch.cat(out, dim=1)

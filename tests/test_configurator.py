@@ -52,6 +52,7 @@ def test_coercion():
         (["--learning_rate=True"], ["learning_rate", "float"]),
         (["--compile=1"], ["compile"]),
         (["--n_layer"], ["--n_layer=VALUE"]),
+        (["--nothing"], ["--nothing=VALUE"]),
         (["no/such/file.py"], ["no/such/file.py", "not found"]),
     ],
 )
@@ -60,6 +61,11 @@ def test_errors_name_the_key(argv, words):
         parse_config(Cfg(), argv)
     for w in words:
         assert w in str(e.value)
+
+
+def test_bare_flag_switches_a_bool_on():
+    assert parse_config(Cfg(), ["--compile"]).compile is True
+    assert parse_config(Cfg(), ["--compile", "--compile=False"]).compile is False
 
 
 def test_config_file_with_unknown_name_suggests(tmp_path: Path):

@@ -14,6 +14,7 @@ import sample
 from checkpoint import load_checkpoint
 from conftest import run_entry
 from errors import UserError
+from eval import main as eval_main
 from pretrained import HUB_MODELS, from_pretrained
 from tokenizer import GPT2Tokenizer
 from train import main as train_main
@@ -131,6 +132,8 @@ def test_finetune_and_sample_from_gpt2_weights(hf_models, tmp_path: Path, text_f
     capsys.readouterr()
     sample.main([f"--init_from={folder}", "--device=cpu", "--start=All:", "--num_samples=1", "--max_new_tokens=5"])
     assert capsys.readouterr().out.split("\n", 1)[1].startswith("All:")
+    eval_main([f"--init_from={folder}", f"--data_dir={data}", "--device=cpu", "--block_size=32"])  # GPT-2 as it is, on the data
+    assert "perplexity" in capsys.readouterr().out
 
     with pytest.raises(UserError, match="GPT-2 BPE.*char"):
         train_main([f"--data_dir={char_dataset}", f"--out_dir={tmp_path / 'x'}", f"--init_from={folder}", *args])

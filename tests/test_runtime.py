@@ -1,7 +1,6 @@
 """Scaling up: DDP through torchrun, mixed precision, torch.compile, the attention kernel."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -77,8 +76,6 @@ def test_mixed_precision_training_on_cpu(tmp_path: Path, char_dataset: Path):
     assert load_checkpoint(tmp_path / "bfloat16")["scaler"] == {}  # no loss scaling needed: a disabled scaler saves nothing
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("RUN_SLOW") != "1", reason="torch.compile of train and eval graphs takes about a minute on a 2-core CPU; RUN_SLOW=1 runs it")
 def test_compile_flag_trains_the_same_on_cpu(tmp_path: Path, char_dataset: Path):
     main([f"--data_dir={char_dataset}", *TINY, "--gradient_accumulation_steps=1", f"--out_dir={tmp_path / 'eager'}"])
     main([f"--data_dir={char_dataset}", *TINY, "--gradient_accumulation_steps=1", f"--out_dir={tmp_path / 'compiled'}", "--compile=True"])
