@@ -337,7 +337,11 @@ def restore_rng_states(states: list[dict] | None, cfg: TrainConfig, iter_num: in
 class StopSignal:
     """SIGTERM / SIGINT (preemption, Ctrl-C) ask the run to stop: the training loop finishes its step,
     saves a checkpoint and returns. A Ctrl-C more than two seconds after the first stops at once
-    (quicker repeats count as one: torchrun forwards the terminal's Ctrl-C to its workers)."""
+    (quicker repeats count as one: torchrun forwards the terminal's Ctrl-C to its workers).
+
+    The handler only takes note: printing from it could land inside another print (not reentrant),
+    and system calls it interrupts are restarted, so a signal that arrives in the middle of a
+    collective or a file write does not break it."""
 
     def __init__(self):
         self.signum: int | None = None
@@ -348,10 +352,15 @@ class StopSignal:
     def requested(self) -> bool:
         return self.signum is not None
 
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else "a stop signal on another rank"
+
     def __enter__(self) -> "StopSignal":
         if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._previous[sig] = signal.signal(sig, self._handle)
+                signal.siginterrupt(sig, False)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -364,7 +373,6 @@ class StopSignal:
                 raise KeyboardInterrupt
             return
         self.signum, self._when = signum, time.monotonic()
-        print(f"\n{signal.Signals(signum).name} received: stopping after this step with a checkpoint", flush=True)
 
 
 def main(argv: list[str]) -> None:
@@ -517,7 +525,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
             save(iter_num, best=improved)
         if stopping:
             if rt.master:
-                print(f"stopped at iter {iter_num}; continue with --init_from=resume")
+                print(f"{stop.name} received: stopped at iter {iter_num}; continue with --init_from=resume", flush=True)
             break
         if cfg.eval_only or iter_num >= cfg.max_iters:
             break

@@ -137,6 +137,7 @@ def run_trials(trials: int, out: Path, data_dir: Path, seed: int = 0, verbose: b
 
 
 def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # as Ctrl-C: the running trial is killed too
     opts = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
     trials, seed = int(opts.get("trials", 60)), int(opts.get("seed", 0))
     from conftest import TEXT
