@@ -140,3 +140,15 @@ def open_split(data_dir: str | Path, split: str, dtype: str = "uint16", min_toke
             f"{path} holds {size // itemsize} tokens, fewer than the {min_tokens} one batch needs (block_size + 1); use a smaller --block_size or more data"
         )
     return np.memmap(path, dtype=DTYPES[dtype], mode="r")
+
+
+def check_token_ids(data: np.ndarray, vocab_size: int, path: Path) -> None:
+    """Refuse token ids that the model has no embedding for (a corrupt file, or another tokenizer's),
+    before any work: a pass over the file, chunk by chunk (several GB/s)."""
+    top = 0
+    for start in range(0, len(data), 1 << 26):
+        top = max(top, int(data[start : start + (1 << 26)].max()))
+    if top >= vocab_size:
+        raise UserError(
+            f"{path} holds token id {top}, but the vocabulary has {vocab_size} ids; the file is corrupt or from another tokenizer: prepare the dataset again"
+        )

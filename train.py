@@ -51,7 +51,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from atomic import check_folder, remove_stale_temps
 from checkpoint import load_checkpoint, model_from_checkpoint, newest_checkpoint, rng_state, set_rng_state, write_checkpoint
 from configurator import parse_config, print_config
-from datafiles import DTYPES, load_meta, open_split
+from datafiles import DTYPES, check_token_ids, load_meta, open_split
 from errors import UserError, cli
 from logger import Logger, require_wandb
 from model import GPT, GPTConfig
@@ -195,17 +195,6 @@ def estimate_loss(model: torch.nn.Module, batch_fns: dict, eval_iters: int, rt: 
         out[split] = total.item() / eval_iters
     model.train()
     return out
-
-
-def check_tokens(data: np.ndarray, vocab_size: int, path: Path) -> None:
-    """Refuse a dataset whose token ids do not fit the model, before any training."""
-    top = 0
-    for start in range(0, len(data), 1 << 26):
-        top = max(top, int(data[start : start + (1 << 26)].max()))
-    if top >= vocab_size:
-        raise UserError(
-            f"{path} holds token id {top}, but the vocabulary has {vocab_size} ids; the file is corrupt or from another tokenizer: prepare the dataset again"
-        )
 
 
 def new_model(cfg: TrainConfig, tokenizer_meta: dict) -> GPT:
@@ -422,7 +411,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
             f"the model has {model.config.vocab_size} token ids, fewer than the dataset's {tokenizer_meta['vocab_size']}; use a dataset of its tokenizer"
         )
     for split, data in splits.items():
-        check_tokens(data, tokenizer_meta["vocab_size"], data_dir / f"{split}.bin")
+        check_token_ids(data, tokenizer_meta["vocab_size"], data_dir / f"{split}.bin")
     model.to(rt.device)
     raw_model = model  # checkpoints are saved from this one: no compile or DDP wrappers in its keys
 

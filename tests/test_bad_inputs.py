@@ -19,6 +19,10 @@ import pytest
 import torch
 
 import bench
+import bench_generate
+import eval as evaluate
+import export
+import novelty
 import plot
 import prepare
 import sample
@@ -26,10 +30,22 @@ import train
 from conftest import ROOT, TEXT, run_entry
 from errors import cli
 
-ENTRIES = {"prepare": prepare.main, "train": train.main, "sample": sample.main, "bench": bench.main, "plot": plot.main}
+ENTRIES = {
+    "prepare": prepare.main,
+    "train": train.main,
+    "sample": sample.main,
+    "eval": evaluate.main,
+    "export": export.main,
+    "bench": bench.main,
+    "bench_generate": bench_generate.main,
+    "novelty": novelty.main,
+    "plot": plot.main,
+}
 TINY = "--device=cpu --compile=False --n_layer=2 --n_head=2 --n_embd=32 --block_size=16 --batch_size=4 --gradient_accumulation_steps=1 --eval_iters=2".split()
 TRAIN = ["--data_dir={data}", "--out_dir={out}", *TINY, "--max_iters=2", "--eval_interval=2"]
 SAMPLE = ["--out_dir={out}", "--device=cpu", "--max_new_tokens=2", "--num_samples=1"]
+EVAL = ["--out_dir={out}", "--device=cpu"]
+BENCH_GENERATE = "--device=cpu --n_layer=1 --n_head=2 --n_embd=32 --block_size=16 --vocab_size=10 --batch_sizes=(1,) --new_tokens=(2,)".split()
 BENCH = "--device=cpu --compile=False --n_layer=1 --n_head=2 --n_embd=32 --block_size=16 --batch_size=2 --warmup_steps=0 --timed_steps=1".split()
 
 # (entry point, arguments, words the error line must contain); {x} are paths made by `earlier` below
@@ -102,6 +118,35 @@ CASES = [
     ("sample", [*SAMPLE, "--out_dir={bad}/evil5"], ["refusing to load", "weights_only"]),
     ("sample", [*SAMPLE, "--out_dir={bad}/truncated"], ["corrupt or truncated"]),
     ("sample", [*SAMPLE, "--out_dir={bad}/shapes"], ["weights do not match its model_args"]),
+    ("eval", [*EVAL, "--out_dir={bad}/noout"], ["no checkpoint", "noout"]),
+    ("eval", [*EVAL, "--out_dir={bad}/evil"], ["refusing to load", "posix.system"]),
+    ("eval", [*EVAL, "--split=test"], ["split", "test"]),
+    ("eval", [*EVAL, "--batch_size=0"], ["batch_size must be positive"]),
+    ("eval", [*EVAL, "--stride=-1"], ["stride must not be negative"]),
+    ("eval", [*EVAL, "--stride=100"], ["stride=100", "larger than the block size 16"]),
+    ("eval", [*EVAL, "--block_size=100000"], ["block_size=100000", "larger than", "16"]),
+    ("eval", [*EVAL, "--data_dir={bad}/nodata"], ["no prepared dataset"]),
+    ("eval", [*EVAL, "--data_dir={bad}/bigval"], ["bigval/val.bin", "token id 60000"]),
+    ("eval", [*EVAL, "--data_dir={other}"], ["uses a char tokenizer of 34 ids", "other uses a char tokenizer of 6 ids"]),
+    ("eval", [*EVAL, "--compare"], ["--compare needs the models"]),
+    ("eval", [*EVAL, "--init_from=gpt7"], ["unknown init_from 'gpt7'"]),
+    ("eval", [*EVAL, "--in_context_docs=3", "--block_size=4"], ["no room for 3 in-context documents"]),
+    ("export", ["--out_dir={out}"], ["pass the folder to write"]),
+    ("export", ["--out_dir={out}", "--to=onnx", "{new}"], ["unknown export format", "onnx"]),
+    ("export", ["--out_dir={out}", "{new}"], ["char tokenizer", "GPT-2 BPE"]),
+    ("export", ["--out_dir={bad}/evil", "{new}"], ["refusing to load"]),
+    ("export", ["--out_dir={out}", "--hf_dir={new}", "{bad}/elsewhere"], ["two destinations"]),
+    ("bench_generate", [*BENCH_GENERATE, "--prompt_tokens=0"], ["prompt_tokens"]),
+    ("bench_generate", [*BENCH_GENERATE, "--batch_sizes=5"], ["batch_sizes", "tuple"]),
+    ("bench_generate", [*BENCH_GENERATE, "--n_embd=30", "--n_head=4"], ["not divisible"]),
+    ("bench_generate", [*BENCH_GENERATE, "--out_dir={bad}/truncated"], ["corrupt or truncated"]),
+    ("novelty", [], ["--dataset", "--data_dir"]),
+    ("novelty", ["--data_dir={data}"], ["--text", "--build"]),
+    ("novelty", ["--data_dir={data}", "--text=x", "--ngram=1"], ["ngram must be at least 2"]),
+    ("novelty", ["--data_dir={bad}/odd", "--text=First"], ["odd/train.bin", "not a whole number"]),
+    ("novelty", ["--data_dir={data}", "--text=FILE:{bad}/latin1.txt"], ["not UTF-8"]),
+    ("novelty", ["--data_dir={data}", "--text=Zebra€"], ["not in this model's vocabulary"]),
+    ("novelty", ["--data_dir={data}", "--text=First", "--index_dir={bad}/afile"], ["--index_dir", "afile is a file"]),
     ("bench", [*BENCH, "--init_from=gpt2"], ["freshly initialized"]),
     ("bench", [*BENCH, "--timed_steps=0"], ["timed_steps"]),
     ("bench", [*BENCH, "--n_embd=30", "--n_head=4"], ["not divisible"]),
@@ -157,6 +202,7 @@ def earlier(tmp_path_factory) -> dict[str, Path]:
     bad_dataset(bad, "short", data, lambda d: np.zeros(10, dtype=np.uint16).tofile(d / "val.bin"))
     bad_dataset(bad, "odd", data, lambda d: open(d / "train.bin", "ab").write(b"\1"))
     bad_dataset(bad, "bigid", data, lambda d: np.full(100, 60000, dtype=np.uint16).tofile(d / "train.bin"))
+    bad_dataset(bad, "bigval", data, lambda d: np.full(100, 60000, dtype=np.uint16).tofile(d / "val.bin"))
     bad_dataset(bad, "badmeta", data, lambda d: (d / "meta.json").write_text('{"tokenizer": '))
     meta = json.loads((data / "meta.json").read_text())
     bad_dataset(bad, "badvocab", data, lambda d: (d / "meta.json").write_text(json.dumps({**meta, "tokenizer": {**meta["tokenizer"], "vocab_size": -1}})))
