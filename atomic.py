@@ -1,19 +1,44 @@
 """Atomic file writes: a temp file in the same folder, fsync, then rename over the target.
 
 A reader (or a resumed run) sees either the old file or the complete new one, never a torn one,
-even if the writer is killed mid-write or the disk fills up.
+even if the writer is killed mid-write or the disk fills up. Temp files are hidden
+(`.NAME.PID.tmp`), so nothing that looks for `NAME` ever picks up a partial one; a writer killed
+with SIGKILL leaves its temp file behind, and `remove_stale_temps` clears those of dead processes.
 """
 
 import contextlib
 import os
+import shutil
 from pathlib import Path
+
+from errors import UserError
+
+
+def check_folder(path: str | os.PathLike, what: str) -> None:
+    """Refuse, before any work, an output folder that cannot be made because a file is in the way."""
+    path = Path(path)
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"{what} {path} cannot be a folder: {existing} is a file; pass another {what}")
 
 
 def temp_path(path: str | os.PathLike) -> Path:
     """A hidden temp name beside `path` (same filesystem, so the final rename is atomic)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the folder {path.parent} ({e.strerror}); pass another output folder") from None
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsynced
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def publish(tmp: Path, path: str | os.PathLike) -> None:
@@ -21,12 +46,7 @@ def publish(tmp: Path, path: str | os.PathLike) -> None:
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsynced
-        fd = os.open(Path(path).parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    _fsync_dir(Path(path).parent)
 
 
 @contextlib.contextmanager
@@ -44,3 +64,39 @@ def atomic_path(path: str | os.PathLike):
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
+
+
+def link_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Make `dst` another name for the complete file `src`, atomically: a hard link (no copy, no
+    extra space) where the filesystem has them, else a copy, renamed over `dst` either way."""
+    with atomic_path(dst) as tmp:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temp files that writers which no longer run left in `folder` (a SIGKILL mid-write
+    leaves one); a live writer's temp file is kept. Returns what was removed."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for p in folder.glob(".*.tmp"):
+        pid = p.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return removed

@@ -92,7 +92,7 @@ def bench(cfg: BenchConfig, rt: Runtime) -> dict:
     def run(steps: int) -> float:
         batch, loss = next(batches), None
         for _ in range(steps):
-            loss, batch = train_step(compiled, optimizer, scaler, batch, batches, cfg.gradient_accumulation_steps, cfg.grad_clip, rt)
+            loss, _, batch = train_step(compiled, optimizer, scaler, batch, batches, cfg.gradient_accumulation_steps, cfg.grad_clip, rt)
         rt.synchronize()
         return loss.item() if loss is not None else float("nan")
 

@@ -16,6 +16,7 @@ machine is: compare the modes within one run.
 
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 
@@ -67,7 +68,7 @@ def main(argv: list[str]) -> None:
     if cfg.out_dir:
         from sample import load_model
 
-        model = load_model(cfg)[0]
+        model = load_model(SimpleNamespace(init_from="resume", out_dir=cfg.out_dir))[0]
     else:
         try:
             model = GPT(GPTConfig(cfg.block_size, cfg.vocab_size, cfg.n_layer, cfg.n_head, cfg.n_embd))
@@ -79,7 +80,7 @@ def main(argv: list[str]) -> None:
     print(
         f"{model.get_num_params() / 1e6:.1f}M parameters, block {model.config.block_size}, device {rt.device}, {rt.dtype}, {torch.get_num_threads()} CPU threads"
     )
-    time_generate(model, torch.randint(0, 100, (1, cfg.prompt_tokens), device=rt.device), 4, True, rt)  # warm-up: allocator, kernels
+    time_generate(model, torch.randint(0, model.config.vocab_size, (1, cfg.prompt_tokens), device=rt.device), 4, True, rt)  # warm-up: allocator, kernels
     print("| batch | new tokens | cache tok/s | no-cache tok/s | speed-up |")
     print("| ---: | ---: | ---: | ---: | ---: |")
     for batch in cfg.batch_sizes:

@@ -1,45 +1,139 @@
-"""Saving and loading checkpoints: atomic writes, weights_only loads, clear errors.
+"""Saving and loading checkpoints: atomic writes, rotation, weights_only loads, clear errors.
 
 A checkpoint is a dict with nanoGPT's keys (`model`, `optimizer`, `model_args`, `iter_num`,
 `best_val_loss`, `config`), so a nanoGPT ckpt.pt samples here too, plus `tokenizer` (the
-dataset's tokenizer metadata) and whatever else the run needs to resume. It only ever holds
-tensors and plain Python data, and is loaded with torch.load(weights_only=True).
+dataset's tokenizer metadata) and whatever else the run needs to resume exactly (`scaler`, `rng`,
+`sampler`, `last_eval_iter`). It only ever holds tensors and plain Python data, and is loaded with
+torch.load(weights_only=True).
+
+A training run's out_dir holds:
+    ckpt.pt            the newest complete checkpoint (what sample.py and --init_from=resume read)
+    ckpt-000500.pt     the last `keep_last` checkpoints by iteration (hard links: no extra space)
+    best.pt            the checkpoint with the lowest validation loss so far
+ckpt.pt is written first (temp file + fsync + rename), the other names are links to it, so a
+run killed at any moment leaves ckpt.pt complete and at least as new as anything else there.
 """
 
+import errno
+import io
+import os
 import pickle
+import random
+import re
+import time
+import warnings
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from atomic import atomic_path
+from atomic import atomic_path, link_atomic
 from errors import UserError
 from model import GPT, GPTConfig
 
+CKPT_NAME, BEST_NAME = "ckpt.pt", "best.pt"
+NUMBERED = re.compile(r"ckpt-(\d+)\.pt")
+# Test hook: seconds that each checkpoint write takes (written in slow chunks, then a pause before
+# the rename), so fault tests can kill a run in the middle of a write. Never set it otherwise.
+SLOW_SAVE_ENV = "GPT_SUITE_TEST_SLOW_SAVE"
+
+
+def _write(state: dict, tmp: Path) -> None:
+    delay = float(os.environ.get(SLOW_SAVE_ENV) or 0)
+    with open(tmp, "wb") as f:  # through a Python file object, so a full disk raises OSError(ENOSPC)
+        if not delay:
+            torch.save(state, f)
+            return
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        data = buf.getvalue()
+        step = max(1, len(data) // 8)
+        for i in range(0, len(data), step):
+            f.write(data[i : i + step])
+            f.flush()
+            time.sleep(delay / 10)
+    time.sleep(delay / 10)  # written but not yet renamed
+
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Write state to path atomically: an interrupted save leaves the previous file intact."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """Write state to path atomically: an interrupted or failed save leaves the previous file intact."""
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            _write(state, tmp)
+    except OSError as e:
+        what = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or str(e))
+        kept = f"{path} still holds the previous checkpoint" if path.exists() else f"no earlier checkpoint is at {path}"
+        raise UserError(f"could not write checkpoint {path}: {what}; {kept}: free some space or fix the folder, then resume with --init_from=resume") from None
+
+
+def write_checkpoint(state: dict, out_dir: str | Path, keep_last: int = 0, best: bool = False) -> Path:
+    """Save a training checkpoint as out_dir/ckpt.pt, then link it as ckpt-<iter>.pt (keeping the
+    newest `keep_last` of those) and, if `best`, as best.pt. Returns the path of ckpt.pt."""
+    out_dir = Path(out_dir)
+    path = out_dir / CKPT_NAME
+    save_checkpoint(state, path)
+    try:
+        if best:
+            link_atomic(path, out_dir / BEST_NAME)
+        if keep_last > 0:
+            link_atomic(path, out_dir / f"ckpt-{state['iter_num']:06d}.pt")
+            # files numbered past this run (left by an earlier, longer run in the same out_dir) are not ours to rotate
+            ours = [p for p in numbered_checkpoints(out_dir) if int(NUMBERED.fullmatch(p.name).group(1)) <= state["iter_num"]]
+            for old in ours[:-keep_last]:
+                old.unlink(missing_ok=True)
+    except OSError as e:
+        raise UserError(
+            f"saved {path}, but could not update the other checkpoints in {out_dir} ({e.strerror or e}); free some space or fix the folder"
+        ) from None
+    return path
+
+
+def numbered_checkpoints(out_dir: str | Path) -> list[Path]:
+    """out_dir/ckpt-<iter>.pt files, oldest first."""
+    found = [(int(m.group(1)), p) for p in Path(out_dir).glob("ckpt-*.pt") if (m := NUMBERED.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def newest_checkpoint(out_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint in out_dir: ckpt.pt, or if it is gone the highest ckpt-<iter>.pt.
+    Temp files of interrupted writes have other names and are never picked."""
+    out_dir = Path(out_dir)
+    if (out_dir / CKPT_NAME).is_file():
+        return out_dir / CKPT_NAME
+    numbered = numbered_checkpoints(out_dir)
+    return numbered[-1] if numbered else None
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Load a checkpoint file, or the newest complete one of a folder, refusing anything that is not
+    plain tensors and data."""
     path = Path(path)
     if path.is_dir():
-        path = path / "ckpt.pt"
+        path = newest_checkpoint(path) or path / CKPT_NAME
     if not path.exists():
         raise UserError(f"no checkpoint at {path}; train one first (python train.py ...) or pass the right --out_dir")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a newer pickle protocol warns before it is refused below
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "GLOBAL" in str(e):  # a class or function reference: the weights-only unpickler refuses it
+        found = re.search(r"GLOBAL (\S+)", str(e))  # a class or function: the safe unpickler refuses it
+        if found:
             raise UserError(
-                f"refusing to load {path}: it holds Python objects other than tensors and plain data, which could run code; only load checkpoints you trust and re-save them as plain state dicts"
+                f"refusing to load {path}: it holds a reference to {found.group(1)}, which could run code; only load checkpoints you trust and re-save them as plain state dicts"
+            ) from None
+        with open(path, "rb") as f:
+            pickled = f.read(2) in (b"PK", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")  # a torch zip file or a pickle
+        if pickled:
+            raise UserError(
+                f"refusing to load {path}: its pickle uses instructions that safe (weights_only) loading does not allow; it is damaged or was saved with a newer pickle protocol: re-save it with torch.save's default, or use another checkpoint"
             ) from None
         raise UserError(f"checkpoint {path} is corrupt: it is not a torch checkpoint file; use another checkpoint or retrain") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError):
         raise UserError(f"checkpoint {path} is corrupt or truncated; use another checkpoint or retrain") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or not isinstance(ckpt.get("model_args"), dict):
         raise UserError(f"{path} is not a GPT checkpoint (no 'model' / 'model_args'); pass a ckpt.pt written by train.py")
     # checkpoints of a torch.compile'd model (nanoGPT) carry an _orig_mod. prefix
     ckpt["model"] = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
@@ -75,3 +169,31 @@ def checkpoint_tokenizer_meta(ckpt: dict) -> dict:
         return load_meta(data_dir)["tokenizer"]
     print("checkpoint records no tokenizer (a nanoGPT checkpoint): using GPT-2 BPE")
     return {"kind": "gpt2", "vocab_size": 50257}
+
+
+def rng_state(device: str = "cpu") -> dict:
+    """Every random number generator this process draws from (python, numpy, torch CPU and the
+    current CUDA device), as plain data and tensors that a weights_only load accepts."""
+    np_state = np.random.get_state(legacy=False)
+    np_state["state"]["key"] = torch.from_numpy(np_state["state"]["key"].astype(np.int64))
+    state = {"python": random.getstate(), "numpy": np_state, "torch": torch.get_rng_state()}
+    if device.startswith("cuda"):
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: str = "cpu") -> None:
+    """Restore what rng_state() captured (a CUDA state only where this process is on CUDA)."""
+    try:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+        np_state = dict(state["numpy"])
+        np_state["state"] = {**np_state["state"], "key": np_state["state"]["key"].cpu().numpy().astype(np.uint32)}
+        np.random.set_state(np_state)
+        torch.set_rng_state(state["torch"].cpu())
+        if device.startswith("cuda") and "cuda" in state:
+            torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, RuntimeError) as e:
+        raise UserError(
+            f"the checkpoint's random number generator state is damaged ({type(e).__name__}: {e}); resume from another checkpoint or start a new run"
+        ) from None

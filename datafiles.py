@@ -125,6 +125,25 @@ class _PlainUnpickler(pickle.Unpickler):
         raise UserError(f"meta.pkl refers to {module}.{name}; only plain dicts, strings and numbers are accepted")
 
 
+def check_meta(meta, path: Path) -> None:
+    """Refuse a meta.json that does not describe a tokenizer and dtype this suite can use."""
+    tok = meta.get("tokenizer") if isinstance(meta, dict) else None
+    if not isinstance(tok, dict):
+        raise UserError(f"{path} has no 'tokenizer' entry; prepare the dataset again")
+    size = tok.get("vocab_size")
+    problem = None
+    if tok.get("kind") not in ("char", "gpt2"):
+        problem = f"tokenizer kind {tok.get('kind')!r} is not 'char' or 'gpt2'"
+    elif not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        problem = f"tokenizer vocab_size {size!r} is not a positive integer"
+    elif tok["kind"] == "char" and (not isinstance(tok.get("vocab"), list) or len(tok["vocab"]) != size or not all(isinstance(c, str) for c in tok["vocab"])):
+        problem = f"the char vocabulary is not a list of {size} strings"
+    elif meta.get("dtype", "uint16") not in DTYPES:
+        problem = f"dtype {meta['dtype']!r} is not one of {', '.join(DTYPES)}"
+    if problem:
+        raise UserError(f"{path} is corrupt: {problem}; prepare the dataset again")
+
+
 def load_meta(data_dir: str | Path) -> dict:
     """meta.json of a prepared dataset; a nanoGPT folder (meta.pkl or nothing) is read too."""
     data_dir = Path(data_dir)
@@ -136,8 +155,7 @@ def load_meta(data_dir: str | Path) -> dict:
             meta = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise UserError(f"{path} is not valid JSON ({e}); prepare the dataset again") from None
-        if not isinstance(meta, dict) or "tokenizer" not in meta:
-            raise UserError(f"{path} has no 'tokenizer' entry; prepare the dataset again")
+        check_meta(meta, path)
         return meta
     pkl = data_dir / "meta.pkl"
     if pkl.exists():  # nanoGPT char-level data
@@ -167,3 +185,15 @@ def open_split(data_dir: str | Path, split: str, dtype: str = "uint16", min_toke
             f"{path} holds {size // itemsize} tokens, fewer than the {min_tokens} one batch needs (block_size + 1); use a smaller --block_size or more data"
         )
     return np.memmap(path, dtype=DTYPES[dtype], mode="r")
+
+
+def check_token_ids(data: np.ndarray, vocab_size: int, path: Path) -> None:
+    """Refuse token ids that the model has no embedding for (a corrupt file, or another tokenizer's),
+    before any work: a pass over the file, chunk by chunk (several GB/s)."""
+    top = 0
+    for start in range(0, len(data), 1 << 26):
+        top = max(top, int(data[start : start + (1 << 26)].max()))
+    if top >= vocab_size:
+        raise UserError(
+            f"{path} holds token id {top}, but the vocabulary has {vocab_size} ids; the file is corrupt or from another tokenizer: prepare the dataset again"
+        )

@@ -43,7 +43,7 @@ from torch.nn import functional as F
 
 import tokenizer as tokenizers
 from configurator import parse_config
-from datafiles import load_meta, open_split
+from datafiles import check_token_ids, load_meta, open_split
 from errors import UserError, cli
 from model import GPT
 from runtime import Runtime, setup_runtime
@@ -218,14 +218,20 @@ def run_eval(cfg: EvalConfig, rt: Runtime, data_dir: Path, loaded: Loaded, name:
     data = open_split(data_dir, cfg.split, dtype)
     if cfg.max_tokens:
         data = data[: cfg.max_tokens]
+    check_token_ids(data, meta["tokenizer"]["vocab_size"], data_dir / f"{cfg.split}.bin")
     model = loaded.model
-    block = min(cfg.block_size or model.config.block_size, model.config.block_size)
+    if cfg.block_size > model.config.block_size:
+        raise UserError(
+            f"block_size={cfg.block_size} is larger than {name}'s {model.config.block_size}; pass --block_size <= {model.config.block_size} (or 0 for the model's)"
+        )
+    block = cfg.block_size or model.config.block_size
     stride = cfg.stride or (block // 2 if cfg.in_context_docs else block)
     if stride > block:
         raise UserError(f"stride={stride} is larger than the block size {block}; pass --stride <= {block}")
     context = None
     if cfg.in_context_docs:
         train = open_split(data_dir, "train", dtype)
+        check_token_ids(train, meta["tokenizer"]["vocab_size"], data_dir / "train.bin")
         context = ContextDocs(train, cfg.in_context_docs, block - stride, tok.eot_token, cfg.seed)
     model.to(rt.device)
     fwd = torch.compile(model) if cfg.compile else model

