@@ -18,6 +18,9 @@ TEXT = (
     "All:\nResolved. resolved.\n\n"
 ) * 40
 
+# training flags for a model small enough that a step takes milliseconds on a CPU
+TINY_MODEL_ARGS = ["--device=cpu", "--compile=False", "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=4"]
+
 
 def run_entry(*args: str, cwd: Path | None = None, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run one of the entry points (python prepare.py ..., train.py, sample.py) as a user would."""

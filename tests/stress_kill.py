@@ -32,17 +32,12 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from checkpoint import SLOW_SAVE_ENV, load_checkpoint, model_from_checkpoint, newest_checkpoint, numbered_checkpoints  # noqa: E402
+from conftest import TINY_MODEL_ARGS  # noqa: E402
 from errors import UserError  # noqa: E402
 
 SLOW_SAVE_S = 0.2  # one checkpoint write, with the hook
 TINY = [
-    "--device=cpu",
-    "--compile=False",
-    "--n_layer=2",
-    "--n_head=2",
-    "--n_embd=32",
-    "--block_size=16",
-    "--batch_size=4",
+    *TINY_MODEL_ARGS,
     "--gradient_accumulation_steps=1",
     "--eval_iters=2",
     "--eval_interval=5",

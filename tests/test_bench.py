@@ -5,19 +5,14 @@ import pytest
 
 from bench import BenchConfig, bench, main
 from configurator import parse_config
+from conftest import TINY_MODEL_ARGS
 from datafiles import load_meta
 from errors import UserError
 from model import GPT, GPTConfig
 from runtime import setup_runtime
 
 TINY = [
-    "--device=cpu",
-    "--compile=False",
-    "--n_layer=2",
-    "--n_head=2",
-    "--n_embd=32",
-    "--block_size=16",
-    "--batch_size=4",
+    *TINY_MODEL_ARGS,
     "--warmup_steps=1",
     "--timed_steps=2",
 ]

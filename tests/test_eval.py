@@ -14,14 +14,6 @@ from model import GPT, GPTConfig
 from tokenizer import GPT2_EOT, CharTokenizer, GPT2Tokenizer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():  # tiny models: a second thread only contends on a shared CPU
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_checkpoint(out: Path, data_dir: Path, seed: int = 0, **model) -> GPT:
     meta = load_meta(data_dir)
     torch.manual_seed(seed)

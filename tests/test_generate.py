@@ -15,14 +15,6 @@ from tokenizer import CharTokenizer
 TINY = dict(block_size=16, vocab_size=65, n_layer=2, n_head=4, n_embd=32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():  # tiny models: a second thread only contends on a shared CPU
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def lively(**kw) -> GPT:
     """A tiny random model with large weights, so greedy decoding does not collapse to one token."""
     torch.manual_seed(0)

@@ -16,19 +16,13 @@ import torch
 
 import checkpoint
 from checkpoint import load_checkpoint, newest_checkpoint
-from conftest import ROOT
+from conftest import ROOT, TINY_MODEL_ARGS
 from errors import UserError
 from model import GPT
 from train import main
 
 TINY = [
-    "--device=cpu",
-    "--compile=False",
-    "--n_layer=2",
-    "--n_head=2",
-    "--n_embd=32",
-    "--block_size=16",
-    "--batch_size=4",
+    *TINY_MODEL_ARGS,
     "--gradient_accumulation_steps=1",
     "--eval_iters=2",
     "--eval_interval=4",

@@ -7,20 +7,14 @@ import pytest
 import torch
 
 from checkpoint import load_checkpoint
-from conftest import run_entry
+from conftest import TINY_MODEL_ARGS, run_entry
 from errors import UserError
 from model import GPT, GPTConfig
 from runtime import Runtime
 from train import TrainConfig, main, train
 
 TINY = [
-    "--device=cpu",
-    "--compile=False",
-    "--n_layer=2",
-    "--n_head=2",
-    "--n_embd=32",
-    "--block_size=16",
-    "--batch_size=4",
+    *TINY_MODEL_ARGS,
     "--eval_iters=4",
     "--eval_interval=5",
     "--max_iters=5",

@@ -4,19 +4,13 @@ import pytest
 import torch
 
 from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from conftest import run_entry
+from conftest import TINY_MODEL_ARGS, run_entry
 from errors import UserError
 from model import GPT, GPTConfig
 from train import TrainConfig, get_lr
 
 TINY_ARGS = [
-    "--device=cpu",
-    "--compile=False",
-    "--n_layer=2",
-    "--n_head=2",
-    "--n_embd=32",
-    "--block_size=16",
-    "--batch_size=4",
+    *TINY_MODEL_ARGS,
     "--gradient_accumulation_steps=1",
     "--eval_iters=2",
     "--eval_interval=5",
