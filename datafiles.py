@@ -21,6 +21,19 @@ from errors import UserError
 DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
 
 
+def read_text(path: Path, what: str, fix: str, encoding: str = "utf-8") -> str:
+    """The text of a file the user named ("what", e.g. "prompt file"), or one clear error line
+    that ends with `fix`, what to do about it."""
+    try:
+        return path.read_text(encoding=encoding)
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} not found; {fix}") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{what} {path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8") from None
+    except OSError as e:
+        raise UserError(f"cannot read {what} {path} ({e.strerror}); {fix}") from None
+
+
 @dataclass
 class PrepareConfig:
     """Options every dataset takes; a dataset's own Config subclasses this."""

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+import datafiles
 from atomic import check_folder
 from configurator import parse_config, print_config
 from datafiles import DTYPES, DocumentCorpus, TextCorpus, TextFileCorpus, TokenWriter, write_json
@@ -366,12 +367,8 @@ TABLE_SUFFIXES = (".jsonl", ".parquet", ".csv")
 
 
 def read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")  # a leading byte-order mark is not text; \r\n line ends become \n
-    except FileNotFoundError:
-        raise UserError(f"{path} not found; pass an existing file") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8 or remove it") from None
+    # a leading byte-order mark is not text; \r\n line ends become \n
+    return datafiles.read_text(path, "file", "pass an existing UTF-8 file, or remove it", encoding="utf-8-sig")
 
 
 def expand_files(spec: str, option: str) -> list[Path]:

@@ -35,6 +35,7 @@ import templates
 import tokenizer as tokenizers
 from checkpoint import checkpoint_tokenizer_meta, load_checkpoint, model_from_checkpoint
 from configurator import parse_config
+from datafiles import read_text
 from errors import UserError, cli
 from model import GPT
 from pretrained import HUB_MODELS, from_pretrained, is_pretrained
@@ -75,15 +76,7 @@ def read_prompt(start: str) -> str:
                 f"--start is not UTF-8 text (at position {e.start}); pass UTF-8 text, or the prompt in a UTF-8 file with --start=FILE:path"
             ) from None
         return start
-    path = Path(start[len("FILE:") :])
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"prompt file {path} not found; pass --start=FILE:path with an existing file") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"prompt file {path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8") from None
-    except OSError as e:
-        raise UserError(f"cannot read prompt file {path} ({e.strerror}); pass --start=FILE:path with a readable text file") from None
+    return read_text(Path(start[len("FILE:") :]), "prompt file", "pass --start=FILE:path with a readable UTF-8 text file")
 
 
 def validate(cfg: SampleConfig) -> None:

