@@ -9,13 +9,16 @@
 #
 #   bash experiments/fourway_shakespeare_char.sh [TINYSHAKESPEARE_INPUT] [WORK_DIR]
 #
+# Measured on a 2-core CPU (26 min on a busy machine; STEPS=200, PRE_STEPS=600), val loss of the target:
+#   scratch 2.4563 | pretrained 2.1136 | fine-tuned 2.0643 | pretrained + 2 in-context chunks 2.1768
+#
 # The same for GPT-2 124M on a GPU (pretrained = OpenAI's weights), e.g. on the Azure docs:
 #   python prepare.py azure_docs
 #   python train.py config/train_azure_docs.py --out_dir=out-azure-scratch
 #   python train.py config/finetune_azure_docs.py --out_dir=out-azure-ft
 #   python eval.py --compare out-azure-scratch gpt2 out-azure-ft gpt2@2 --dataset=azure_docs --stride=512
 set -euo pipefail
-INPUT=${1:-/work/shared/data/tinyshakespeare/input.txt}
+INPUT=${1:-data/shakespeare_char/input.txt}  # tinyshakespeare: `python prepare.py shakespeare_char` downloads it there
 WORK=${2:-/tmp/fourway}
 STEPS=${STEPS:-200}          # target steps for (a) and (c)
 PRE_STEPS=${PRE_STEPS:-600} # pretraining steps for (b)
