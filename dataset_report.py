@@ -120,7 +120,11 @@ def format_report(report: dict, out_dir: Path) -> str:
     docs, per = report["documents"], report["per_document"]
     lines = [
         f"dataset report ({out_dir / 'report.json'}, histogram {out_dir / report['histogram']})",
-        f"documents: {docs['total']:,} (train {docs['train']:,}, val {docs['val']:,})"
+        (
+            "documents: 1 text, split by position (its first part is train, the rest val)"
+            if docs["total"] == 1
+            else f"documents: {docs['total']:,} (train {docs['train']:,}, val {docs['val']:,})"
+        )
         + (f", {docs['skipped_empty']:,} empty ones skipped" if docs["skipped_empty"] else ""),
         f"{'per document':<14}{'sum':>16}{'mean':>12}{'median':>10}{'p95':>10}{'max':>12}",
     ]
