@@ -60,7 +60,7 @@ class EvalConfig:
     block_size: int = 0  # window length; 0: the model's block_size
     stride: int = 0  # tokens scored per window; 0: block_size (block_size // 2 with in-context docs)
     in_context_docs: int = 0  # K training documents packed before each window
-    batch_size: int = 8
+    batch_size: int = 0  # windows per forward pass; 0: as many as make 8,192 tokens (8 at block 1024)
     max_tokens: int = 0  # score only the first max_tokens tokens of the split; 0: all of it
     seed: int = 1337  # which training documents go in context
     device: str = "auto"
@@ -235,7 +235,8 @@ def run_eval(cfg: EvalConfig, rt: Runtime, data_dir: Path, loaded: Loaded, name:
         context = ContextDocs(train, cfg.in_context_docs, block - stride, tok.eot_token, cfg.seed)
     model.to(rt.device)
     fwd = torch.compile(model) if cfg.compile else model
-    result = evaluate(fwd, data, block, stride, cfg.batch_size, rt, token_byte_lengths(tok), tok.vocab_size, context)
+    batch_size = cfg.batch_size or max(1, 8192 // block)
+    result = evaluate(fwd, data, block, stride, batch_size, rt, token_byte_lengths(tok), tok.vocab_size, context)
     return result, block, stride
 
 
@@ -284,10 +285,7 @@ def compare_table(rows: list[tuple[str, int, int, int, EvalResult]]) -> str:
 def main(argv: list[str]) -> None:
     specs, argv = split_compare(argv)
     cfg = parse_config(EvalConfig(), argv)
-    for name in ("batch_size",):
-        if getattr(cfg, name) <= 0:
-            raise UserError(f"{name} must be positive, got {getattr(cfg, name)}")
-    for name in ("block_size", "stride", "in_context_docs", "max_tokens"):
+    for name in ("batch_size", "block_size", "stride", "in_context_docs", "max_tokens"):
         if getattr(cfg, name) < 0:
             raise UserError(f"{name} must not be negative, got {getattr(cfg, name)}")
     if cfg.split not in ("train", "val"):

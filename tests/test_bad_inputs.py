@@ -121,7 +121,7 @@ CASES = [
     ("eval", [*EVAL, "--out_dir={bad}/noout"], ["no checkpoint", "noout"]),
     ("eval", [*EVAL, "--out_dir={bad}/evil"], ["refusing to load", "posix.system"]),
     ("eval", [*EVAL, "--split=test"], ["split", "test"]),
-    ("eval", [*EVAL, "--batch_size=0"], ["batch_size must be positive"]),
+    ("eval", [*EVAL, "--batch_size=-1"], ["batch_size must not be negative"]),
     ("eval", [*EVAL, "--stride=-1"], ["stride must not be negative"]),
     ("eval", [*EVAL, "--stride=100"], ["stride=100", "larger than the block size 16"]),
     ("eval", [*EVAL, "--block_size=100000"], ["block_size=100000", "larger than", "16"]),
