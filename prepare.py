@@ -213,7 +213,7 @@ def prepare_text(corpus: TextCorpus | TextFileCorpus, out_dir: Path, dtype: str 
         for split, group in groupby(split_by_position(text_blocks(corpus, chunk_chars), cut), key=itemgetter(0))
         for piece in (bpe_pieces((b for _, b in group), chunk_chars) if vocab is None else (b for _, b in group))
     )
-    bar = tqdm(total=n_chars, desc="tokenizing", unit="char", unit_scale=True, disable=n_chars < 4 * chunk_chars)
+    bar = tqdm(total=n_chars, desc="tokenizing", unit="char", unit_scale=True, disable=True if n_chars < 4 * chunk_chars else None)
     t0 = time.time()
     try:
         with split_writers(out_dir, dtype) as writers:
@@ -309,7 +309,7 @@ def encode_chunk(chunk: list[tuple[str, Any]], tok, fmt: Callable[[Any], str] | 
 def char_tokenizer(corpus: DocumentCorpus) -> CharTokenizer:
     """A first pass over the documents to collect their characters."""
     chars = set(CHAR_DOCUMENT_END)
-    for _, record in tqdm(corpus.documents(), desc="collecting characters", unit="doc", total=corpus.num_documents):
+    for _, record in tqdm(corpus.documents(), desc="collecting characters", unit="doc", total=corpus.num_documents, disable=None):
         chars.update(corpus.format(record) if corpus.format else record)
     return CharTokenizer(sorted(chars))
 
@@ -326,7 +326,7 @@ def prepare_documents(corpus: DocumentCorpus, out_dir: Path, dtype: str = "uint1
     threads = num_threads if num_threads > 0 else os.cpu_count() or 1
     work = partial(encode_chunk, tok=tok, fmt=corpus.format, end=document_end(tok))
     stats = DocStats()
-    bar = tqdm(total=corpus.num_documents, desc="tokenizing", unit="doc")
+    bar = tqdm(total=corpus.num_documents, desc="tokenizing", unit="doc", disable=None)  # None: only on a terminal
     t0 = time.time()
     try:
         with split_writers(out_dir, dtype) as writers:
