@@ -194,6 +194,27 @@ def scan_text(blocks: Iterable[str], char_level: bool) -> tuple[int, int, str, l
     return chars, words, sha.hexdigest(), sorted(vocab) if char_level else None
 
 
+def show_progress(bar: tqdm, writers: dict, t0: float, n: int) -> None:
+    """Advance a tokenizing bar by n (characters or documents), with the tokens so far and their rate."""
+    tokens = sum(w.count for w in writers.values())
+    bar.set_postfix_str(f"{tokens / max(time.time() - t0, 1e-9):,.0f} tok/s, {tokens:,} tokens", refresh=False)
+    bar.update(n)
+
+
+def split_meta(tok, dtype: str, counts: dict, writers: dict, source: str) -> dict:
+    """What meta.json says of every prepared dataset: tokenizer, dtype, tokens per split, the source
+    and the sha256 of train.bin and val.bin."""
+    return {
+        "tokenizer": tok.meta(),
+        "vocab_size": tok.vocab_size,
+        "dtype": dtype,
+        "train_tokens": counts["train"],
+        "val_tokens": counts["val"],
+        "source": source,
+        "sha256": {s: w.sha256.hexdigest() for s, w in writers.items()},
+    }
+
+
 def prepare_text(corpus: TextCorpus | TextFileCorpus, out_dir: Path, dtype: str = "uint16", num_threads: int = 0, chunk_chars: int = CHUNK_CHARS):
     """Tokenize one text, split by position, into train.bin and val.bin, then write meta.json.
 
@@ -219,23 +240,14 @@ def prepare_text(corpus: TextCorpus | TextFileCorpus, out_dir: Path, dtype: str 
         with split_writers(out_dir, dtype) as writers:
             for split, n, ids in ordered_map(lambda p: (p[0], len(p[1]), tok.encode_array(p[1])), pieces, threads):
                 writers[split].write(ids)
-                tokens = sum(w.count for w in writers.values())
-                bar.set_postfix_str(f"{tokens / max(time.time() - t0, 1e-9):,.0f} tok/s, {tokens:,} tokens", refresh=False)
-                bar.update(n)
+                show_progress(bar, writers, t0, n)
             counts = finish_splits(writers, "text")
     finally:
         bar.close()
-    meta = {
-        "tokenizer": tok.meta(),
-        "vocab_size": tok.vocab_size,
-        "dtype": dtype,
-        "train_tokens": counts["train"],
-        "val_tokens": counts["val"],
+    meta = split_meta(tok, dtype, counts, writers, corpus.source) | {
         "characters": n_chars,
         "val_fraction": corpus.val_fraction,
-        "source": corpus.source,
         "source_sha256": sha,  # of the text, UTF-8 encoded
-        "sha256": {s: w.sha256.hexdigest() for s, w in writers.items()},  # of train.bin and val.bin
     }
     publish_splits(writers, out_dir, meta)
     stats = DocStats()
@@ -335,25 +347,16 @@ def prepare_documents(corpus: DocumentCorpus, out_dir: Path, dtype: str = "uint1
                     writers[split].write(arr)
                 stats.add(*doc_stats)
                 stats.skipped += skipped
-                tokens = sum(w.count for w in writers.values())
-                bar.set_postfix_str(f"{tokens / max(time.time() - t0, 1e-9):,.0f} tok/s, {tokens:,} tokens", refresh=False)
-                bar.update(len(doc_stats[0]) + skipped)
+                show_progress(bar, writers, t0, len(doc_stats[0]) + skipped)
             if not len(stats):
                 raise UserError(f"no documents with any text in {corpus.source}; check the input")
             counts = finish_splits(writers, "documents")
     finally:
         bar.close()
-    meta = {
-        "tokenizer": tok.meta(),
-        "vocab_size": tok.vocab_size,
-        "dtype": dtype,
-        "train_tokens": counts["train"],
-        "val_tokens": counts["val"],
+    meta = split_meta(tok, dtype, counts, writers, corpus.source) | {
         "documents": {s: int((stats.column("split") == i).sum()) for i, s in enumerate(SPLITS)},
         "characters": int(stats.column("chars").sum(dtype=np.int64)),
         "document_end": "<|endoftext|>" if tok.eot_token is not None else CHAR_DOCUMENT_END,
-        "source": corpus.source,
-        "sha256": {s: w.sha256.hexdigest() for s, w in writers.items()},  # of train.bin and val.bin
         **({"template": corpus.template} if corpus.template else {}),
         **corpus.meta,
     }
