@@ -24,6 +24,7 @@ import importlib.util
 import json
 import os
 import re
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -48,6 +49,7 @@ from tokenizer import CharTokenizer, GPT2Tokenizer
 
 DATA_ROOT = Path(__file__).resolve().parent / "data"
 CHAR_DOCUMENT_END = "\n\n"  # a blank line ends each document at character level, which has no end-of-text token
+progress = partial(tqdm, file=sys.stdout)  # progress bars are output: stderr holds only errors, one line
 # Text goes to the tokenizing threads in chunks of about this many characters. Larger ones only
 # fragment the heap (2M-character pieces of one text peaked at 150-200 MB of RSS, these at 85 MB).
 CHUNK_CHARS = 1 << 19
@@ -184,7 +186,7 @@ def publish_splits(writers: dict[str, TokenWriter], out_dir: Path, meta: dict) -
 def scan_text(blocks: Iterable[str], char_level: bool) -> tuple[int, int, str, list[str] | None]:
     """One pass over a text: its characters, words, sha256 and (at character level) vocabulary."""
     chars, words, sha, vocab, prev_space = 0, 0, hashlib.sha256(), set(), True
-    for block in tqdm(blocks, desc="reading", unit="block", leave=False, disable=None):  # disable=None: a bar only on a terminal
+    for block in progress(blocks, desc="reading", unit="block", leave=False):
         chars += len(block)
         words += count_words(block) - (not prev_space and not is_ascii_space(block[0]))  # a word across two blocks
         prev_space = is_ascii_space(block[-1])
@@ -234,7 +236,7 @@ def prepare_text(corpus: TextCorpus | TextFileCorpus, out_dir: Path, dtype: str 
         for split, group in groupby(split_by_position(text_blocks(corpus, chunk_chars), cut), key=itemgetter(0))
         for piece in (bpe_pieces((b for _, b in group), chunk_chars) if vocab is None else (b for _, b in group))
     )
-    bar = tqdm(total=n_chars, desc="tokenizing", unit="char", unit_scale=True, disable=True if n_chars < 4 * chunk_chars else None)
+    bar = progress(total=n_chars, desc="tokenizing", unit="char", unit_scale=True, disable=n_chars < 4 * chunk_chars)
     t0 = time.time()
     try:
         with split_writers(out_dir, dtype) as writers:
@@ -321,7 +323,7 @@ def encode_chunk(chunk: list[tuple[str, Any]], tok, fmt: Callable[[Any], str] | 
 def char_tokenizer(corpus: DocumentCorpus) -> CharTokenizer:
     """A first pass over the documents to collect their characters."""
     chars = set(CHAR_DOCUMENT_END)
-    for _, record in tqdm(corpus.documents(), desc="collecting characters", unit="doc", total=corpus.num_documents, disable=None):
+    for _, record in progress(corpus.documents(), desc="collecting characters", unit="doc", total=corpus.num_documents):
         chars.update(corpus.format(record) if corpus.format else record)
     return CharTokenizer(sorted(chars))
 
@@ -338,7 +340,7 @@ def prepare_documents(corpus: DocumentCorpus, out_dir: Path, dtype: str = "uint1
     threads = num_threads if num_threads > 0 else os.cpu_count() or 1
     work = partial(encode_chunk, tok=tok, fmt=corpus.format, end=document_end(tok))
     stats = DocStats()
-    bar = tqdm(total=corpus.num_documents, desc="tokenizing", unit="doc", disable=None)  # None: only on a terminal
+    bar = progress(total=corpus.num_documents, desc="tokenizing", unit="doc")
     t0 = time.time()
     try:
         with split_writers(out_dir, dtype) as writers:
