@@ -11,7 +11,7 @@ ms/iter, tokens/s, peak memory and MFU.
 Settings: train.py's (model shape, batch, dtype, compile, device, dataset) and the BenchConfig
 fields below. A step is gradient_accumulation_steps micro-batches (default 1), exactly as
 train.py runs it. MFU is the model's FLOPs (6N + 12*L*H*Q*T per token, PaLM appendix B) per
-second over the GPU's dense peak at this precision (runtime.GPU_PEAK_TFLOPS, or --peak_tflops);
+second over the GPU's dense peak at this precision (flops.GPU_PEAK_TFLOPS, or --peak_tflops);
 on a CPU only tokens/s mean much. Peak memory: CUDA's max allocated, elsewhere the process's peak RSS.
 """
 
@@ -19,25 +19,27 @@ import itertools
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from configurator import parse_config, print_config
-from datafiles import load_meta, open_split
-from errors import UserError, cli
-from runtime import Runtime, setup_runtime, teardown_runtime
-from train import TrainConfig, get_batch, new_model, train_step, validate
+from configurator import option, parse_config, print_config
+from gptsuite.errors import UserError, cli
+from gptsuite.flops import model_flops_per_token
+from gptsuite.loading import new_model
+from gptsuite.runtime import Runtime, setup_runtime, teardown_runtime
+from gptsuite.training import TrainConfig, check_train_config, get_batch, open_training_data, train_step
+from model import GPTConfig
 
 
 @dataclass
 class BenchConfig(TrainConfig):
-    gradient_accumulation_steps: int = 1  # micro-batches per timed step
+    # bench
+    gradient_accumulation_steps: int = option(1, gt=0)  # micro-batches per timed step
     real_data: bool = False  # batches from the prepared dataset (dataset, data_dir), else random tokens
-    vocab_size: int = 50304  # of the random tokens: GPT-2's 50257 padded to a multiple of 64
-    warmup_steps: int = 10  # untimed: compilation, the allocator and kernel choice settle here
-    timed_steps: int = 20
-    peak_tflops: float = 0.0  # the accelerator's dense peak TFLOP/s at this dtype; 0 looks the GPU up
+    vocab_size: int = option(GPTConfig.vocab_size, gt=0)  # of the random tokens: GPT-2's 50257 padded to a multiple of 64
+    warmup_steps: int = option(10, ge=0)  # untimed: compilation, the allocator and kernel choice settle here
+    timed_steps: int = option(20, gt=0)  # steps timed after the warm-up
+    peak_tflops: float = option(0.0, ge=0)  # the accelerator's dense peak TFLOP/s at this dtype; 0 looks the GPU up
 
 
 def peak_memory(rt: Runtime) -> tuple[int, str]:
@@ -51,11 +53,9 @@ def peak_memory(rt: Runtime) -> tuple[int, str]:
 
 def main(argv: list[str]) -> None:
     cfg = parse_config(BenchConfig(), argv)
-    validate(cfg)
+    check_train_config(cfg)
     if cfg.init_from != "scratch":
         raise UserError("bench.py times a freshly initialized model (weights do not change the speed); drop init_from and set n_layer, n_head, n_embd instead")
-    if cfg.warmup_steps < 0 or cfg.timed_steps <= 0 or cfg.peak_tflops < 0:
-        raise UserError("warmup_steps must be >= 0, timed_steps positive and peak_tflops >= 0")
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed, cfg.backend)
     try:
         bench(cfg, rt)
@@ -68,12 +68,9 @@ def bench(cfg: BenchConfig, rt: Runtime) -> dict:
         raise UserError("bench.py times one process; run it with python, not torchrun")
     print_config(cfg)
     if cfg.real_data:
-        data_dir = Path(cfg.data_dir or Path("data") / cfg.dataset)
-        meta = load_meta(data_dir)
-        dtype = meta.get("dtype", "uint16")
-        open_split(data_dir, "train", dtype, min_tokens=cfg.block_size + 1)
-        tokenizer_meta = meta["tokenizer"]
-        batches = (get_batch(data_dir / "train.bin", dtype, cfg.batch_size, cfg.block_size, (cfg.seed, 0, k), rt) for k in itertools.count())
+        data = open_training_data(cfg)
+        tokenizer_meta = data.tokenizer
+        batches = (get_batch(data.dir / "train.bin", data.dtype, cfg.batch_size, cfg.block_size, (cfg.seed, 0, k), rt) for k in itertools.count())
     else:
         tokenizer_meta = {"kind": "random", "vocab_size": cfg.vocab_size}
         tokens = (torch.randint(0, cfg.vocab_size, (cfg.batch_size, cfg.block_size + 1), device=rt.device) for _ in itertools.count())
@@ -104,7 +101,7 @@ def bench(cfg: BenchConfig, rt: Runtime) -> dict:
 
     memory, memory_kind = peak_memory(rt)
     peak = cfg.peak_tflops * 1e12 or rt.peak_flops()
-    mfu = model.flops_per_token(cfg.block_size) * tokens_per_step / dt / peak if peak else None
+    mfu = model_flops_per_token(model, cfg.block_size) * tokens_per_step / dt / peak if peak else None
     result = {"ms_per_iter": dt * 1000, "tokens_per_s": tokens_per_step / dt, "peak_memory_bytes": memory, "mfu": mfu, "loss": loss}
     where = torch.cuda.get_device_name(rt.device) if rt.device_type == "cuda" else rt.device_type
     print(f"loss {loss:.4f}")

@@ -6,26 +6,74 @@ Config files are plain Python assignments executed in order; each sees the value
 config may build on another (`n_layer = n_layer * 2`) or `include('config/base.py')` it. Then
 each `--key=value` is parsed with ast.literal_eval and coerced to the type of the default
 (a bare `--flag` sets a bool key to True).
-Unknown keys, bad types and missing files are errors that name the key and suggest the closest
-valid one.
+Values from files and from the command line go through the same check against the field's
+annotation (`compile: bool | None` takes True, False or None, nothing else), then against the
+bounds declared beside the field:
+
+    batch_size: int = option(12, gt=0)  # micro-batch size per rank
+    beta1: float = option(0.9, ge=0, lt=1)
+    dtype: str = option("auto", choices=("auto", "float32", "bfloat16", "float16"))
+
+Unknown keys, bad types, values out of bounds and missing files are errors that name the key
+and suggest the closest valid one. `--help` lists every key by section (the comment lines in the
+dataclass) with its type, default, bounds and the comment after it.
 """
 
 import ast
 import contextlib
 import dataclasses
 import difflib
+import inspect
+import re
+import sys
 import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from errors import UserError
+from gptsuite.errors import UserError
 
 T = TypeVar("T")
 
 
 class ConfigError(UserError):
     exit_code = 2
+
+
+def option(default: Any, *, ge: float | None = None, gt: float | None = None, lt: float | None = None, le: float | None = None, choices: tuple = ()) -> Any:
+    """A dataclass field with bounds (None is always allowed where the annotation allows it)."""
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("lt", lt), ("le", le)) if v is not None}
+    return dataclasses.field(default=default, metadata={"bounds": bounds, "choices": tuple(choices)})
+
+
+def describe_bounds(f: dataclasses.Field) -> str:
+    """The bounds of a field in words: 'positive', 'not negative', 'in [0, 1)', 'one of a, b'."""
+    bounds, choices = f.metadata.get("bounds", {}), f.metadata.get("choices", ())
+    if choices:
+        return "one of " + ", ".join(map(str, choices))
+    if bounds == {"gt": 0}:
+        return "positive"
+    if bounds == {"ge": 0}:
+        return "not negative"
+    if len(bounds) == 2:
+        (lo_k, lo), (hi_k, hi) = sorted(bounds.items(), key=lambda kv: kv[0][0] == "l")
+        return f"in {'[' if lo_k == 'ge' else '('}{lo:g}, {hi:g}{']' if hi_k == 'le' else ')'}"
+    words = {"ge": "at least", "gt": "greater than", "lt": "less than", "le": "at most"}
+    return " and ".join(f"{words[k]} {v:g}" for k, v in bounds.items())
+
+
+def check_bounds(cfg: Any) -> None:
+    """Refuse any field of cfg whose value is outside the bounds declared with option()."""
+    for f in dataclasses.fields(cfg):
+        value, bounds, choices = getattr(cfg, f.name), f.metadata.get("bounds", {}), f.metadata.get("choices", ())
+        if value is None or not (bounds or choices):
+            continue
+        ok = value in choices if choices else all(
+            {"ge": value >= b, "gt": value > b, "lt": value < b, "le": value <= b}[k] for k, b in bounds.items()
+        )
+        if not ok:
+            words = describe_bounds(f)
+            raise ConfigError(f"{f.name} must {'not be ' + words[4:] if words.startswith('not ') else 'be ' + words}, got {value!r}")
 
 
 def _suggest(name: str, valid: list[str]) -> str:
@@ -97,7 +145,7 @@ def _apply_config_file(path: str, values: dict[str, Any], defaults: dict[str, An
             continue
         if name not in defaults:
             raise ConfigError(f"config file {path} sets unknown key '{name}'{_suggest(name, list(defaults))}")
-        values[name] = coerce(name, value, defaults[name])
+        values[name] = coerce(name, value, defaults[name], hints.get(name))
 
 
 def parse_config(defaults: T, argv: list[str]) -> T:
@@ -108,8 +156,7 @@ def parse_config(defaults: T, argv: list[str]) -> T:
     values = dict(fields)
     for arg in argv:
         if arg in ("-h", "--help"):
-            print("usage: [config files ...] [--key=value ...]\nkeys and defaults:")
-            print("\n".join(f"  --{k}={v!r}" for k, v in fields.items()))
+            print(help_text(defaults))
             raise SystemExit(0)
         if not arg.startswith("--"):
             _apply_config_file(arg, values, fields, hints)
@@ -126,7 +173,51 @@ def parse_config(defaults: T, argv: list[str]) -> T:
         if isinstance(fields[key], str) and not isinstance(value, str):
             value = raw  # --start=123 is the text "123" where a string is expected
         values[key] = coerce(key, value, fields[key], hints.get(key))
-    return dataclasses.replace(defaults, **values)
+    cfg = dataclasses.replace(defaults, **values)
+    check_bounds(cfg)
+    return cfg
+
+
+FIELD_LINE = re.compile(r"^\s+(\w+)\s*:\s*(.+?)\s*=\s*.*?(?:\s\s#\s*(.*))?$")
+SECTION_LINE = re.compile(r"^\s+#\s*(.+)$")
+
+
+def documented_fields(cls: type) -> dict[str, tuple[str, str, str]]:
+    """{field: (section, annotation, comment)} read from the source of cls and the dataclasses it
+    extends: a comment line starts a section, the comment after a field explains it."""
+    found: dict[str, tuple[str, str, str]] = {}
+    for klass in reversed([c for c in cls.__mro__ if dataclasses.is_dataclass(c)]):
+        try:
+            lines = inspect.getsource(klass).splitlines()
+        except (OSError, TypeError):
+            continue
+        section = klass.__name__.removesuffix("Config").lower() or "settings"
+        for line in lines[1:]:
+            if m := SECTION_LINE.match(line):
+                section = m.group(1)
+            elif m := FIELD_LINE.match(line):
+                name, annotation, comment = m.group(1), m.group(2), m.group(3) or ""
+                old = found.get(name)
+                found[name] = (old[0] if old else section, annotation, comment or (old[2] if old else ""))
+    return found
+
+
+def help_text(defaults: Any) -> str:
+    """Every key of the dataclass `defaults`, grouped by section, with its type, default, bounds
+    and comment."""
+    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "script.py"
+    docs = documented_fields(type(defaults))
+    sections: dict[str, list[str]] = {}
+    for f in dataclasses.fields(defaults):
+        section, annotation, comment = docs.get(f.name, ("settings", str(f.type), ""))
+        bounds = describe_bounds(f) if f.metadata.get("bounds") or f.metadata.get("choices") else ""
+        kind = annotation + (f", {bounds}" if bounds else "")
+        row = f"  --{f.name}={getattr(defaults, f.name)!r}".ljust(34) + f" {kind}".ljust(26) + f" {comment}"
+        sections.setdefault(section, []).append(row.rstrip())
+    out = [f"usage: python {prog} [config files ...] [--key=value ...]", "Config files are Python assignments (config/*.py); --key=value overrides them."]
+    for section, rows in sections.items():
+        out += ["", f"{section}:", *rows]
+    return "\n".join(out)
 
 
 def print_config(cfg: Any) -> None:

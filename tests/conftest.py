@@ -41,8 +41,9 @@ def text_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def char_dataset(tmp_path: Path, text_file: Path) -> Path:
     """A character-level dataset prepared through the real pipeline."""
-    from datafiles import PrepareConfig  # noqa: F401  (imports must work from tests)
-    from prepare import load_dataset_module, prepare_text
+    from gptsuite.datafiles import PrepareConfig  # noqa: F401  (imports must work from tests)
+    from gptsuite.pipeline import prepare_text
+    from gptsuite.sources import load_dataset_module
 
     module = load_dataset_module("shakespeare_char")
     cfg = module.Config(input=str(text_file))

@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from checkpoint import SLOW_SAVE_ENV, load_checkpoint, model_from_checkpoint, newest_checkpoint, numbered_checkpoints  # noqa: E402
 from conftest import TINY_MODEL_ARGS  # noqa: E402
-from errors import UserError  # noqa: E402
+from gptsuite.checkpoint import SLOW_SAVE_ENV, load_checkpoint, model_from_checkpoint, newest_checkpoint, numbered_checkpoints  # noqa: E402
+from gptsuite.errors import UserError  # noqa: E402
 
 SLOW_SAVE_S = 0.2  # one checkpoint write, with the hook
 TINY = [
@@ -136,7 +136,8 @@ def main(argv: list[str]) -> int:
     opts = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
     trials, seed = int(opts.get("trials", 60)), int(opts.get("seed", 0))
     from conftest import TEXT
-    from prepare import load_dataset_module, prepare_text
+    from gptsuite.pipeline import prepare_text
+    from gptsuite.sources import load_dataset_module
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -19,16 +19,14 @@ import pytest
 import torch
 
 import bench
-import bench_generate
 import eval as evaluate
 import export
-import novelty
-import plot
 import prepare
 import sample
 import train
 from conftest import ROOT, TEXT, run_entry
-from errors import cli
+from gptsuite.errors import cli
+from tools import bench_generate, novelty, plot
 
 ENTRIES = {
     "prepare": prepare.main,
@@ -78,7 +76,7 @@ CASES = [
     ("train", [*TRAIN, "--device=cuda:3"], ["cuda:3", "CUDA is not available"]),
     ("train", [*TRAIN, "--device=mps"], ["mps", "not available"]),
     ("train", [*TRAIN, "--device=tpu"], ["unknown device 'tpu'"]),
-    ("train", [*TRAIN, "--dtype=float8"], ["unknown dtype 'float8'"]),
+    ("train", [*TRAIN, "--dtype=float8"], ["dtype must be one of", "float8"]),
     ("train", [*TRAIN, "--checkpoint_minutes=-1"], ["checkpoint_minutes must not be negative"]),
     ("train", ["{bad}/syntax.py", *TRAIN], ["syntax.py", "SyntaxError"]),
     ("train", ["{bad}/unknown_key.py", *TRAIN], ["unknown_key.py", "unknown key 'n_layers'"]),
@@ -132,7 +130,7 @@ CASES = [
     ("eval", [*EVAL, "--init_from=gpt7"], ["unknown init_from 'gpt7'"]),
     ("eval", [*EVAL, "--in_context_docs=3", "--block_size=4"], ["no room for 3 in-context documents"]),
     ("export", ["--out_dir={out}"], ["pass the folder to write"]),
-    ("export", ["--out_dir={out}", "--to=onnx", "{new}"], ["unknown export format", "onnx"]),
+    ("export", ["--out_dir={out}", "--to=onnx", "{new}"], ["to must be one of hf", "onnx"]),
     ("export", ["--out_dir={out}", "{new}"], ["char tokenizer", "GPT-2 BPE"]),
     ("export", ["--out_dir={bad}/evil", "{new}"], ["refusing to load"]),
     ("export", ["--out_dir={out}", "--hf_dir={new}", "{bad}/elsewhere"], ["two destinations"]),
@@ -154,7 +152,7 @@ CASES = [
     ("bench", [*BENCH, "--real_data=True", "--data_dir={bad}/nodata"], ["no prepared dataset"]),
     ("bench", [*BENCH, "--real_data=True", "--data_dir={bad}/odd"], ["not a whole number"]),
     ("bench", [*BENCH, "--real_dta=True"], ["unknown key 'real_dta'", "real_data"]),
-    ("plot", [], ["usage", "plot.py"]),
+    ("plot", [], ["usage", "tools.plot"]),
     ("plot", ["{bad}/noout"], ["no metrics", "noout"]),
     ("plot", ["{bad}/badmetrics"], ["line 2 is not JSON"]),
     ("plot", ["{bad}/latin1metrics"], ["not UTF-8"]),
@@ -172,7 +170,8 @@ class Evil:
 
 
 def dataset(folder: Path, text: str) -> Path:
-    from prepare import load_dataset_module, prepare_text
+    from gptsuite.pipeline import prepare_text
+    from gptsuite.sources import load_dataset_module
 
     module = load_dataset_module("shakespeare_char")
     (folder.parent / f"{folder.name}.txt").write_text(text, encoding="utf-8")

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from configurator import ConfigError, parse_config
-from train import TrainConfig
+from gptsuite.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,12 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import run_entry
-from datafiles import DocumentCorpus, load_meta
-from dataset_report import GPT2_SIZES, PEAK_TFLOPS, flops_per_token, gpt2_params
-from errors import UserError
-from prepare import count_words, load_dataset_module, prepare_documents
-from templates import format_document
-from tokenizer import GPT2_EOT, CharTokenizer, GPT2Tokenizer
+from gptsuite.datafiles import DocumentCorpus, load_meta
+from gptsuite.errors import UserError
+from gptsuite.pipeline import count_words, prepare_documents
+from gptsuite.sources import load_dataset_module
+from gptsuite.templates import format_document
+from gptsuite.tokenizer import GPT2_EOT, CharTokenizer, GPT2Tokenizer
 
 PAPERS = [
     {
@@ -221,7 +221,7 @@ def test_streaming_in_chunks_equals_one_shot_encoding(tmp_path: Path, monkeypatc
             pulled[0] += 1
             yield ("val" if i % 10 == 0 else "train"), t
 
-    from datafiles import TokenWriter
+    from gptsuite.datafiles import TokenWriter
 
     write, written = TokenWriter.write, [0]
 
@@ -311,18 +311,6 @@ def test_cli_text_report_and_errors(tmp_path: Path):
     assert proc.returncode == 1 and "not UTF-8" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_compute_estimate_counts_like_the_model():
-    from model import GPT, GPTConfig
-    from runtime import GPU_PEAK_TFLOPS
-
-    model = GPT(GPTConfig(block_size=64, vocab_size=50257, n_layer=2, n_head=4, n_embd=32, bias=True))
-    assert gpt2_params(2, 32) == model.get_num_params()
-    assert flops_per_token(2, 4, 32, 64) == model.flops_per_token(64)
-    assert gpt2_params(*GPT2_SIZES["124M"][::2]) == 123_653_376  # 124,439,808 with the position embeddings
-    peaks = {name: half for name, half, _ in GPU_PEAK_TFLOPS}
-    assert PEAK_TFLOPS == {"A100": peaks["A100"], "H100": peaks["H100"]}
-
-
 def test_count_words_matches_split_on_ascii():
     for text in ["", " ", "a", " a b  c ", "one\ttwo\nthree\r\n", "x" * 10 + "\n\n y", "naïve café 数据 ok"]:
         assert count_words(text) == len(text.split())
@@ -331,7 +319,7 @@ def test_count_words_matches_split_on_ascii():
 @pytest.mark.parametrize("name", ["finetune_pubmed", "train_azure_docs", "finetune_azure_docs"])
 def test_dataset_configs_parse(name: str):
     from configurator import parse_config
-    from train import TrainConfig
+    from gptsuite.training import TrainConfig
 
     cfg = parse_config(TrainConfig(), [str(Path(__file__).resolve().parents[1] / "config" / f"{name}.py")])
     assert cfg.dataset in ("pubmed", "azure_docs") and cfg.block_size == 1024
@@ -339,10 +327,10 @@ def test_dataset_configs_parse(name: str):
 
 
 def test_shakespeare_char_prepare_reports_too(tmp_path: Path, text_file: Path, capsys):
-    import prepare as pipeline
+    import prepare as prepare_cli
     from conftest import TEXT
 
-    pipeline.main(["shakespeare_char", f"--input={text_file}", f"--out_dir={tmp_path}"])
+    prepare_cli.main(["shakespeare_char", f"--input={text_file}", f"--out_dir={tmp_path}"])
     assert "dataset report" in capsys.readouterr().out
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["documents"]["total"] == 1 and report["per_document"]["characters"]["sum"] == len(TEXT)
@@ -351,8 +339,8 @@ def test_shakespeare_char_prepare_reports_too(tmp_path: Path, text_file: Path, c
 
 
 def test_text_file_streams_in_blocks_and_encodes_like_the_whole(tmp_path: Path):
-    from datafiles import TextFileCorpus
-    from prepare import prepare_text
+    from gptsuite.datafiles import TextFileCorpus
+    from gptsuite.pipeline import prepare_text
 
     text = "".join(f"Line {i}: the quick brown fox\tjumps.\r\n{'  ' * (i % 3)}indented, {i * 7}\n\n" for i in range(3000))
     path = tmp_path / "book.txt"
@@ -374,7 +362,7 @@ def test_text_file_streams_in_blocks_and_encodes_like_the_whole(tmp_path: Path):
 def test_peak_memory_stays_flat_as_the_corpus_doubles(tmp_path: Path, suffix: str):
     import tracemalloc
 
-    from prepare import prepare_text
+    from gptsuite.pipeline import prepare_text
 
     module, words, peaks = load_dataset_module("text"), ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"], []
     GPT2Tokenizer()  # the encoding's tables are built once per process, not per corpus

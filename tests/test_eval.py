@@ -4,14 +4,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
-from checkpoint import save_checkpoint
-from datafiles import load_meta, open_split
-from errors import UserError
-from eval import ContextDocs, EvalResult, split_compare, token_byte_lengths, windows
 from eval import main as eval_main
+from eval import split_compare
+from gptsuite.checkpoint import save_checkpoint
+from gptsuite.datafiles import load_meta, open_split
+from gptsuite.errors import UserError
+from gptsuite.evaluation import ContextDocs, EvalResult, evaluate, token_byte_lengths, windows
+from gptsuite.runtime import setup_runtime
+from gptsuite.tokenizer import GPT2_EOT, CharTokenizer, GPT2Tokenizer
 from model import GPT, GPTConfig
-from tokenizer import GPT2_EOT, CharTokenizer, GPT2Tokenizer
 
 
 def make_checkpoint(out: Path, data_dir: Path, seed: int = 0, **model) -> GPT:
@@ -31,22 +34,34 @@ def printed_result(text: str) -> tuple[float, float, float]:
     return loss, ppl, bpb
 
 
+def reference_nats(model: GPT, val: np.ndarray, block: int) -> float:
+    """Summed loss of val's tokens after the first, each scored once, worked out window by window as
+    eval windows the text: targets val[s:e], inputs the block tokens before each target (fewer
+    only at the start of the split)."""
+    total = 0.0
+    with torch.no_grad():
+        for s in range(1, len(val), block):
+            e = min(s + block, len(val))
+            a = max(0, e - 1 - block)
+            x, y = torch.from_numpy(val[a : e - 1]), torch.from_numpy(val[a + 1 : e])
+            logits, _ = model(x[None], y[None])
+            total += F.cross_entropy(logits[0].double(), y, reduction="none")[-(e - s) :].sum().item()
+    return total
+
+
 def test_full_val_loss_equals_a_direct_computation(tmp_path: Path, char_dataset: Path, capsys):
     model = make_checkpoint(tmp_path / "out", char_dataset)
     val = open_split(char_dataset, "val").astype(np.int64)
-    total = 0.0
-    with torch.no_grad():  # non-overlapping windows by hand: targets val[s:s+16] from inputs val[s-1:s+15]
-        for s in range(1, len(val), 16):
-            e = min(s + 16, len(val))
-            x = torch.from_numpy(val[s - 1 : e - 1])[None]
-            y = torch.from_numpy(val[s:e])[None]
-            _, loss = model(x, y)
-            total += loss.item() * (e - s)
-    expected = total / (len(val) - 1)
+    expected = reference_nats(model, val, 16) / (len(val) - 1)
+    tok = CharTokenizer(load_meta(char_dataset)["tokenizer"]["vocab"])
+    rt = setup_runtime("cpu", "float32")
+    result = evaluate(model, val, 16, 16, 5, rt, token_byte_lengths(tok), tok.vocab_size)
+    assert result.tokens == len(val) - 1
+    assert result.loss == pytest.approx(expected, rel=1e-6)  # unrounded: a window with less context would differ by ~1e-5
 
     eval_main([f"--out_dir={tmp_path / 'out'}", "--device=cpu", "--batch_size=5"])
     loss, ppl, bpb = printed_result(capsys.readouterr().out)
-    assert loss == pytest.approx(expected, abs=1e-4)
+    assert loss == round(expected, 4)
     assert ppl == pytest.approx(math.exp(loss), rel=1e-3)
     assert bpb == pytest.approx(expected / math.log(2), rel=1e-3)  # ASCII text: one byte a token
 
@@ -112,7 +127,8 @@ def test_compare_table_and_tokenizer_mismatch(tmp_path: Path, char_dataset: Path
     assert rows[0][5] != rows[1][5] != rows[2][5]
 
     other = tmp_path / "other"  # a character dataset with another vocabulary
-    from prepare import load_dataset_module, prepare_text
+    from gptsuite.pipeline import prepare_text
+    from gptsuite.sources import load_dataset_module
 
     text = tmp_path / "other.txt"
     text.write_text("xyz " * 300)

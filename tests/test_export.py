@@ -3,12 +3,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from checkpoint import save_checkpoint
-from errors import UserError
 from export import main as export_main
 from export import split_destination
+from gptsuite.checkpoint import save_checkpoint
+from gptsuite.errors import UserError
+from gptsuite.tokenizer import GPT2Tokenizer
 from model import GPT, GPTConfig
-from tokenizer import GPT2Tokenizer
 
 
 def gpt2_checkpoint(out: Path, bias: bool) -> GPT:
@@ -57,7 +57,7 @@ def test_char_models_and_bad_destinations_are_refused(tmp_path: Path):
     with pytest.raises(UserError, match="char"):
         export_main([f"--out_dir={tmp_path / 'char'}", "--to=hf", str(tmp_path / "hf")])
     assert not (tmp_path / "hf").exists()
-    with pytest.raises(UserError, match="format"):
+    with pytest.raises(UserError, match="to must be one of hf"):
         export_main([f"--out_dir={tmp_path / 'char'}", "--to=onnx", str(tmp_path / "hf")])
     with pytest.raises(UserError, match="folder to write"):
         export_main([f"--out_dir={tmp_path / 'char'}"])

@@ -5,12 +5,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from configurator import parse_config
 from conftest import run_entry
-from errors import UserError
+from gptsuite.errors import UserError
+from gptsuite.generate import cut_at_stop, generate_texts, printable
+from gptsuite.tokenizer import CharTokenizer
 from model import GPT, GPTConfig, KVCache, sample_logits
-from sample import SampleConfig, cut_at_stop, generate_texts, printable, validate
+from sample import SampleConfig
 from sample import main as sample_main
-from tokenizer import CharTokenizer
 
 TINY = dict(block_size=16, vocab_size=65, n_layer=2, n_head=4, n_embd=32)
 
@@ -124,8 +126,8 @@ def test_generate_texts_stop_text_and_streaming():
 
 
 def test_sample_cli_batch_stream_stop_interactive(tmp_path: Path, char_dataset: Path, capsys, monkeypatch):
-    from checkpoint import save_checkpoint
-    from datafiles import load_meta
+    from gptsuite.checkpoint import save_checkpoint
+    from gptsuite.datafiles import load_meta
 
     meta = load_meta(char_dataset)
     torch.manual_seed(0)
@@ -159,5 +161,6 @@ def test_sample_entry_point_reports_user_errors(tmp_path: Path):
 
 @pytest.mark.parametrize("bad", [dict(top_p=1.5), dict(top_p=0.0), dict(temperature=-1.0), dict(top_k=0), dict(max_new_tokens=0)])
 def test_bad_sampling_options_are_user_errors(bad):
-    with pytest.raises(UserError, match=next(iter(bad))):
-        validate(SampleConfig(**bad))
+    ((key, value),) = bad.items()
+    with pytest.raises(UserError, match=key):
+        parse_config(SampleConfig(), [f"--{key}={value}"])

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from errors import UserError
-from logger import Logger
+from gptsuite.errors import UserError
+from gptsuite.metrics import Logger
 
 
 def test_metrics_jsonl_and_a_disabled_logger(tmp_path: Path):

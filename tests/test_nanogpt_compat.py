@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from checkpoint import checkpoint_tokenizer_meta, load_checkpoint, model_from_checkpoint, save_checkpoint
 from conftest import TEXT
-from datafiles import load_meta
-from errors import UserError
+from gptsuite.checkpoint import checkpoint_tokenizer_meta, load_checkpoint, model_from_checkpoint, save_checkpoint
+from gptsuite.datafiles import load_meta
+from gptsuite.errors import UserError
+from gptsuite.tokenizer import from_meta
 from model import GPT, GPTConfig
-from tokenizer import from_meta
 
 
 def nanogpt_char_dataset(folder: Path) -> None:

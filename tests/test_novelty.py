@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from conftest import TEXT
-from datafiles import load_meta
-from errors import UserError
-from novelty import NgramIndex, hash_ngrams, open_index
-from tokenizer import from_meta
+from gptsuite.datafiles import load_meta
+from gptsuite.errors import UserError
+from gptsuite.novelty import NgramIndex, hash_ngrams, open_index
+from gptsuite.tokenizer import from_meta
 
 
 def brute_longest(sample: list[int], train: list[int]) -> int:

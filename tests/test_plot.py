@@ -3,8 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from errors import UserError
-from plot import loss_curves, main, plot
+from gptsuite.errors import UserError
+from gptsuite.metrics import loss_curves
+from gptsuite.metrics import plot_losses as plot
+from tools.plot import main
 
 
 def write_metrics(out: Path, records: list[dict]) -> None:

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from conftest import TEXT, run_entry
-from datafiles import TokenWriter, load_meta, open_split
-from errors import UserError
-from prepare import bpe_pieces, split_bpe_chunks
-from tokenizer import GPT2Tokenizer
+from gptsuite.datafiles import TokenWriter, load_meta, open_split
+from gptsuite.errors import UserError
+from gptsuite.pipeline import bpe_pieces, split_bpe_chunks
+from gptsuite.tokenizer import GPT2Tokenizer
 
 
 def test_memmaps_decode_back_to_the_text_split_90_10(char_dataset: Path):

@@ -11,12 +11,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import sample
-from checkpoint import load_checkpoint
 from conftest import run_entry
-from errors import UserError
 from eval import main as eval_main
-from pretrained import HUB_MODELS, from_pretrained
-from tokenizer import GPT2Tokenizer
+from gptsuite.checkpoint import load_checkpoint
+from gptsuite.errors import UserError
+from gptsuite.pretrained import HUB_MODELS, from_pretrained
+from gptsuite.tokenizer import GPT2Tokenizer
 from train import main as train_main
 
 SHAPES = {  # GPT-2's and distilgpt2's depth and vocabulary, narrower
@@ -115,7 +115,8 @@ def test_offline_hub_download_is_a_clear_error_then_uses_the_cache(hf_models, tm
 
 
 def test_finetune_and_sample_from_gpt2_weights(hf_models, tmp_path: Path, text_file: Path, char_dataset: Path, capsys):
-    from prepare import load_dataset_module, prepare_text
+    from gptsuite.pipeline import prepare_text
+    from gptsuite.sources import load_dataset_module
 
     module = load_dataset_module("shakespeare")
     data = tmp_path / "bpe"

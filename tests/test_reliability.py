@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import checkpoint
-from checkpoint import load_checkpoint, newest_checkpoint
 from conftest import ROOT, TINY_MODEL_ARGS
-from errors import UserError
+from gptsuite import checkpoint
+from gptsuite.checkpoint import load_checkpoint, newest_checkpoint
+from gptsuite.errors import UserError
 from model import GPT
 from train import main
 

@@ -6,12 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from checkpoint import load_checkpoint
 from conftest import TINY_MODEL_ARGS, run_entry
-from errors import UserError
+from gptsuite.checkpoint import load_checkpoint
+from gptsuite.errors import UserError
+from gptsuite.runtime import Runtime
+from gptsuite.training import TrainConfig
 from model import GPT, GPTConfig
-from runtime import Runtime
-from train import TrainConfig, main, train
+from train import main, train
 
 TINY = [
     *TINY_MODEL_ARGS,

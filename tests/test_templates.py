@@ -8,12 +8,12 @@ from test_datasets import PAPERS, prepare, write_papers
 from test_train import TINY_ARGS
 
 import sample
-from checkpoint import load_checkpoint, save_checkpoint
 from conftest import run_entry
-from errors import UserError
+from gptsuite.checkpoint import load_checkpoint, save_checkpoint
+from gptsuite.errors import UserError
+from gptsuite.templates import format_document, format_prompt
+from gptsuite.tokenizer import GPT2_EOT, GPT2Tokenizer
 from model import GPT, GPTConfig
-from templates import format_document, format_prompt
-from tokenizer import GPT2_EOT, GPT2Tokenizer
 
 PUBMED = {"format": "ABSTRACT:\n{abstract}\n\nARTICLE:\n{article}", "prompt_field": "abstract", "stop": "<|endoftext|>"}
 

@@ -1,7 +1,7 @@
 import pytest
 
-from errors import UserError
-from tokenizer import GPT2_EOT, CharTokenizer, GPT2Tokenizer, from_meta
+from gptsuite.errors import UserError
+from gptsuite.tokenizer import GPT2_EOT, CharTokenizer, GPT2Tokenizer, from_meta
 
 
 def test_gpt2_known_ids():

@@ -3,11 +3,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from conftest import TINY_MODEL_ARGS, run_entry
-from errors import UserError
+from gptsuite.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from gptsuite.errors import UserError
+from gptsuite.training import TrainConfig, get_lr
 from model import GPT, GPTConfig
-from train import TrainConfig, get_lr
 
 TINY_ARGS = [
     *TINY_MODEL_ARGS,

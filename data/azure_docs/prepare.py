@@ -15,9 +15,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from datafiles import DocumentCorpus, PrepareConfig
-from errors import UserError
-from prepare import read_text, val_mask, with_splits
+from configurator import option
+from gptsuite.datafiles import DocumentCorpus, PrepareConfig
+from gptsuite.errors import UserError
+from gptsuite.sources import read_document, val_mask, with_splits
 
 REPO = "https://github.com/MicrosoftDocs/azure-docs"
 FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n.*?^---[ \t]*(?:\r?\n|\Z)", re.DOTALL | re.MULTILINE)
@@ -28,12 +29,12 @@ HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 class Config(PrepareConfig):
     docs_dir: str = ""  # a folder of markdown files; default: clone the repository's articles/
     cache_dir: str = ""  # where the clone goes; default data/azure_docs/cache/azure-docs
-    val_fraction: float = 0.05  # of the files
-    seed: int = 1337
+    val_fraction: float = option(0.05, gt=0, lt=1)  # of the files
+    seed: int = 1337  # which files go to val
 
 
 def clean(path: Path) -> str:
-    return HTML_COMMENT.sub("", FRONT_MATTER.sub("", read_text(path), count=1)).strip()
+    return HTML_COMMENT.sub("", FRONT_MATTER.sub("", read_document(path), count=1)).strip()
 
 
 def clone(dest: Path) -> Path:

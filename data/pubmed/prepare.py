@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
-from datafiles import DocumentCorpus, PrepareConfig
-from errors import UserError
-from prepare import count_records, expand_files, read_records
-from templates import format_document
-from tokenizer import GPT2Tokenizer
+from configurator import option
+from gptsuite.datafiles import DocumentCorpus, PrepareConfig
+from gptsuite.errors import UserError
+from gptsuite.sources import count_records, expand_files, read_records
+from gptsuite.templates import format_document
+from gptsuite.tokenizer import GPT2Tokenizer
 
 HUB = ("armanc/scientific_papers", "pubmed")
 TEMPLATE = {"format": "ABSTRACT:\n{abstract}\n\nARTICLE:\n{article}", "prompt_field": "abstract", "stop": "<|endoftext|>"}
@@ -41,8 +42,8 @@ FIELDS = ["abstract", "article"]
 @dataclass
 class Config(PrepareConfig):
     cache_dir: str = ""  # the Hugging Face datasets cache (default ~/.cache/huggingface/datasets)
-    max_docs: int = 0  # at most this many documents of each split; 0: all
-    max_article_tokens: int = 0  # cut articles after this many GPT-2 tokens; 0: whole articles
+    max_docs: int = option(0, ge=0)  # at most this many documents of each split; 0: all
+    max_article_tokens: int = option(0, ge=0)  # cut articles after this many GPT-2 tokens; 0: whole articles
     data_files: str = ""  # local train files instead of the hub: a.parquet,b.jsonl or a glob
     val_files: str = ""  # local validation files, with --data_files
 
@@ -70,8 +71,6 @@ def hub_splits(cfg: Config) -> tuple[dict, dict]:
 
 
 def corpus(cfg: Config, out_dir: Path) -> DocumentCorpus:
-    if cfg.max_docs < 0 or cfg.max_article_tokens < 0:
-        raise UserError("--max_docs and --max_article_tokens must be 0 (no limit) or positive")
     rows, counts = local_splits(cfg) if cfg.data_files or cfg.val_files else hub_splits(cfg)
     limit = cfg.max_docs or None
     tok = GPT2Tokenizer()

@@ -10,8 +10,8 @@ data/shakespeare_char/prepare.py); only the tokenizer differs.
 import dataclasses
 from pathlib import Path
 
-from datafiles import TextCorpus
-from prepare import load_dataset_module
+from gptsuite.datafiles import TextCorpus
+from gptsuite.sources import load_dataset_module
 
 _char = load_dataset_module("shakespeare_char")
 Config = _char.Config

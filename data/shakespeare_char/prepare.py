@@ -15,8 +15,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from datafiles import PrepareConfig, TextCorpus, read_text
-from errors import UserError
+from gptsuite.datafiles import PrepareConfig, TextCorpus, read_text
+from gptsuite.errors import UserError
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 INPUT_FIX = "pass a readable UTF-8 text file with --input=FILE"

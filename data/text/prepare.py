@@ -16,9 +16,10 @@ read in blocks, never whole, so a corpus larger than memory prepares. Output goe
 from dataclasses import dataclass
 from pathlib import Path
 
-from datafiles import DocumentCorpus, PrepareConfig, TextFileCorpus
-from errors import UserError
-from prepare import TABLE_SUFFIXES, count_records, read_records, read_text, val_mask, with_splits
+from configurator import option
+from gptsuite.datafiles import DocumentCorpus, PrepareConfig, TextFileCorpus
+from gptsuite.errors import UserError
+from gptsuite.sources import TABLE_SUFFIXES, count_records, read_document, read_records, val_mask, with_splits
 
 
 @dataclass
@@ -27,7 +28,7 @@ class Config(PrepareConfig):
     field: str = ""  # the column with the text, for tables
     tokenizer: str = "gpt2"  # gpt2 | char
     name: str = ""  # the dataset's name: output in data/<name>
-    val_fraction: float = 0.1
+    val_fraction: float = option(0.1, gt=0, lt=1)  # of the documents (a single file: of its characters, at the end)
     seed: int = 1337  # which documents go to val
 
 
@@ -43,7 +44,7 @@ def corpus(cfg: Config, out_dir: Path) -> TextFileCorpus | DocumentCorpus:
         records = sorted((p for p in path.rglob("*") if p.suffix.lower() in (".txt", ".md") and p.is_file()), key=lambda p: p.relative_to(path).as_posix())
         if not records:
             raise UserError(f"no .txt or .md files in {path}; pass a folder that has some, or one file")
-        documents, fmt, n = (lambda: records), read_text, len(records)
+        documents, fmt, n = (lambda: records), read_document, len(records)
     else:
         if not cfg.field:
             raise UserError(f"{path.name} is a table: name the column with the text, e.g. --field=text")

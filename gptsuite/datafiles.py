@@ -15,10 +15,25 @@ from typing import Any
 
 import numpy as np
 
-from atomic import publish, temp_path, write_text
-from errors import UserError
+from configurator import option
+from gptsuite.atomic import publish, temp_path, write_text
+from gptsuite.errors import UserError
+from gptsuite.tokenizer import GPT2_META
 
 DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
+DATA_ROOT = Path("data")  # prepared datasets: data/<name>, relative to where the commands run
+
+
+def resolve_data_dir(data_dir: str = "", dataset: str = "", trained_on: dict | None = None) -> Path:
+    """The prepared dataset folder: data_dir if given, else data/<dataset>, else the data a
+    checkpoint's training config (`trained_on`) names."""
+    if data_dir:
+        return Path(data_dir)
+    if dataset:
+        return DATA_ROOT / dataset
+    if trained_on and (trained_on.get("data_dir") or trained_on.get("dataset")):
+        return resolve_data_dir(str(trained_on.get("data_dir") or ""), str(trained_on.get("dataset") or ""))
+    raise UserError("pass --dataset=NAME or --data_dir=DIR: the model does not say which data it was trained on")
 
 
 def read_text(path: Path, what: str, fix: str, encoding: str = "utf-8") -> str:
@@ -39,8 +54,8 @@ class PrepareConfig:
     """Options every dataset takes; a dataset's own Config subclasses this."""
 
     out_dir: str = ""  # default data/<dataset>
-    dtype: str = "uint16"
-    num_threads: int = 0  # threads that tokenize documents; 0: one per CPU core
+    dtype: str = option("uint16", choices=("uint16", "uint32"))  # of the token ids: uint16 holds vocabularies up to 65,536 ids
+    num_threads: int = option(0, ge=0)  # threads that tokenize documents; 0: one per CPU core
 
 
 @dataclass
@@ -181,7 +196,7 @@ def load_meta(data_dir: str | Path) -> dict:
         print(f"reading nanoGPT metadata {pkl}")
         return {"tokenizer": {"kind": "char", "vocab_size": len(chars), "vocab": chars}, "dtype": "uint16", "vocab_size": len(chars)}
     print(f"no meta.json in {data_dir}: reading it as nanoGPT GPT-2 BPE data (uint16)")
-    return {"tokenizer": {"kind": "gpt2", "vocab_size": 50257}, "dtype": "uint16", "vocab_size": 50257}
+    return {"tokenizer": GPT2_META, "dtype": "uint16", "vocab_size": GPT2_META["vocab_size"]}
 
 
 def open_split(data_dir: str | Path, split: str, dtype: str = "uint16", min_tokens: int = 2) -> np.memmap:

@@ -15,7 +15,7 @@ names the tokenizer's end-of-document token (GPT-2's <|endoftext|>, which ends e
 
 import string
 
-from errors import UserError
+from gptsuite.errors import UserError
 
 END_OF_TEXT = "<|endoftext|>"
 

@@ -1,10 +1,10 @@
 """
 Benchmark generation: tokens/s of GPT.generate with and without the KV cache.
 
-    python bench_generate.py                                           # GPT-2 124M shape, random weights
-    python bench_generate.py --device=cuda --dtype=bfloat16            # on a GPU
-    python bench_generate.py --batch_sizes=(1,) --new_tokens=(512,)    # one setting
-    python bench_generate.py --out_dir=out-shakespeare-char            # a trained checkpoint's model
+    python -m tools.bench_generate                                           # GPT-2 124M shape, random weights
+    python -m tools.bench_generate --device=cuda --dtype=bfloat16            # on a GPU
+    python -m tools.bench_generate --batch_sizes=(1,) --new_tokens=(512,)    # one setting
+    python -m tools.bench_generate --out_dir=out-shakespeare-char            # a trained checkpoint's model
 
 For each batch size and number of new tokens it times one generate call per mode (after one
 short warm-up call) from a random prompt of --prompt_tokens tokens, and prints tokens/s
@@ -16,45 +16,43 @@ machine is: compare the modes within one run.
 
 import time
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import torch
 
-from configurator import parse_config, print_config
-from errors import UserError, cli
+from configurator import option, parse_config, print_config
+from gptsuite.errors import UserError, cli
+from gptsuite.loading import load_model, model_config
+from gptsuite.runtime import DTYPE_CHOICES, Runtime, setup_runtime
 from model import GPT, GPTConfig
-from runtime import Runtime, setup_runtime
 
 
 @dataclass
 class BenchGenerateConfig:
-    n_layer: int = 12  # GPT-2 124M
-    n_head: int = 12
-    n_embd: int = 768
-    block_size: int = 1024
-    vocab_size: int = 50304
-    out_dir: str = ""  # benchmark this checkpoint's model instead of a random one
-    prompt_tokens: int = 16
-    new_tokens: tuple = (128, 512)
-    batch_sizes: tuple = (1, 8)
+    # the model's shape (GPT-2 124M by default), when no out_dir is given
+    n_layer: int = option(GPTConfig.n_layer, gt=0)
+    n_head: int = option(GPTConfig.n_head, gt=0)
+    n_embd: int = option(GPTConfig.n_embd, gt=0)
+    block_size: int = option(GPTConfig.block_size, gt=0)
+    vocab_size: int = option(GPTConfig.vocab_size, gt=0)
+    out_dir: str = ""  # benchmark this training run's model instead of a random one
+    # what to time
+    prompt_tokens: int = option(16, gt=0)  # random prompt tokens before generating
+    new_tokens: tuple = (128, 512)  # tokens generated per call, one setting each
+    batch_sizes: tuple = (1, 8)  # samples per call, one setting each
     without_cache: bool = True  # also time the cache-less loop
-    device: str = "auto"
-    dtype: str = "auto"
-    seed: int = 1337
-
-
-def sync(rt: Runtime) -> None:
-    if rt.device_type == "cuda":
-        torch.cuda.synchronize()
+    # system
+    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
+    dtype: str = option("auto", choices=DTYPE_CHOICES)
+    seed: int = option(1337, ge=0)
 
 
 def time_generate(model: GPT, prompt: torch.Tensor, new_tokens: int, use_cache: bool, rt: Runtime) -> float:
     """Seconds for one generate call."""
-    sync(rt)
+    rt.synchronize()
     t0 = time.perf_counter()
     with torch.no_grad(), rt.autocast():
         out = model.generate(prompt, new_tokens, temperature=0, use_cache=use_cache)
-    sync(rt)
+    rt.synchronize()
     assert out.shape[1] == prompt.shape[1] + new_tokens
     return time.perf_counter() - t0
 
@@ -62,18 +60,10 @@ def time_generate(model: GPT, prompt: torch.Tensor, new_tokens: int, use_cache: 
 def main(argv: list[str]) -> None:
     cfg = parse_config(BenchGenerateConfig(), argv)
     print_config(cfg)
-    if cfg.prompt_tokens <= 0 or not cfg.new_tokens or not cfg.batch_sizes or min(*cfg.new_tokens, *cfg.batch_sizes) <= 0:
-        raise UserError("prompt_tokens, new_tokens and batch_sizes must be positive")
+    if not cfg.new_tokens or not cfg.batch_sizes or min(*cfg.new_tokens, *cfg.batch_sizes) <= 0:
+        raise UserError("new_tokens and batch_sizes must be non-empty tuples of positive numbers, e.g. --new_tokens=(128,)")
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
-    if cfg.out_dir:
-        from sample import load_model
-
-        model = load_model(SimpleNamespace(init_from="resume", out_dir=cfg.out_dir))[0]
-    else:
-        try:
-            model = GPT(GPTConfig(cfg.block_size, cfg.vocab_size, cfg.n_layer, cfg.n_head, cfg.n_embd))
-        except ValueError as e:
-            raise UserError(f"bad model shape: {e}") from None
+    model = load_model("resume", cfg.out_dir).model if cfg.out_dir else GPT(model_config(cfg))
     model.eval().to(rt.device)
     if cfg.prompt_tokens + max(cfg.new_tokens) > model.config.block_size:
         print(f"note: prompt + new tokens exceed block_size {model.config.block_size}: past it both modes recompute the window each step")

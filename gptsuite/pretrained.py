@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from errors import UserError
+from gptsuite.errors import UserError
 from model import GPT, GPTConfig
 
 HUB_MODELS = {

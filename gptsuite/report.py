@@ -9,7 +9,7 @@ max. A text prepared whole (shakespeare_char, data/text with one file) counts as
 
 One epoch is one pass over train.bin. Its training compute per token is 6N + 12·L·H·Q·T (forward
 and backward: 6 FLOPs per parameter, plus attention over a context of T = 1024; PaLM, appendix B,
-as GPT.flops_per_token counts it), for the four GPT-2 sizes, and hours at 40% MFU on an A100 and
+as flops.flops_per_token counts it), for the four GPT-2 sizes, and hours at 40% MFU on an A100 and
 an H100 (bf16 dense peak).
 """
 
@@ -17,14 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from atomic import atomic_path
-from datafiles import write_json
+from gptsuite.atomic import atomic_path
+from gptsuite.datafiles import write_json
+from gptsuite.flops import GPT2_CONTEXT, GPT2_SIZES, flops_per_token, gpt2_params, peak_tflops
+from gptsuite.tokenizer import GPT2_VOCAB_SIZE
 
-GPT2_SIZES = {"124M": (12, 12, 768), "355M": (24, 16, 1024), "774M": (36, 20, 1280), "1.5B": (48, 25, 1600)}  # n_layer, n_head, n_embd
-GPT2_VOCAB_SIZE = 50257
-BLOCK_SIZE = 1024
 MFU = 0.4
-PEAK_TFLOPS = {"A100": 312.0, "H100": 989.0}  # bf16 dense, as in runtime.GPU_PEAK_TFLOPS (torch-free here, so prepare stays quick)
+PEAK_GPUS = ("A100", "H100")  # bf16 dense peak from flops.GPU_PEAK_TFLOPS
 SPLITS = ("train", "val")
 
 
@@ -47,24 +46,15 @@ class DocStats:
         return sum(len(p["split"]) for p in self._parts)
 
 
-def gpt2_params(n_layer: int, n_embd: int, vocab_size: int = GPT2_VOCAB_SIZE) -> int:
-    """Parameters of a GPT-2 (with biases) other than the position embeddings, as GPT.get_num_params() counts them."""
-    per_layer = 12 * n_embd**2 + 13 * n_embd  # attention 4d^2 + 4d, MLP 8d^2 + 5d, two LayerNorms 4d
-    return n_layer * per_layer + vocab_size * n_embd + 2 * n_embd  # + tied token embedding, final LayerNorm
-
-
-def flops_per_token(n_layer: int, n_head: int, n_embd: int, seq_len: int = BLOCK_SIZE) -> float:
-    """Training FLOPs per token, as GPT.flops_per_token: 6N + 12 * L * H * Q * T."""
-    return 6 * gpt2_params(n_layer, n_embd) + 12 * n_layer * n_head * (n_embd // n_head) * seq_len
-
-
 def epoch_compute(tokens: int) -> dict:
+    peaks = {gpu: peak_tflops(gpu, half_precision=True) for gpu in PEAK_GPUS}
     models = {}
     for size, (n_layer, n_head, n_embd) in GPT2_SIZES.items():
-        flops = flops_per_token(n_layer, n_head, n_embd) * tokens
-        hours = {gpu: flops / (peak * 1e12 * MFU) / 3600 for gpu, peak in PEAK_TFLOPS.items()}
-        models[f"gpt2-{size}"] = {"params": gpt2_params(n_layer, n_embd), "flops": flops, "hours": hours}
-    return {"tokens": tokens, "block_size": BLOCK_SIZE, "mfu": MFU, "peak_tflops": PEAK_TFLOPS, "models": models}
+        params = gpt2_params(n_layer, n_embd, GPT2_VOCAB_SIZE)
+        flops = flops_per_token(params, n_layer, n_head, n_embd, GPT2_CONTEXT) * tokens
+        hours = {gpu: flops / (peak * 1e12 * MFU) / 3600 for gpu, peak in peaks.items()}
+        models[f"gpt2-{size}"] = {"params": params, "flops": flops, "hours": hours}
+    return {"tokens": tokens, "block_size": GPT2_CONTEXT, "mfu": MFU, "peak_tflops": peaks, "models": models}
 
 
 def summary(values: np.ndarray) -> dict:

@@ -7,7 +7,7 @@ dataset's tokenizer metadata) and whatever else the run needs to resume exactly 
 torch.load(weights_only=True).
 
 A training run's out_dir holds:
-    ckpt.pt            the newest complete checkpoint (what sample.py and --init_from=resume read)
+    ckpt.pt            the newest complete checkpoint (what train's resume, sample, eval and export read)
     ckpt-000500.pt     the last `keep_last` checkpoints by iteration (hard links: no extra space)
     best.pt            the checkpoint with the lowest validation loss so far
 ckpt.pt is written first (temp file + fsync + rename), the other names are links to it, so a
@@ -28,8 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atomic import atomic_path, link_atomic
-from errors import UserError
+from gptsuite.atomic import atomic_path, link_atomic
+from gptsuite.datafiles import load_meta, resolve_data_dir
+from gptsuite.errors import UserError
+from gptsuite.tokenizer import GPT2_META
 from model import GPT, GPTConfig
 
 CKPT_NAME, BEST_NAME = "ckpt.pt", "best.pt"
@@ -113,7 +115,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     if path.is_dir():
         path = newest_checkpoint(path) or path / CKPT_NAME
     if not path.exists():
-        raise UserError(f"no checkpoint at {path}; train one first (python train.py ...) or pass the right --out_dir")
+        raise UserError(f"no checkpoint at {path}; train one first (python train.py ...) or pass the out_dir of a run with --out_dir")
     try:
         with warnings.catch_warnings():  # a newer pickle protocol warns before it is refused below
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -161,14 +163,12 @@ def checkpoint_tokenizer_meta(ckpt: dict) -> dict:
     they were trained on GPT-2 BPE unless their dataset folder has a char-level meta.pkl."""
     if "tokenizer" in ckpt:
         return ckpt["tokenizer"]
-    from datafiles import load_meta
-
     dataset = ckpt.get("config", {}).get("dataset")
-    data_dir = Path("data") / str(dataset)
-    if dataset and (data_dir / "meta.pkl").exists():
+    data_dir = resolve_data_dir(dataset=str(dataset)) if dataset else None
+    if data_dir and (data_dir / "meta.pkl").exists():
         return load_meta(data_dir)["tokenizer"]
     print("checkpoint records no tokenizer (a nanoGPT checkpoint): using GPT-2 BPE")
-    return {"kind": "gpt2", "vocab_size": 50257}
+    return dict(GPT2_META)
 
 
 def rng_state(device: str = "cpu") -> dict:

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from errors import UserError
+from gptsuite.errors import UserError
 
 GPT2_EOT = 50256
 GPT2_VOCAB_SIZE = 50257
+GPT2_META = {"kind": "gpt2", "vocab_size": GPT2_VOCAB_SIZE}  # what meta.json and checkpoints record for GPT-2 BPE
 GPT2_FILES = {
     "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
     "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
@@ -146,7 +147,7 @@ class GPT2Tokenizer:
         return self.enc.decode(list(ids))
 
     def meta(self) -> dict:
-        return {"kind": self.kind, "vocab_size": self.vocab_size}
+        return dict(GPT2_META)
 
 
 def from_meta(meta: dict):

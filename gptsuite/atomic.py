@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from errors import UserError
+from gptsuite.errors import UserError
 
 
 def check_folder(path: str | os.PathLike, what: str) -> None:

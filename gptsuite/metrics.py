@@ -1,18 +1,54 @@
-"""
-Plot a run's loss curves from out_dir/metrics.jsonl into out_dir/loss.png: no wandb account needed.
+"""Metrics: every run appends to out_dir/metrics.jsonl (wandb too when asked); reading them back
+into loss curves and a PNG (tools/plot.py, and anything that shows a run).
 
-    python plot.py out-shakespeare-char
-
-It draws the training loss of every logged iteration and the train / val losses of each
-evaluation against the iteration. A resumed run appends to the same file; where an iteration
-was logged twice, the later value wins.
+A no-op stands in for wandb when it is off, so the training loop has no wandb branches.
+wandb is optional (pip install wandb); WANDB_MODE=offline logs to out_dir/wandb without an
+account, and `wandb sync` uploads that later. Only the rank-0 process logs.
 """
 
 import json
+import time
 from pathlib import Path
 
-from atomic import atomic_path
-from errors import UserError, cli
+from gptsuite.atomic import atomic_path
+from gptsuite.errors import UserError
+
+
+def require_wandb():
+    try:
+        import wandb  # optional: pip install wandb
+    except ImportError:
+        raise UserError("wandb_log=True needs wandb: pip install wandb (WANDB_MODE=offline logs without an account), or set --wandb_log=False") from None
+    return wandb
+
+
+class Logger:
+    def __init__(self, out_dir: str, config: dict, wandb_log: bool = False, wandb_project: str = "", wandb_run_name: str = "", enabled: bool = True):
+        self.enabled = enabled
+        self.path = Path(out_dir) / "metrics.jsonl"
+        self.wandb = None
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        if enabled and wandb_log:
+            wandb = require_wandb()
+            # its run files go beside the checkpoint; WANDB_MODE=offline keeps them there (wandb sync uploads later)
+            try:
+                self.wandb = wandb.init(project=wandb_project, name=wandb_run_name, config=config, dir=str(self.path.parent))
+            except wandb.errors.Error as e:
+                raise UserError(f"wandb could not start ({str(e).splitlines()[0]}); run `wandb login`, set WANDB_MODE=offline, or --wandb_log=False") from None
+
+    def log(self, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"time": round(time.time(), 3), **metrics}) + "\n")
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=metrics.get("iter"))
+
+    def close(self) -> None:
+        if self.wandb is not None:
+            self.wandb.finish()
+
 
 SERIES = {  # metrics.jsonl key: label, line style
     "loss": ("train (logged steps)", dict(alpha=0.35, linewidth=1)),
@@ -49,7 +85,8 @@ def loss_curves(records: list[dict]) -> dict[str, tuple[list[int], list[float]]]
     return curves
 
 
-def plot(out_dir: Path) -> Path:
+def plot_losses(out_dir: Path) -> Path:
+    """Draw out_dir/metrics.jsonl's loss curves into out_dir/loss.png; returns its path."""
     path = out_dir / "metrics.jsonl"
     curves = loss_curves(read_metrics(path))
     if not curves:
@@ -71,13 +108,3 @@ def plot(out_dir: Path) -> Path:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     return png
-
-
-def main(argv: list[str]) -> None:
-    if len(argv) != 1 or argv[0].startswith("-"):
-        raise UserError("usage: python plot.py OUT_DIR (a training run's out_dir; writes OUT_DIR/loss.png)")
-    print(f"wrote {plot(Path(argv[0]))}")
-
-
-if __name__ == "__main__":
-    cli(main)

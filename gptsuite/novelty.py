@@ -1,9 +1,7 @@
 """Was a sample copied from the training data? An n-gram index of train.bin that scales to
 hundreds of millions of tokens.
 
-    python novelty.py --data_dir=data/shakespeare_char --text="ROMEO: But soft, what light"
-    python novelty.py --dataset=pubmed --text=FILE:sample.txt
-    python novelty.py --dataset=pubmed --build          # just build (or check) the index
+    python -m tools.novelty --data_dir=data/shakespeare_char --text="ROMEO: But soft, what light"
     python sample.py --out_dir=out-x --check_novelty    # the same report for every sample
 
 For a text it reports the longest span of tokens that also occurs somewhere in train.bin, and
@@ -23,17 +21,15 @@ itself from the positions of its rarest n-gram, so a hash collision never counts
 import hashlib
 import json
 import math
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from atomic import check_folder, publish, temp_path
-from configurator import parse_config
-from datafiles import load_meta, open_split
-from errors import UserError, cli
+from gptsuite.atomic import publish, temp_path
+from gptsuite.datafiles import load_meta, open_split
+from gptsuite.errors import UserError
 
 VERSION = 1
 MULT = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit multiplier of the polynomial hash
@@ -232,17 +228,6 @@ def format_report(r: NoveltyReport, tok) -> str:
     return line
 
 
-def training_data_dir(data_dir: str, train_cfg: dict) -> Path:
-    """The training data of a checkpoint: data_dir if given, else what its training config says."""
-    if data_dir:
-        return Path(data_dir)
-    if train_cfg.get("data_dir"):
-        return Path(train_cfg["data_dir"])
-    if train_cfg.get("dataset"):
-        return Path("data") / train_cfg["dataset"]
-    raise UserError("the checkpoint does not say which data it was trained on; pass --data_dir=DIR with its prepared train.bin")
-
-
 def open_index(data_dir: str | Path, tok_meta: dict | None = None, n: int = 8, index_dir: str | None = None) -> NgramIndex:
     """The n-gram index of data_dir's train.bin (built if needed), checking its tokenizer is tok_meta."""
     meta = load_meta(data_dir)
@@ -251,39 +236,3 @@ def open_index(data_dir: str | Path, tok_meta: dict | None = None, n: int = 8, i
             f"{data_dir} uses a {meta['tokenizer']['kind']} tokenizer of {meta['tokenizer']['vocab_size']} ids, but the model uses {tok_meta['kind']} with {tok_meta['vocab_size']}; pass the model's training data with --data_dir"
         )
     return NgramIndex(data_dir, n, index_dir).open()
-
-
-@dataclass
-class NoveltyConfig:
-    dataset: str = ""  # data/<dataset>
-    data_dir: str = ""  # or the prepared dataset folder itself
-    text: str = ""  # the text to check, or FILE:path
-    ngram: int = 8
-    index_dir: str = ""  # where the index lives; default: beside train.bin
-    build: bool = False  # only build (or verify) the index
-
-
-def main(argv: list[str]) -> None:
-    import tokenizer as tokenizers
-    from sample import read_prompt
-
-    cfg = parse_config(NoveltyConfig(), argv)
-    if not cfg.dataset and not cfg.data_dir:
-        raise UserError("pass --dataset=NAME or --data_dir=DIR: the prepared data whose train.bin to search")
-    if cfg.ngram < 2:
-        raise UserError(f"ngram must be at least 2, got {cfg.ngram}")
-    if not cfg.build and not cfg.text:
-        raise UserError("pass --text=... (or FILE:path) to check, or --build to only build the index")
-    data_dir = Path(cfg.data_dir or Path("data") / cfg.dataset)
-    tok = tokenizers.from_meta(load_meta(data_dir)["tokenizer"])
-    ids = None if cfg.build else tok.encode(read_prompt(cfg.text))  # a bad text fails before the index is built
-    if cfg.index_dir:
-        check_folder(cfg.index_dir, "--index_dir")
-    index = open_index(data_dir, None, cfg.ngram, cfg.index_dir or None)
-    print(f"index: {index.keys_path} ({os.path.getsize(index.keys_path) + os.path.getsize(index.pos_path):,} bytes)")
-    if ids is not None:
-        print(format_report(index.report(ids), tok))
-
-
-if __name__ == "__main__":
-    cli(main)

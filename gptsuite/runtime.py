@@ -16,33 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from errors import UserError
+from gptsuite.errors import UserError
+from gptsuite.flops import peak_tflops
 
 PTDTYPE = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_CHOICES = ("auto", *PTDTYPE)  # what --dtype takes
 
-# Dense (no sparsity) tensor-core peak TFLOP/s by GPU, for bf16/fp16 and for tf32. Matched against
-# torch.cuda.get_device_name() in order, so more specific names come first.
-GPU_PEAK_TFLOPS = [
-    ("H200", 989.0, 494.0),
-    ("H100 NVL", 835.0, 418.0),
-    ("H100 PCIe", 756.0, 378.0),
-    ("H100", 989.0, 494.0),  # SXM
-    ("H800", 989.0, 494.0),
-    ("GH200", 989.0, 494.0),
-    ("B200", 2250.0, 1100.0),
-    ("A100", 312.0, 156.0),
-    ("A800", 312.0, 156.0),
-    ("A10G", 70.0, 35.0),
-    ("A10", 125.0, 62.5),
-    ("L40S", 362.0, 183.0),
-    ("L40", 181.0, 90.5),
-    ("L4", 121.0, 60.0),
-    ("A6000", 155.0, 77.4),
-    ("RTX 4090", 165.0, 82.6),
-    ("RTX 3090", 71.0, 35.6),
-    ("V100", 125.0, 0.0),  # no bf16 or tf32; fp16 tensor cores
-    ("T4", 65.0, 0.0),
-]
 
 
 @dataclass
@@ -84,12 +63,8 @@ class Runtime:
         """The accelerator's dense peak FLOP/s at this precision, or None where it is not known."""
         if self.device_type != "cuda":
             return None
-        name = torch.cuda.get_device_name(self.device)
-        for key, half, tf32 in GPU_PEAK_TFLOPS:
-            if key in name:
-                peak = tf32 if self.dtype == "float32" else half
-                return peak * 1e12 if peak else None
-        return None
+        peak = peak_tflops(torch.cuda.get_device_name(self.device), self.dtype != "float32")
+        return peak * 1e12 if peak else None
 
 
 def resolve_device(device: str) -> str:

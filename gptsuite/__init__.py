@@ -1,0 +1,26 @@
+"""The library under the entry points (prepare.py, train.py, sample.py, eval.py, export.py,
+bench.py and tools/). One concern a module; imports point one way: entry points -> gptsuite ->
+model.py / configurator.py.
+
+    errors       UserError and the one-line command-line wrapper
+    atomic       atomic file writes (temp + fsync + rename)
+    datafiles    the prepared dataset format (memmaps, meta.json) and where datasets live
+    sources      dataset plugins (data/<name>/prepare.py) and the readers of user files they share
+    pipeline     the prepare pipeline: tokenize in threads, write the memmaps
+    report       the dataset report written by every prepare
+    tokenizer    character level and GPT-2 BPE (offline, sha256-checked)
+    templates    prompt templates (pubmed: abstract -> article)
+    flops        FLOPs per token and GPU peaks (MFU, the dataset report)
+    runtime      device, precision, DDP setup
+    checkpoint   checkpoint files: atomic saves, rotation, safe loads, RNG state
+    pretrained   OpenAI's GPT-2 weights into our GPT
+    hf_export    our GPT out to a Hugging Face folder
+    loading      a model from a checkpoint folder or a GPT-2 name (sample, eval, export, bench)
+    training     TrainConfig, the schedule, batches, one step, the loss estimate, the stop signal
+    train_state  what a training checkpoint holds and how a run starts from one
+    policy       when a run evaluates and saves; the NaN guard's state
+    metrics      metrics.jsonl (and wandb), read back into loss curves
+    generate     sampling text: prompts, stop rules, streaming
+    evaluation   scoring every token of a split (loss, perplexity, bits per byte)
+    novelty      the n-gram index of train.bin: was a sample copied?
+"""

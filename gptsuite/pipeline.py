@@ -1,0 +1,331 @@
+"""The prepare pipeline: text -> token ids in train.bin / val.bin (uint16 memmaps) + meta.json.
+
+A dataset (data/<name>/prepare.py) returns a TextCorpus (one text, split by position), a
+TextFileCorpus (the same, read from a file in blocks) or a DocumentCorpus (documents streamed
+from the source, each with its split); `prepare_text` and `prepare_documents` do the rest:
+tokenizing in parallel threads, writing the memmaps in chunks through temp files (memory stays
+flat however large the corpus), meta.json last. Running a prepare again with the same inputs
+writes the same bytes.
+"""
+
+import hashlib
+import os
+import re
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from functools import partial
+from itertools import groupby
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from gptsuite.datafiles import DocumentCorpus, TextCorpus, TextFileCorpus, TokenWriter, write_json
+from gptsuite.errors import UserError
+from gptsuite.report import SPLITS, DocStats
+from gptsuite.tokenizer import CharTokenizer, GPT2Tokenizer
+
+CHAR_DOCUMENT_END = "\n\n"  # a blank line ends each document at character level, which has no end-of-text token
+progress = partial(tqdm, file=sys.stdout)  # progress bars are output: stderr holds only errors, one line
+# Text goes to the tokenizing threads in chunks of about this many characters. Larger ones only
+# fragment the heap (2M-character pieces of one text peaked at 150-200 MB of RSS, these at 85 MB).
+CHUNK_CHARS = 1 << 19
+
+# Where GPT-2's pre-tokenizer (tokenizer.GPT2_PAT) always starts a new piece: before the last
+# whitespace character of a run that a non-space follows (it is split off to lead the next word,
+# or stands alone). Text cut there encodes to the same tokens as the whole. The class is Unicode's
+# White_Space, the regex's \s (Python's also counts \x1c-\x1f).
+WHITE_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+BPE_CUT = re.compile(f"(?=[{WHITE_SPACE}][^{WHITE_SPACE}])")
+
+ASCII_SPACE = np.zeros(256, dtype=bool)
+ASCII_SPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True  # what str.split() splits on, in ASCII
+
+
+def split_bpe_chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
+    """Cut text into pieces of about `size` characters whose encodings, joined, equal the whole's."""
+    return list(bpe_pieces([text], size))
+
+
+def bpe_pieces(blocks: Iterable[str], size: int) -> Iterator[str]:
+    """Re-cut a stream of text blocks into pieces of at least `size` characters (the last may be
+    shorter), each ending at a BPE_CUT, so that they can be encoded apart, in parallel."""
+    buf, seen = "", 0  # buf[:seen] has no cut point past the last piece
+    for block in blocks:
+        buf += block
+        start = 0
+        while len(buf) - start > size:
+            m = BPE_CUT.search(buf, max(start + size, seen))
+            if not m:
+                seen = len(buf) - 1  # whether the last character is a cut point depends on the next
+                break
+            yield buf[start : m.start()]
+            start = m.start()
+        buf, seen = buf[start:], max(seen - start, 0)
+    if buf:
+        yield buf
+
+
+def read_blocks(path: Path, size: int = CHUNK_CHARS) -> Iterator[str]:
+    """A text file in blocks of `size` characters, decoded as read_text() decodes it whole."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:  # a leading byte-order mark is not text; \r\n line ends become \n
+            while block := f.read(size):
+                yield block
+    except FileNotFoundError:
+        raise UserError(f"{path} not found; pass an existing file") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text ({e.reason}); convert it to UTF-8 or remove it") from None
+
+
+def text_blocks(corpus: TextCorpus | TextFileCorpus, size: int) -> Iterator[str]:
+    if isinstance(corpus, TextFileCorpus):
+        yield from read_blocks(corpus.path, size)
+    else:
+        yield from (corpus.text[i : i + size] for i in range(0, len(corpus.text), size))
+
+
+def split_by_position(blocks: Iterable[str], cut: int) -> Iterator[tuple[str, str]]:
+    """(split, block) pairs: the first `cut` characters are train, the rest val."""
+    pos = 0
+    for block in blocks:
+        if pos < cut < pos + len(block):
+            yield "train", block[: cut - pos]
+            yield "val", block[cut - pos :]
+        else:
+            yield ("train" if pos < cut else "val"), block
+        pos += len(block)
+
+
+def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], threads: int) -> Iterator[Any]:
+    """fn over items in a pool of threads, results in order. At most 2 items per thread are in
+    flight, so a stream of any length goes through in bounded memory."""
+    pending: deque = deque()
+    with ThreadPoolExecutor(threads) as pool:
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) > 2 * threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()
+
+
+@contextmanager
+def split_writers(out_dir: Path, dtype: str) -> Iterator[dict[str, TokenWriter]]:
+    """train.bin and val.bin under temp names; removed if anything goes wrong before publish_splits."""
+    writers = {s: TokenWriter(out_dir / f"{s}.bin", dtype) for s in SPLITS}
+    try:
+        yield writers
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+
+
+def finish_splits(writers: dict[str, TokenWriter], what: str) -> dict[str, int]:
+    counts = {s: w.finish() for s, w in writers.items()}
+    for s, n in counts.items():
+        if not n:
+            raise UserError(f"the {s} split has no {what}; give it some (more {what}, or a larger --val_fraction)")
+    return counts
+
+
+def publish_splits(writers: dict[str, TokenWriter], out_dir: Path, meta: dict) -> None:
+    """Give the finished .bin files their names, then write meta.json, which marks the data complete."""
+    (out_dir / "meta.json").unlink(missing_ok=True)  # old data must not look complete with new bins beside it
+    for w in writers.values():
+        w.publish()
+    write_json(out_dir / "meta.json", meta)
+
+
+def scan_text(blocks: Iterable[str], char_level: bool) -> tuple[int, int, str, list[str] | None]:
+    """One pass over a text: its characters, words, sha256 and (at character level) vocabulary."""
+    chars, words, sha, vocab, prev_space = 0, 0, hashlib.sha256(), set(), True
+    for block in progress(blocks, desc="reading", unit="block", leave=False):
+        chars += len(block)
+        words += count_words(block) - (not prev_space and not is_ascii_space(block[0]))  # a word across two blocks
+        prev_space = is_ascii_space(block[-1])
+        sha.update(block.encode("utf-8"))
+        if char_level:
+            vocab.update(block)
+    return chars, words, sha.hexdigest(), sorted(vocab) if char_level else None
+
+
+def show_progress(bar: tqdm, writers: dict, t0: float, n: int) -> None:
+    """Advance a tokenizing bar by n (characters or documents), with the tokens so far and their rate."""
+    tokens = sum(w.count for w in writers.values())
+    bar.set_postfix_str(f"{tokens / max(time.time() - t0, 1e-9):,.0f} tok/s, {tokens:,} tokens", refresh=False)
+    bar.update(n)
+
+
+def split_meta(tok, dtype: str, counts: dict, writers: dict, source: str) -> dict:
+    """What meta.json says of every prepared dataset: tokenizer, dtype, tokens per split, the source
+    and the sha256 of train.bin and val.bin."""
+    return {
+        "tokenizer": tok.meta(),
+        "vocab_size": tok.vocab_size,
+        "dtype": dtype,
+        "train_tokens": counts["train"],
+        "val_tokens": counts["val"],
+        "source": source,
+        "sha256": {s: w.sha256.hexdigest() for s, w in writers.items()},
+    }
+
+
+def prepare_text(corpus: TextCorpus | TextFileCorpus, out_dir: Path, dtype: str = "uint16", num_threads: int = 0, chunk_chars: int = CHUNK_CHARS):
+    """Tokenize one text, split by position, into train.bin and val.bin, then write meta.json.
+
+    A file is read in blocks, twice (counting its characters, then tokenizing), never whole; GPT-2
+    BPE encodes pieces cut at BPE_CUT points in a pool of threads, which gives the same tokens as
+    encoding each split whole. Returns meta.json's contents and the statistics (one document)."""
+    if corpus.tokenizer not in ("gpt2", "char"):
+        raise UserError(f"unknown tokenizer '{corpus.tokenizer}'; use gpt2 or char")
+    n_chars, words, sha, vocab = scan_text(text_blocks(corpus, chunk_chars), corpus.tokenizer == "char")
+    if not n_chars:
+        raise UserError("the text is empty; pass a file with some text in it (--input=FILE)")
+    tok = CharTokenizer(vocab) if vocab is not None else GPT2Tokenizer()
+    threads = num_threads if num_threads > 0 else os.cpu_count() or 1
+    cut = int(n_chars * (1 - corpus.val_fraction))
+    pieces = (
+        (split, piece)
+        for split, group in groupby(split_by_position(text_blocks(corpus, chunk_chars), cut), key=itemgetter(0))
+        for piece in (bpe_pieces((b for _, b in group), chunk_chars) if vocab is None else (b for _, b in group))
+    )
+    bar = progress(total=n_chars, desc="tokenizing", unit="char", unit_scale=True, disable=n_chars < 4 * chunk_chars)
+    t0 = time.time()
+    try:
+        with split_writers(out_dir, dtype) as writers:
+            for split, n, ids in ordered_map(lambda p: (p[0], len(p[1]), tok.encode_array(p[1])), pieces, threads):
+                writers[split].write(ids)
+                show_progress(bar, writers, t0, n)
+            counts = finish_splits(writers, "text")
+    finally:
+        bar.close()
+    meta = split_meta(tok, dtype, counts, writers, corpus.source) | {
+        "characters": n_chars,
+        "val_fraction": corpus.val_fraction,
+        "source_sha256": sha,  # of the text, UTF-8 encoded
+    }
+    publish_splits(writers, out_dir, meta)
+    stats = DocStats()
+    stats.add(*(np.array([v]) for v in (0, n_chars, words, counts["train"] + counts["val"])))
+    return meta, stats
+
+
+def count_words(text: str) -> int:
+    """Runs of characters other than ASCII whitespace (str.split() for ASCII text, 3x faster)."""
+    if not text:
+        return 0
+    space = ASCII_SPACE[np.frombuffer(text.encode("utf-8"), dtype=np.uint8)]
+    return int(np.count_nonzero(space[:-1] & ~space[1:])) + (not space[0])
+
+
+def is_ascii_space(c: str) -> bool:
+    return ord(c) < 128 and bool(ASCII_SPACE[ord(c)])
+
+
+def document_end(tok) -> np.ndarray:
+    ids = [tok.eot_token] if tok.eot_token is not None else tok.encode(CHAR_DOCUMENT_END)
+    return np.array(ids, dtype=np.uint32)
+
+
+def record_size(record: Any) -> int:
+    """About how many characters a record holds, to cut the stream into chunks."""
+    if isinstance(record, str):
+        return len(record)
+    if isinstance(record, (tuple, list)):
+        return sum(len(v) for v in record if isinstance(v, str))
+    if isinstance(record, os.PathLike):  # a file the worker reads
+        try:
+            return os.path.getsize(record)
+        except OSError:
+            return 0  # the worker reports it
+    return 4096
+
+
+def chunked(items: Iterable[tuple[str, Any]], chunk_chars: int) -> Iterator[list[tuple[str, Any]]]:
+    chunk, size = [], 0
+    for item in items:
+        chunk.append(item)
+        size += record_size(item[1])
+        if size >= chunk_chars:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def encode_chunk(chunk: list[tuple[str, Any]], tok, fmt: Callable[[Any], str] | None, end: np.ndarray):
+    """Runs in a worker thread: format and tokenize a chunk of documents, each followed by `end`.
+    Returns the token ids of each split, the per-document statistics and how many were empty."""
+    ids: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    split, chars, words, tokens, skipped = [], [], [], [], 0
+    for name, record in chunk:
+        text = fmt(record) if fmt else record
+        if not text or text.isspace():
+            skipped += 1
+            continue
+        arr = tok.encode_array(text)
+        ids[name] += [arr, end]  # KeyError: a dataset yielded a split other than train / val
+        split.append(SPLITS.index(name))
+        chars.append(len(text))
+        words.append(count_words(text))
+        tokens.append(len(arr))
+    out = {s: np.concatenate(parts) for s, parts in ids.items() if parts}
+    return out, (np.array(split), np.array(chars), np.array(words), np.array(tokens)), skipped
+
+
+def char_tokenizer(corpus: DocumentCorpus) -> CharTokenizer:
+    """A first pass over the documents to collect their characters."""
+    chars = set(CHAR_DOCUMENT_END)
+    for _, record in progress(corpus.documents(), desc="collecting characters", unit="doc", total=corpus.num_documents):
+        chars.update(corpus.format(record) if corpus.format else record)
+    return CharTokenizer(sorted(chars))
+
+
+def prepare_documents(corpus: DocumentCorpus, out_dir: Path, dtype: str = "uint16", num_threads: int = 0, chunk_chars: int = CHUNK_CHARS):
+    """Tokenize a stream of documents into train.bin and val.bin, then write meta.json.
+
+    Chunks of documents are tokenized by a pool of threads (tiktoken releases the GIL) and written
+    in order as they finish; at most 2 chunks per thread are in flight, so memory does not grow
+    with the corpus. Returns meta.json's contents and the per-document statistics."""
+    if corpus.tokenizer not in ("gpt2", "char"):
+        raise UserError(f"unknown tokenizer '{corpus.tokenizer}'; use gpt2 or char")
+    tok = char_tokenizer(corpus) if corpus.tokenizer == "char" else GPT2Tokenizer()
+    threads = num_threads if num_threads > 0 else os.cpu_count() or 1
+    work = partial(encode_chunk, tok=tok, fmt=corpus.format, end=document_end(tok))
+    stats = DocStats()
+    bar = progress(total=corpus.num_documents, desc="tokenizing", unit="doc")
+    t0 = time.time()
+    try:
+        with split_writers(out_dir, dtype) as writers:
+            for ids, doc_stats, skipped in ordered_map(work, chunked(corpus.documents(), chunk_chars), threads):
+                for split, arr in ids.items():
+                    writers[split].write(arr)
+                stats.add(*doc_stats)
+                stats.skipped += skipped
+                show_progress(bar, writers, t0, len(doc_stats[0]) + skipped)
+            if not len(stats):
+                raise UserError(f"no documents with any text in {corpus.source}; check the input")
+            counts = finish_splits(writers, "documents")
+    finally:
+        bar.close()
+    meta = split_meta(tok, dtype, counts, writers, corpus.source) | {
+        "documents": {s: int((stats.column("split") == i).sum()) for i, s in enumerate(SPLITS)},
+        "characters": int(stats.column("chars").sum(dtype=np.int64)),
+        "document_end": "<|endoftext|>" if tok.eot_token is not None else CHAR_DOCUMENT_END,
+        **({"template": corpus.template} if corpus.template else {}),
+        **corpus.meta,
+    }
+    publish_splits(writers, out_dir, meta)
+    return meta, stats

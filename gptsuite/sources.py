@@ -1,0 +1,153 @@
+"""Where datasets come from: the dataset plugins (data/<name>/prepare.py) and the readers of
+user files they share (tables of records, globs of files, a seeded split by document).
+"""
+
+import csv
+import glob
+import importlib.util
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gptsuite import datafiles
+from gptsuite.errors import UserError
+
+PLUGINS = Path(__file__).resolve().parents[1] / "data"  # data/<name>/prepare.py, beside the entry points
+
+
+def available_datasets() -> list[str]:
+    return sorted(p.parent.name for p in PLUGINS.glob("*/prepare.py"))
+
+
+def load_dataset_module(name: str):
+    """The dataset plugin data/<name>/prepare.py (a Config dataclass and corpus(cfg, out_dir))."""
+    path = PLUGINS / name / "prepare.py"
+    if not path.is_file():
+        raise UserError(f"unknown dataset '{name}'; available: {', '.join(available_datasets())}")
+    spec = importlib.util.spec_from_file_location(f"dataset_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TABLE_SUFFIXES = (".jsonl", ".parquet", ".csv")
+
+
+def read_document(path: Path) -> str:
+    """A document file's text, for a dataset that reads one document per file."""
+    # a leading byte-order mark is not text; \r\n line ends become \n
+    return datafiles.read_text(path, "file", "pass an existing UTF-8 file, or remove it", encoding="utf-8-sig")
+
+
+def expand_files(spec: str, option: str) -> list[Path]:
+    """Comma-separated paths or glob patterns, each matching at least one file, in sorted order."""
+    paths = []
+    for pattern in (p.strip() for p in spec.split(",") if p.strip()):
+        matches = sorted(glob.glob(os.path.expanduser(pattern)))
+        if not matches:
+            raise UserError(f"{option}: no file matches {pattern}")
+        paths += [Path(m) for m in matches]
+    if not paths:
+        raise UserError(f"{option} names no files; pass paths like {option}=a.parquet,b.parquet")
+    return paths
+
+
+def _check_fields(path: Path, have: Iterable[str], fields: list[str]) -> None:
+    have = list(have)
+    missing = [f for f in fields if f not in have]
+    if missing:
+        raise UserError(
+            f"{path} has no field {', '.join(repr(m) for m in missing)}; its fields are {', '.join(map(repr, have))} (choose one with --field=NAME)"
+        )
+
+
+def _text_values(path: Path, where: str, row: tuple) -> tuple:
+    for v in row:
+        if v is not None and not isinstance(v, str):
+            raise UserError(f"{path} {where}: a value is {type(v).__name__}, not text; name a text field")
+    return tuple(v or "" for v in row)  # a missing value (null) is an empty document, skipped and counted
+
+
+def read_records(path: Path, fields: list[str]) -> Iterator[tuple[str, ...]]:
+    """The named fields of every row of a .jsonl, .parquet or .csv file, streamed."""
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise UserError(f"{path}: unknown file type '{suffix}'; use {', '.join(TABLE_SUFFIXES)}")
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            f = pq.ParquetFile(path)
+            _check_fields(path, f.schema_arrow.names, fields)
+            for batch in f.iter_batches(batch_size=1024, columns=fields):
+                for row in zip(*(batch.column(name).to_pylist() for name in fields), strict=True):
+                    yield _text_values(path, "row", row)
+        elif suffix == ".jsonl":
+            with open(path, encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise UserError(f"{path} line {n} is not JSON ({e.msg}); each line must be one JSON object") from None
+                    if not isinstance(obj, dict):
+                        raise UserError(f"{path} line {n} is not a JSON object; each line must be an object with the field(s) {', '.join(fields)}")
+                    _check_fields(path, obj, fields)
+                    yield _text_values(path, f"line {n}", tuple(obj[name] for name in fields))
+        else:
+            csv.field_size_limit(2**31 - 1)  # a document can be longer than csv's default limit of 128 KiB
+            with open(path, encoding="utf-8", newline="") as f:
+                reader = csv.DictReader(f)
+                _check_fields(path, reader.fieldnames or [], fields)
+                for row in reader:
+                    yield tuple(row[name] or "" for name in fields)
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8") from None
+    except OSError as e:
+        raise UserError(f"could not read {path} ({e})") from None
+    except ValueError as e:  # pyarrow's ArrowInvalid: not a parquet file
+        raise UserError(f"could not read {path} as {suffix[1:]} ({e})") from None
+
+
+def count_records(path: Path) -> int:
+    """Rows in a table, without parsing them where the format allows."""
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.ParquetFile(path).metadata.num_rows
+        except (OSError, ValueError) as e:
+            raise UserError(f"could not read {path} as parquet ({e})") from None
+    if path.suffix.lower() == ".jsonl":
+        with open(path, "rb") as f:
+            return sum(1 for line in f if line.strip())
+    return sum(1 for _ in read_records(path, []))
+
+
+def val_mask(n: int, val_fraction: float, seed: int) -> np.ndarray:
+    """Which of n documents go to val: a seeded random choice of round(n * val_fraction), at least one."""
+    if not 0 < val_fraction < 1:
+        raise UserError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    if n < 2:
+        raise UserError(f"the corpus has {n} document{'s' if n != 1 else ''}; a train/val split by document needs at least 2")
+    k = min(n - 1, max(1, round(n * val_fraction)))
+    mask = np.zeros(n, dtype=bool)
+    mask[np.random.default_rng(seed).permutation(n)[:k]] = True
+    return mask
+
+
+def with_splits(records: Iterable[Any], is_val: np.ndarray) -> Iterator[tuple[str, Any]]:
+    """(split, record) pairs for a stream of records and its val_mask."""
+    records, end, record = iter(records), object(), None
+    for val in is_val:
+        record = next(records, end)
+        if record is end:
+            break
+        yield ("val" if val else "train"), record
+    if record is end or next(records, end) is not end:
+        raise UserError(f"the source changed while it was read (it no longer has the {len(is_val):,} documents counted before); prepare again")

@@ -1,0 +1,165 @@
+"""What a training checkpoint holds, and how a run starts from one.
+
+A run starts from a new model, from GPT-2's weights, or (init_from='resume') from the newest
+checkpoint in out_dir: its weights, optimizer and loss-scaler state, iteration, best val loss,
+every rank's RNG state and the sampler that decides the batches, so that it continues exactly
+as if it had not stopped. `Checkpointer.save` writes all of that; `start_run` reads it back.
+"""
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from gptsuite.checkpoint import load_checkpoint, model_from_checkpoint, newest_checkpoint, rng_state, set_rng_state, write_checkpoint
+from gptsuite.errors import UserError
+from gptsuite.loading import new_model
+from gptsuite.pretrained import from_pretrained
+from gptsuite.runtime import Runtime, seed_everything
+from gptsuite.training import TrainConfig, TrainingData, sampler_state
+from model import GPT
+
+MODEL_KEYS = ("n_layer", "n_head", "n_embd", "bias")  # the shape a resumed checkpoint must agree with
+
+
+@dataclass
+class Start:
+    """Where a run starts: the model, and the checkpoint it resumes (None for a new run)."""
+
+    model: GPT
+    ckpt: dict | None = None
+    path: Path | None = None
+
+    @property
+    def iter_num(self) -> int:
+        return self.ckpt["iter_num"] if self.ckpt else 0
+
+    @property
+    def best_val_loss(self) -> float:
+        return float(self.ckpt["best_val_loss"]) if self.ckpt else 1e9
+
+    @property
+    def last_eval_iter(self) -> int:
+        return self.ckpt.get("last_eval_iter", self.iter_num) if self.ckpt else -1  # nanoGPT saves right after an eval
+
+    def restore_optimizer(self, optimizer, scaler) -> None:
+        if self.ckpt is None:
+            return
+        try:
+            optimizer.load_state_dict(self.ckpt["optimizer"])
+            if self.ckpt.get("scaler"):
+                scaler.load_state_dict(self.ckpt["scaler"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            raise UserError(
+                f"{self.path} has an optimizer or loss-scaler state that does not fit its model ({e}); the file is damaged: resume from another checkpoint or start a new run"
+            ) from None
+        self.ckpt = {k: v for k, v in self.ckpt.items() if k not in ("model", "optimizer")}  # free the memory
+
+    def restore_rng(self, cfg: TrainConfig, rt: Runtime) -> None:
+        """Each rank takes back its own RNG state (dropout draws from it), so a resumed run continues
+        exactly; a checkpoint from another number of ranks can only be reseeded. Call it last:
+        nothing after it may draw from the generators before training does."""
+        if self.ckpt is None:
+            return
+        states = self.ckpt.get("rng")
+        if states and len(states) == rt.world_size:
+            set_rng_state(states[rt.rank], rt.device)
+            return
+        if rt.master:
+            print(
+                f"note: the checkpoint holds RNG states for {len(states or [])} process(es), this run has {rt.world_size}: dropout is reseeded, so the run continues but not bit for bit"
+            )
+        seed_everything(cfg.seed + rt.rank + 1_000_003 * self.iter_num)
+
+
+def start_run(cfg: TrainConfig, data: TrainingData, rt: Runtime) -> Start:
+    """The model init_from asks for, and the checkpoint it resumes."""
+    if cfg.init_from == "scratch":
+        return Start(new_model(cfg, data.tokenizer))
+    if cfg.init_from == "resume":
+        path = newest_checkpoint(cfg.out_dir) or Path(cfg.out_dir) / "ckpt.pt"
+        ckpt = load_checkpoint(path, map_location=rt.device)
+        check_resumable(ckpt, cfg, data, path)
+        if rt.master:
+            print(f"resuming from {path} at iter {ckpt['iter_num']}")
+            changed = [f"{k}={v} (was {ckpt['sampler'][k]})" for k, v in sampler_state(cfg, data.train_tokens).items() if ckpt.get("sampler", {}).get(k, v) != v]
+            if changed:
+                print(f"note: {', '.join(changed)}: the batches from here on differ from those of an uninterrupted run")
+        return Start(model_from_checkpoint(ckpt, dropout=cfg.dropout), ckpt, path)
+    if data.tokenizer["kind"] != "gpt2":
+        raise UserError(
+            f"init_from={cfg.init_from} needs a dataset tokenized with GPT-2 BPE, but {data.dir} uses the {data.tokenizer['kind']} tokenizer; prepare one with GPT-2 BPE (e.g. python prepare.py shakespeare)"
+        )
+    return Start(from_pretrained(cfg.init_from, dropout=cfg.dropout, block_size=cfg.block_size))
+
+
+def check_resumable(ckpt: dict, cfg: TrainConfig, data: TrainingData, path: Path) -> None:
+    """Refuse to continue a checkpoint on another tokenizer, or with a model shape that this run
+    sets (in a config file or on the command line) to something else, naming both sides."""
+    bad = [k for k, kinds in (("optimizer", dict), ("iter_num", int), ("best_val_loss", (float, int, torch.Tensor))) if not isinstance(ckpt.get(k), kinds)]
+    if bad or ckpt["iter_num"] < 0:
+        raise UserError(
+            f"{path} cannot be resumed: its {', '.join(bad) or 'iter_num'} is missing or invalid; the file is damaged or holds weights only: resume from another checkpoint or start a new run"
+        )
+    ours = data.tokenizer
+    theirs = ckpt.get("tokenizer", ours)  # nanoGPT checkpoints record none
+    if theirs != ours:
+        mine = f"{ours['kind']} tokenizer of {ours['vocab_size']} ids"
+        if (theirs.get("kind"), theirs.get("vocab_size")) == (ours["kind"], ours["vocab_size"]):
+            mine += " but another vocabulary"
+        raise UserError(
+            f"{path} was trained with a {theirs.get('kind')} tokenizer of {theirs.get('vocab_size')} ids, but {data.dir} uses a {mine}; resume on the dataset it was trained on"
+        )
+    args, defaults = ckpt["model_args"], TrainConfig()
+    differ = [k for k in MODEL_KEYS if k in args and getattr(cfg, k) != getattr(defaults, k) and args[k] != getattr(cfg, k)]
+    if differ:
+        raise UserError(
+            f"{path} has {', '.join(f'{k}={args[k]}' for k in differ)}, but this run asks for {', '.join(f'{k}={getattr(cfg, k)}' for k in differ)}; "
+            f"resume with the settings of the run that wrote it ({' '.join(f'--{k}={args[k]}' for k in differ)})"
+        )
+
+
+def gather_rng_states(state: dict, rt: Runtime) -> list[dict] | None:
+    """Every rank's RNG state, gathered on rank 0 (None elsewhere): a collective under DDP."""
+    if not rt.ddp:
+        return [state]
+    states = [None] * rt.world_size if rt.master else None
+    torch.distributed.gather_object(state, states, dst=0)
+    return states
+
+
+class Checkpointer:
+    """Writes everything the rest of a run depends on. Every rank calls save() (their RNG states
+    are gathered); rank 0 writes."""
+
+    def __init__(self, raw_model: GPT, optimizer, scaler, cfg: TrainConfig, data: TrainingData, rt: Runtime):
+        self.model, self.optimizer, self.scaler, self.cfg, self.data, self.rt = raw_model, optimizer, scaler, cfg, data, rt
+        self.sampler = sampler_state(cfg, data.train_tokens)
+
+    def snapshot(self, iter_num: int) -> dict:
+        """The state that a save from before a run of bad steps needs (the NaN guard keeps it)."""
+        return {"iter_num": iter_num, "rng": rng_state(self.rt.device), "scaler_state": self.scaler.state_dict()}
+
+    def save(self, iter_num: int, policy, best: bool = False, rng: dict | None = None, scaler_state: dict | None = None) -> None:
+        """Save at iter_num; `rng` and `scaler_state` replace the current ones when the NaN guard
+        saves its snapshot."""
+        policy.saving()
+        rng_states = gather_rng_states(rng or rng_state(self.rt.device), self.rt)
+        if not self.rt.master:
+            return
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if scaler_state is None else scaler_state,
+            "model_args": self.model.model_args(),
+            "iter_num": iter_num,
+            "best_val_loss": policy.best_val_loss,
+            "last_eval_iter": policy.last_eval_iter,
+            "config": asdict(self.cfg),
+            "tokenizer": self.data.tokenizer,
+            "template": self.data.meta.get("template"),  # the dataset's prompt template (templates.py), for sample.py
+            "rng": rng_states,  # one per rank
+            "sampler": self.sampler | {"iter_num": iter_num},
+        }
+        path = write_checkpoint(state, self.cfg.out_dir, self.cfg.keep_last, best)
+        print(f"saved checkpoint at iter {iter_num} to {path}" + (" and best.pt" if best else ""), flush=True)

@@ -1,0 +1,329 @@
+"""The pieces of a training run that train.py puts together: its settings (TrainConfig), the
+learning-rate schedule, the batches, one optimizer step, the loss estimate, agreement between
+DDP ranks and the stop signal. bench.py times the same step.
+"""
+
+import math
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from configurator import option
+from gptsuite.atomic import check_folder
+from gptsuite.datafiles import DTYPES, check_token_ids, load_meta, open_split, resolve_data_dir
+from gptsuite.errors import UserError
+from gptsuite.flops import model_flops_per_token
+from gptsuite.loading import check_init_from
+from gptsuite.metrics import Logger, require_wandb
+from gptsuite.runtime import DTYPE_CHOICES, Runtime
+from model import GPT, GPTConfig
+
+
+@dataclass
+class TrainConfig:
+    # I/O
+    out_dir: str = "out"  # checkpoints, metrics.jsonl and wandb files go here
+    eval_interval: int = option(2000, gt=0)  # evaluate (and save) every this many iterations
+    log_interval: int = option(1, gt=0)  # print and log the training loss every this many iterations
+    eval_iters: int = option(200, gt=0)  # batches per split in each evaluation
+    eval_only: bool = False  # evaluate once and exit
+    always_save_checkpoint: bool = True  # save at every eval; else only when val loss improves
+    checkpoint_interval: int = option(0, ge=0)  # also save every this many iterations (0: off)
+    checkpoint_minutes: float = option(0.0, ge=0)  # also save when this many minutes passed since the last save (0: off)
+    keep_last: int = option(0, ge=0)  # also keep the newest K saves as ckpt-<iter>.pt (ckpt.pt is always the newest, best.pt the best)
+    init_from: str = "scratch"  # 'scratch', 'resume' (newest checkpoint in out_dir), a GPT-2 name (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2) or a Hugging Face folder
+    # logging: metrics always go to out_dir/metrics.jsonl; wandb is optional
+    wandb_log: bool = False  # also log to Weights & Biases (pip install wandb)
+    wandb_project: str = "owt"
+    wandb_run_name: str = "gpt2"
+    # data
+    dataset: str = "openwebtext"  # a prepared dataset in data/<dataset>
+    data_dir: str = ""  # the prepared dataset folder itself; default: data/<dataset>
+    gradient_accumulation_steps: int = option(5 * 8, gt=0)  # global: divided across DDP ranks
+    batch_size: int = option(12, gt=0)  # micro-batch size per rank
+    block_size: int = option(GPTConfig.block_size, gt=0)  # context length in tokens
+    # model (GPT-2 weights bring their own shape: these keys are ignored with them)
+    n_layer: int = option(GPTConfig.n_layer, gt=0)  # transformer blocks
+    n_head: int = option(GPTConfig.n_head, gt=0)  # attention heads; n_embd must be a multiple
+    n_embd: int = option(GPTConfig.n_embd, gt=0)  # width of the residual stream
+    dropout: float = option(GPTConfig.dropout, ge=0, lt=1)  # 0 for pretraining, 0.1+ for fine-tuning
+    bias: bool = GPTConfig.bias  # biases in Linears and LayerNorms (GPT-2 has them; without is a bit better and faster)
+    # AdamW
+    learning_rate: float = option(6e-4, gt=0)  # peak learning rate, after warmup
+    max_iters: int = option(600000, ge=0)  # total optimizer steps
+    weight_decay: float = option(1e-1, ge=0)  # on matrices only, not on biases and gains
+    beta1: float = option(0.9, ge=0, lt=1)
+    beta2: float = option(0.95, ge=0, lt=1)
+    grad_clip: float = option(1.0, ge=0)  # clip the global gradient norm at this value; 0 disables clipping
+    max_bad_steps: int = option(10, ge=0)  # steps with a non-finite loss or grad norm are skipped; more than this in a row stop the run
+    # learning rate schedule: linear warmup, then cosine decay to min_lr
+    decay_lr: bool = True  # False: a constant learning_rate
+    warmup_iters: int = option(2000, ge=0)
+    lr_decay_iters: int = option(600000, ge=0)  # ~= max_iters per Chinchilla
+    min_lr: float = option(6e-5, ge=0)  # ~= learning_rate / 10 per Chinchilla
+    # system
+    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
+    dtype: str = option("auto", choices=DTYPE_CHOICES)  # auto: bf16 on CUDA if supported, else fp16; fp32 on cpu/mps
+    compile: bool | None = None  # torch.compile; None: on for CUDA, off elsewhere
+    backend: str = option("auto", choices=("auto", "nccl", "gloo"))  # DDP backend: auto is nccl on CUDA, gloo on CPU
+    seed: int = option(1337, ge=0)  # seeds the batches, the init and dropout
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    """What the bounds of the fields cannot say: the output folder, init_from, wandb."""
+    check_folder(cfg.out_dir, "--out_dir")
+    check_init_from(cfg.init_from, ("scratch", "resume"))
+    if cfg.wandb_log:
+        require_wandb()  # fail now, not after loading the data and the model
+
+
+def get_lr(it: int, cfg: TrainConfig) -> float:
+    """Linear warmup for warmup_iters, cosine decay to min_lr at lr_decay_iters, then min_lr."""
+    if not cfg.decay_lr:
+        return cfg.learning_rate
+    if it < cfg.warmup_iters:
+        return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
+    if it >= cfg.lr_decay_iters:
+        return cfg.min_lr
+    ratio = (it - cfg.warmup_iters) / (cfg.lr_decay_iters - cfg.warmup_iters)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))  # 1 -> 0
+    return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
+
+
+@dataclass
+class TrainingData:
+    """A prepared dataset opened for training: its folder, meta.json and token dtype."""
+
+    dir: Path
+    meta: dict
+    train_tokens: int
+
+    @property
+    def dtype(self) -> str:
+        return self.meta.get("dtype", "uint16")
+
+    @property
+    def tokenizer(self) -> dict:
+        return self.meta["tokenizer"]
+
+
+def open_training_data(cfg: TrainConfig) -> TrainingData:
+    """The dataset cfg names, each split checked to hold at least one batch."""
+    data_dir = resolve_data_dir(cfg.data_dir, cfg.dataset)
+    meta = load_meta(data_dir)
+    splits = {s: open_split(data_dir, s, meta.get("dtype", "uint16"), min_tokens=cfg.block_size + 1) for s in ("train", "val")}
+    return TrainingData(data_dir, meta, len(splits["train"]))
+
+
+def check_model_fits_data(model: GPT, cfg: TrainConfig, data: TrainingData) -> None:
+    """Refuse a block_size the model cannot take, or token ids it has no embedding for."""
+    if cfg.block_size > model.config.block_size:
+        raise UserError(f"block_size={cfg.block_size} is larger than the model's {model.config.block_size}")
+    vocab_size = data.tokenizer["vocab_size"]
+    if model.config.vocab_size < vocab_size:
+        raise UserError(f"the model has {model.config.vocab_size} token ids, fewer than the dataset's {vocab_size}; use a dataset of its tokenizer")
+    for split in ("train", "val"):
+        check_token_ids(open_split(data.dir, split, data.dtype), vocab_size, data.dir / f"{split}.bin")
+
+
+def get_batch(path: Path, dtype: str, batch_size: int, block_size: int, seed: tuple[int, ...], rt: Runtime):
+    """Batch of random windows from a token memmap: inputs x and next-token targets y, (B, T).
+
+    The offsets depend only on `seed` (e.g. (run seed, split, batch index)), so a batch is the same
+    however many processes share the work, and a resumed run draws what the original would have."""
+    data = np.memmap(path, dtype=DTYPES[dtype], mode="r")  # re-opened per batch so its pages do not pile up in RSS
+    ix = np.random.default_rng(seed).integers(0, len(data) - block_size, size=batch_size)
+    x = torch.stack([torch.from_numpy(data[i : i + block_size].astype(np.int64)) for i in ix])
+    y = torch.stack([torch.from_numpy(data[i + 1 : i + 1 + block_size].astype(np.int64)) for i in ix])
+    if rt.device_type == "cuda":
+        return x.pin_memory().to(rt.device, non_blocking=True), y.pin_memory().to(rt.device, non_blocking=True)
+    return x.to(rt.device), y.to(rt.device)
+
+
+def train_batches(data: TrainingData, cfg: TrainConfig, rt: Runtime, iter_num: int) -> Iterator[tuple]:
+    """Micro-batches from iteration iter_num on. Batch j of an iteration is the same whatever
+    the number of ranks: rank r does micro-steps r*accum_steps ... (r+1)*accum_steps-1."""
+    accum_steps = cfg.gradient_accumulation_steps // rt.world_size
+    while True:
+        for micro_step in range(accum_steps):
+            index = iter_num * cfg.gradient_accumulation_steps + rt.rank * accum_steps + micro_step
+            yield get_batch(data.dir / "train.bin", data.dtype, cfg.batch_size, cfg.block_size, (cfg.seed, 0, index), rt)
+        iter_num += 1
+
+
+def eval_batches(data: TrainingData, cfg: TrainConfig, rt: Runtime) -> dict:
+    """{split: batch k of that split}: the same eval batches every time, so evals compare like with like."""
+    return {
+        s: (lambda k, s=s, i=i: get_batch(data.dir / f"{s}.bin", data.dtype, cfg.batch_size, cfg.block_size, (cfg.seed, 1 + i, k), rt))
+        for i, s in enumerate(("train", "val"))
+    }
+
+
+def sampler_state(cfg: TrainConfig, train_tokens: int) -> dict:
+    """What decides the training batches: batch i of iteration n is drawn from (seed, 0, index),
+    so a resumed run with the same values draws the same batches as an uninterrupted one."""
+    return {k: getattr(cfg, k) for k in ("seed", "gradient_accumulation_steps", "batch_size", "block_size")} | {"train_tokens": train_tokens}
+
+
+@torch.no_grad()
+def estimate_loss(model: torch.nn.Module, batch_fns: dict, eval_iters: int, rt: Runtime) -> dict[str, float]:
+    """Mean loss over eval batches 0..eval_iters-1 of each split. DDP ranks split the batches
+    between them and all-reduce the sum, so every rank gets the same number, the one a single
+    process would get."""
+    model.eval()
+    out = {}
+    for split, batch in batch_fns.items():
+        total = torch.zeros((), device=rt.device)
+        for k in range(rt.rank, eval_iters, rt.world_size):
+            x, y = batch(k)
+            with rt.autocast():
+                _, loss = model(x, y)
+            total += loss.float()
+        if rt.ddp:
+            torch.distributed.all_reduce(total)
+        out[split] = total.item() / eval_iters
+    model.train()
+    return out
+
+
+def any_rank(flags: list[bool], rt: Runtime) -> list[bool]:
+    """Each flag, True if it is True on any rank (a tiny all-reduce under DDP), so that every rank
+    takes the same branch: skip a step, stop, save."""
+    if not rt.ddp:
+        return flags
+    t = torch.tensor(flags, dtype=torch.float32, device=rt.device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return [v > 0 for v in t.tolist()]
+
+
+def train_step(
+    model, optimizer, scaler, batch: tuple, batches: Iterator[tuple], accum_steps: int, grad_clip: float, rt: Runtime
+) -> tuple[torch.Tensor, bool, tuple]:
+    """One optimizer step over accum_steps micro-batches: `batch`, then more from `batches`.
+    Each next batch is fetched while the device works; the one left over starts the next step.
+    Returns the step's mean loss (a device tensor), whether the update was made, and that batch.
+
+    A step whose loss or gradient norm is not finite (on any rank) is skipped: no update. Under
+    float16 an inf/NaN gradient is an overflow of the loss scale, which the GradScaler handles
+    (it skips the update itself and lowers the scale), so there only the loss counts."""
+    total = torch.zeros((), device=rt.device)
+    for micro_step in range(accum_steps):
+        x, y = batch
+        # DDP all-reduces gradients in backward(): only on the last micro-step
+        sync = nullcontext() if not rt.ddp or micro_step == accum_steps - 1 else model.no_sync()
+        with sync:
+            with rt.autocast():
+                _, loss = model(x, y)
+                loss = loss / accum_steps  # the gradients add up over micro-steps: average them
+            batch = next(batches)
+            scaler.scale(loss).backward()  # scaling is a no-op unless float16
+        total += loss.detach()
+    scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else math.inf)
+    finite = torch.isfinite(total) if scaler.is_enabled() else torch.isfinite(total) & torch.isfinite(grad_norm)
+    (bad,) = any_rank([not finite.item()], rt)
+    if not bad:
+        scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return total, not bad, batch
+
+
+class TrainLog:
+    """The loop's timing and logging: the mean loss of the good steps since the last log line,
+    ms/iter, tokens/s, MFU where the GPU's peak is known, and the count of skipped steps, printed
+    and appended to metrics.jsonl (and wandb) every log_interval iterations by rank 0."""
+
+    def __init__(self, logger: Logger, cfg: TrainConfig, rt: Runtime, model: GPT):
+        self.logger, self.log_interval, self.rt = logger, cfg.log_interval, rt
+        self.tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
+        self.flops_per_iter = model_flops_per_token(model, cfg.block_size) * self.tokens_per_iter / rt.world_size  # per rank
+        self.peak = rt.peak_flops()
+        self.loss_sum = torch.zeros((), device=rt.device)
+        self.t0, self.iters, self.good_steps, self.skipped = time.time(), 0, 0, 0
+
+    def eval(self, iter_num: int, losses: dict, lr: float) -> None:
+        if self.rt.master:
+            print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+            self.logger.log({"iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr})
+
+    def step(self, iter_num: int, loss: torch.Tensor, stepped: bool, bad_steps: int) -> None:
+        """Count one training step (iteration iter_num) and its mean loss (a device tensor)."""
+        self.iters += 1
+        if stepped:
+            self.loss_sum += loss
+            self.good_steps += 1
+            return
+        self.skipped += 1
+        if self.rt.master:
+            print(f"iter {iter_num}: loss {loss.item():.4f}, the loss or gradient norm is not finite: update skipped ({bad_steps} in a row)")
+
+    def maybe_log(self, iter_num: int, lr: float) -> None:
+        """At every log_interval: log the iterations since the last line, then start over."""
+        if iter_num % self.log_interval:
+            return
+        if self.rt.ddp:
+            torch.distributed.all_reduce(self.loss_sum, op=torch.distributed.ReduceOp.AVG)  # log the global batch's loss
+        if self.rt.master:
+            loss = self.loss_sum.item() / self.good_steps if self.good_steps else math.nan  # the .item() syncs, so the timing below is real
+            dt = (time.time() - self.t0) / self.iters
+            record = {"iter": iter_num, "loss": loss, "lr": lr, "ms_per_iter": dt * 1000, "tokens_per_s": self.tokens_per_iter / dt}
+            line = f"iter {iter_num}: loss {loss:.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms, {self.tokens_per_iter / dt:,.0f} tok/s"
+            if self.peak:
+                record["mfu"] = self.flops_per_iter / dt / self.peak
+                line += f", mfu {record['mfu'] * 100:.1f}%"
+            if self.skipped:
+                record["skipped_steps"] = self.skipped
+                line += f", {self.skipped} skipped steps"
+            print(line)
+            self.logger.log(record)
+        self.t0, self.iters, self.good_steps = time.time(), 0, 0
+        self.loss_sum.zero_()
+
+
+class StopSignal:
+    """SIGTERM / SIGINT (preemption, Ctrl-C) ask the run to stop: the training loop finishes its step,
+    saves a checkpoint and returns. A Ctrl-C more than two seconds after the first stops at once
+    (quicker repeats count as one: torchrun forwards the terminal's Ctrl-C to its workers).
+
+    The handler only takes note: printing from it could land inside another print (not reentrant),
+    and system calls it interrupts are restarted, so a signal that arrives in the middle of a
+    collective or a file write does not break it."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._when = 0.0
+        self._previous: dict = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else "a stop signal on another rank"
+
+    def __enter__(self) -> "StopSignal":
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+                signal.siginterrupt(sig, False)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            if signum == signal.SIGINT and time.monotonic() - self._when > 2:
+                raise KeyboardInterrupt
+            return
+        self.signum, self._when = signum, time.monotonic()
