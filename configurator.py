@@ -31,12 +31,12 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gptsuite.errors import UserError
-
 T = TypeVar("T")
 
 
-class ConfigError(UserError):
+class ConfigError(Exception):
+    """A bad key, value or config file: one line for the user (errors.cli prints it) and exit code 2."""
+
     exit_code = 2
 
 
@@ -131,7 +131,7 @@ def _exec_config_file(path: str, namespace: dict[str, Any], seen: tuple[str, ...
     namespace["include"] = lambda other: _exec_config_file(other, namespace, seen)
     try:
         exec(compile(p.read_text(encoding="utf-8"), str(p), "exec"), namespace)
-    except UserError:
+    except ConfigError:
         raise
     except Exception as e:
         raise ConfigError(f"config file {path} failed: {type(e).__name__}: {e}") from None

@@ -3,7 +3,7 @@ Evaluate a model on the whole validation split of a prepared dataset: loss, perp
 
     python eval.py --out_dir=out-shakespeare-char                       # the dataset it was trained on
     python eval.py --out_dir=out-shakespeare-char --data_dir=/tmp/other --stride=128
-    python eval.py --init_from=gpt2 --dataset=pubmed                    # OpenAI's GPT-2 (pretrained.py)
+    python eval.py --init_from=gpt2 --dataset=pubmed                    # OpenAI's GPT-2 (gptsuite/pretrained.py)
     python eval.py --init_from=gpt2 --dataset=pubmed --in_context_docs=2
     python eval.py --compare out-scratch out-finetuned gpt2 gpt2@2 --dataset=azure_docs --stride=512
 
@@ -27,7 +27,7 @@ goes to earlier context of the split.
 
 --compare MODEL ... prints a markdown table for several models on the same dataset and the same
 tokens. A MODEL is a checkpoint folder (out_dir with ckpt.pt), or a GPT-2 name / Hugging Face
-folder (loaded by pretrained.py), optionally with @K for K in-context documents (gpt2@3).
+folder (loaded by gptsuite/pretrained.py), optionally with @K for K in-context documents (gpt2@3).
 A model whose tokenizer differs from the dataset's is an error.
 """
 

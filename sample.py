@@ -20,7 +20,7 @@ which is cut off. --stream prints each sample token by token as it comes (sample
 another). --interactive reads prompts from stdin, one a line, until EOF. In --stop and in
 interactive prompts, \\n stands for a newline. --check_novelty reports for each sample the
 longest token span also found in the training data and the share of its 8-grams found there
-(see novelty.py; the index is built once and cached beside the data).
+(see gptsuite/novelty.py; the index is built once and cached beside the data).
 A checkpoint trained on a dataset with a prompt template (pubmed) formats --start into it, e.g.
 `--start=FILE:abstract.txt` becomes "ABSTRACT:\n...\n\nARTICLE:\n", and the sample is the article,
 ended at <|endoftext|> (or after max_new_tokens).

@@ -1,11 +1,13 @@
 """Errors a user can cause, and the wrapper that turns them into one line and an exit code.
 
-A traceback is for bugs. Anything the user can fix (a bad config key, a missing dataset, a
-corrupt checkpoint) raises UserError with one sentence that says what to do; entry points run
-their main() through `cli` so that sentence is all the user sees.
+A traceback is for bugs. Anything the user can fix (a missing dataset, a corrupt checkpoint)
+raises UserError with one sentence that says what to do, a bad setting configurator.ConfigError;
+entry points run their main() through `cli` so that sentence is all the user sees.
 """
 
 import sys
+
+from configurator import ConfigError
 
 
 class UserError(Exception):
@@ -18,7 +20,7 @@ def cli(main) -> None:
     """Run main(argv) as a command line entry point."""
     try:
         main(sys.argv[1:])
-    except UserError as e:
+    except (UserError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:

@@ -1,6 +1,6 @@
 """Our GPT in Hugging Face's format: a GPT2LMHeadModel folder (config.json, model.safetensors,
 generation_config.json) with GPT-2's tokenizer files, and the upload of such a folder to the hub.
-The reverse direction, GPT-2's weights into our GPT, is pretrained.py.
+The reverse direction, GPT-2's weights into our GPT, is gptsuite/pretrained.py.
 """
 
 import json

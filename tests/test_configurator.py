@@ -84,8 +84,90 @@ def test_bad_config_exits_2_without_traceback():
     assert proc.stderr.strip().count("\n") == 0
 
 
+def assignments(path: Path) -> dict:
+    """The `key = literal` lines of a config file, read with ast rather than executed."""
+    import ast
+
+    out = {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass  # an expression of earlier values
+    return out
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.py")), ids=lambda p: p.name)
 def test_every_config_file_loads(path: Path, monkeypatch):
     monkeypatch.chdir(ROOT)  # configs include each other by repo-relative path
     cfg = parse_config(TrainConfig(), [str(path.relative_to(ROOT))])
-    assert isinstance(cfg, TrainConfig)
+    values = assignments(path)
+    assert values, f"{path.name} sets nothing"
+    for key, value in values.items():
+        assert getattr(cfg, key) == value, key
+
+
+@pytest.mark.parametrize(
+    "line, words",
+    [
+        ("compile = 'yes'", ["compile", "'yes'"]),  # a file value is checked against the annotation bool | None
+        ("top_k = 'many'", ["top_k", "'many'"]),
+        ("n_layer = 2.5", ["n_layer", "int"]),
+        ("learning_rate = 0", ["learning_rate must be positive"]),
+    ],
+)
+def test_config_files_and_flags_are_checked_alike(tmp_path: Path, line: str, words: list[str]):
+    key, _, value = line.partition(" = ")
+    f = tmp_path / "c.py"
+    f.write_text(line + "\n")
+    defaults = Cfg() if key in ("compile", "top_k") else TrainConfig()
+    for argv in ([str(f)], [f"--{key}={value}"]):
+        with pytest.raises(ConfigError) as e:
+            parse_config(defaults, argv)
+        for w in words:
+            assert w in str(e.value), (argv, str(e.value))
+
+
+def test_none_where_the_annotation_allows_it_from_a_file_and_a_flag(tmp_path: Path):
+    f = tmp_path / "c.py"
+    f.write_text("top_k = None\ncompile = None\n")
+    for argv in ([str(f)], ["--top_k=None", "--compile=None"]):
+        cfg = parse_config(Cfg(compile=True), argv)
+        assert cfg.top_k is None and cfg.compile is None
+    with pytest.raises(ConfigError, match="n_layer=None"):
+        parse_config(Cfg(), ["--n_layer=None"])
+
+
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("--batch_size=0", "batch_size must be positive, got 0"),
+        ("--keep_last=-1", "keep_last must not be negative, got -1"),
+        ("--beta2=1.0", "beta2 must be in [0, 1), got 1.0"),
+        ("--dropout=-0.1", "dropout must be in [0, 1), got -0.1"),
+        ("--dtype=float8", "dtype must be one of auto, float32, bfloat16, float16, got 'float8'"),
+    ],
+)
+def test_bounds_declared_beside_the_fields(arg: str, message: str):
+    with pytest.raises(ConfigError) as e:
+        parse_config(TrainConfig(), [arg])
+    assert str(e.value) == message
+    parse_config(TrainConfig(), ["--beta2=0.999", "--dropout=0.0", "--keep_last=0", "--batch_size=1"])  # the edges that are allowed
+
+
+def test_help_lists_every_key_by_section_with_type_bounds_and_comment(capsys):
+    with pytest.raises(SystemExit) as e:
+        parse_config(TrainConfig(), ["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    for key in TrainConfig.__dataclass_fields__:
+        assert sum(line.lstrip().startswith(f"--{key}=") for line in lines) == 1, key
+    batch = next(line for line in lines if line.lstrip().startswith("--batch_size="))
+    assert "--batch_size=12" in batch and "int, positive" in batch and "micro-batch size per rank" in batch
+    compile_line = next(line for line in lines if line.lstrip().startswith("--compile="))
+    assert "bool | None" in compile_line and "torch.compile" in compile_line
+    sections = [line for line in lines if line and not line.startswith(" ") and line.endswith(":")]
+    assert sections[:3] == ["I/O:", "logging: metrics always go to out_dir/metrics.jsonl; wandb is optional:", "data:"]
+    assert lines.index("data:") < lines.index(batch) < lines.index(next(s for s in sections if s.startswith("model")))

@@ -1,11 +1,19 @@
-"""The repository keeps its promises: CI runs the README's test command, imports do no work."""
+"""The repository keeps its promises: CI runs the README's test command, imports do no work, and
+imports point one way (entry points -> gptsuite -> model.py / configurator.py)."""
 
+import ast
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+ENTRY_POINTS = ["prepare", "train", "sample", "eval", "export", "bench"] + [f"tools.{p.stem}" for p in sorted((ROOT / "tools").glob("*.py")) if p.stem != "__init__"]
+LIBRARY = [f"gptsuite.{p.stem}" for p in sorted((ROOT / "gptsuite").glob("*.py")) if p.stem != "__init__"]
+BASE = ["model", "configurator"]
+PLUGINS = sorted((ROOT / "data").glob("*/prepare.py"))
 
 
 def readme_commands() -> list[str]:
@@ -20,8 +28,60 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_importing_any_module_does_no_work(tmp_path: Path):
-    modules = [p.stem for p in ROOT.glob("*.py")]
-    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); " + "; ".join(f"import {m}" for m in modules)
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); " + "; ".join(f"import {m}" for m in ENTRY_POINTS + LIBRARY + BASE)
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def imports(path: Path) -> set[str]:
+    """Top-level names of this project that a file imports (module names, dotted for packages)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        for name in names:
+            if name.split(".")[0] in ("gptsuite", "tools", *BASE, *ENTRY_POINTS):
+                found.add(name if name.startswith(("gptsuite.", "tools.")) or name in ("gptsuite", "tools") else name.split(".")[0])
+    return found
+
+
+def path_of(module: str) -> Path:
+    return ROOT / (module.replace(".", "/") + ".py")
+
+
+@pytest.mark.parametrize("module", ENTRY_POINTS)
+def test_no_entry_point_imports_another(module: str):
+    assert not imports(path_of(module)) & set(ENTRY_POINTS), f"{module} imports an entry point"
+
+
+@pytest.mark.parametrize("module", LIBRARY + BASE)
+def test_the_library_imports_no_entry_point_and_the_base_no_library(module: str):
+    found = imports(path_of(module))
+    assert not found & set(ENTRY_POINTS), f"{module} imports an entry point"
+    if module in BASE:
+        assert not {m for m in found if m.startswith("gptsuite")}, f"{module} imports the library"
+
+
+@pytest.mark.parametrize("plugin", PLUGINS, ids=lambda p: p.parent.name)
+def test_dataset_plugins_import_the_library_never_the_driver(plugin: Path):
+    found = imports(plugin)
+    assert found, f"{plugin} imports nothing of the project"
+    assert found <= {m for m in found if m.startswith("gptsuite")} | {"configurator"}, f"{plugin} imports {found}"
+
+
+def test_no_import_cycles_in_the_library():
+    graph = {m: {i for i in imports(path_of(m)) if i in LIBRARY} for m in LIBRARY}
+    done, active = set(), []
+
+    def visit(m):
+        assert m not in active, f"import cycle: {' -> '.join(active[active.index(m) :] + [m])}"
+        if m in done:
+            return
+        active.append(m)
+        for n in graph[m]:
+            visit(n)
+        active.pop()
+        done.add(m)
+
+    for m in LIBRARY:
+        visit(m)
