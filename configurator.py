@@ -148,7 +148,7 @@ def _apply_config_file(path: str, values: dict[str, Any], defaults: dict[str, An
         values[name] = coerce(name, value, defaults[name], hints.get(name))
 
 
-def parse_config(defaults: T, argv: list[str]) -> T:
+def parse_config(defaults: T, argv: list[str], prog: str = "") -> T:
     """Apply config files then --key=value overrides from argv to the dataclass `defaults`."""
     fields = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(defaults)}
     valid = list(fields)
@@ -156,7 +156,7 @@ def parse_config(defaults: T, argv: list[str]) -> T:
     values = dict(fields)
     for arg in argv:
         if arg in ("-h", "--help"):
-            print(help_text(defaults))
+            print(help_text(defaults, prog))
             raise SystemExit(0)
         if not arg.startswith("--"):
             _apply_config_file(arg, values, fields, hints)
@@ -191,7 +191,7 @@ def documented_fields(cls: type) -> dict[str, tuple[str, str, str]]:
             lines = inspect.getsource(klass).splitlines()
         except (OSError, TypeError):
             continue
-        section = klass.__name__.removesuffix("Config").lower() or "settings"
+        section = klass.__name__.removesuffix("Config").lower() or "dataset options"  # a dataset plugin's Config
         for line in lines[1:]:
             if m := SECTION_LINE.match(line):
                 section = m.group(1)
@@ -202,14 +202,15 @@ def documented_fields(cls: type) -> dict[str, tuple[str, str, str]]:
     return found
 
 
-def help_text(defaults: Any) -> str:
+def help_text(defaults: Any, prog: str = "") -> str:
     """Every key of the dataclass `defaults`, grouped by section, with its type, default, bounds
     and comment."""
-    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "script.py"
+    script = Path(sys.argv[0] if sys.argv and sys.argv[0] else "script.py")
+    prog = prog or (f"-m tools.{script.stem}" if script.parent.name == "tools" else script.name)  # tools run as modules
     docs = documented_fields(type(defaults))
     sections: dict[str, list[str]] = {}
     for f in dataclasses.fields(defaults):
-        section, annotation, comment = docs.get(f.name, ("settings", str(f.type), ""))
+        section, annotation, comment = docs.get(f.name, ("settings", getattr(f.type, "__name__", str(f.type)), ""))
         bounds = describe_bounds(f) if f.metadata.get("bounds") or f.metadata.get("choices") else ""
         kind = annotation + (f", {bounds}" if bounds else "")
         row = f"  --{f.name}={getattr(defaults, f.name)!r}".ljust(34) + f" {kind}".ljust(26) + f" {comment}"

@@ -32,7 +32,7 @@ def main(argv: list[str]) -> None:
         raise UserError(f"usage: python prepare.py <dataset> [--key=value ...]; datasets: {', '.join(available_datasets())}")
     name, argv = argv[0], argv[1:]
     module = load_dataset_module(name)
-    cfg = parse_config(module.Config(), argv)
+    cfg = parse_config(module.Config(), argv, prog=f"prepare.py {name}")
     print_config(cfg)
     out_dir = resolve_data_dir(cfg.out_dir, getattr(cfg, "name", "") or name)
     check_folder(out_dir, "--out_dir")

@@ -7,6 +7,7 @@ import glob
 import importlib.util
 import json
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ def load_dataset_module(name: str):
         raise UserError(f"unknown dataset '{name}'; available: {', '.join(available_datasets())}")
     spec = importlib.util.spec_from_file_location(f"dataset_{name}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # registered, so that its Config's source (the --help text) can be found
     spec.loader.exec_module(module)
     return module
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from gptsuite.checkpoint import load_checkpoint, model_from_checkpoint, newest_checkpoint, rng_state, set_rng_state, write_checkpoint
+from gptsuite.checkpoint import CKPT_NAME, load_checkpoint, model_from_checkpoint, newest_checkpoint, rng_state, set_rng_state, write_checkpoint
 from gptsuite.errors import UserError
 from gptsuite.loading import new_model
 from gptsuite.pretrained import from_pretrained
@@ -77,7 +77,7 @@ def start_run(cfg: TrainConfig, data: TrainingData, rt: Runtime) -> Start:
     if cfg.init_from == "scratch":
         return Start(new_model(cfg, data.tokenizer))
     if cfg.init_from == "resume":
-        path = newest_checkpoint(cfg.out_dir) or Path(cfg.out_dir) / "ckpt.pt"
+        path = newest_checkpoint(cfg.out_dir) or Path(cfg.out_dir) / CKPT_NAME
         ckpt = load_checkpoint(path, map_location=rt.device)
         check_resumable(ckpt, cfg, data, path)
         if rt.master:

@@ -39,10 +39,10 @@ class TrainConfig:
     checkpoint_minutes: float = option(0.0, ge=0)  # also save when this many minutes passed since the last save (0: off)
     keep_last: int = option(0, ge=0)  # also keep the newest K saves as ckpt-<iter>.pt (ckpt.pt is always the newest, best.pt the best)
     init_from: str = "scratch"  # 'scratch', 'resume' (newest checkpoint in out_dir), a GPT-2 name (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2) or a Hugging Face folder
-    # logging: metrics always go to out_dir/metrics.jsonl; wandb is optional
+    # logging (metrics always go to out_dir/metrics.jsonl; wandb is optional)
     wandb_log: bool = False  # also log to Weights & Biases (pip install wandb)
-    wandb_project: str = "owt"
-    wandb_run_name: str = "gpt2"
+    wandb_project: str = "owt"  # the wandb project to log to
+    wandb_run_name: str = "gpt2"  # the run's name in it
     # data
     dataset: str = "openwebtext"  # a prepared dataset in data/<dataset>
     data_dir: str = ""  # the prepared dataset folder itself; default: data/<dataset>
@@ -59,13 +59,13 @@ class TrainConfig:
     learning_rate: float = option(6e-4, gt=0)  # peak learning rate, after warmup
     max_iters: int = option(600000, ge=0)  # total optimizer steps
     weight_decay: float = option(1e-1, ge=0)  # on matrices only, not on biases and gains
-    beta1: float = option(0.9, ge=0, lt=1)
-    beta2: float = option(0.95, ge=0, lt=1)
+    beta1: float = option(0.9, ge=0, lt=1)  # AdamW's decay of the gradient mean
+    beta2: float = option(0.95, ge=0, lt=1)  # and of its square
     grad_clip: float = option(1.0, ge=0)  # clip the global gradient norm at this value; 0 disables clipping
     max_bad_steps: int = option(10, ge=0)  # steps with a non-finite loss or grad norm are skipped; more than this in a row stop the run
-    # learning rate schedule: linear warmup, then cosine decay to min_lr
+    # learning rate schedule (linear warmup, then cosine decay to min_lr)
     decay_lr: bool = True  # False: a constant learning_rate
-    warmup_iters: int = option(2000, ge=0)
+    warmup_iters: int = option(2000, ge=0)  # iterations of linear warmup from 0
     lr_decay_iters: int = option(600000, ge=0)  # ~= max_iters per Chinchilla
     min_lr: float = option(6e-5, ge=0)  # ~= learning_rate / 10 per Chinchilla
     # system

@@ -169,5 +169,5 @@ def test_help_lists_every_key_by_section_with_type_bounds_and_comment(capsys):
     compile_line = next(line for line in lines if line.lstrip().startswith("--compile="))
     assert "bool | None" in compile_line and "torch.compile" in compile_line
     sections = [line for line in lines if line and not line.startswith(" ") and line.endswith(":")]
-    assert sections[:3] == ["I/O:", "logging: metrics always go to out_dir/metrics.jsonl; wandb is optional:", "data:"]
+    assert sections[:3] == ["I/O:", "logging (metrics always go to out_dir/metrics.jsonl; wandb is optional):", "data:"]
     assert lines.index("data:") < lines.index(batch) < lines.index(next(s for s in sections if s.startswith("model")))
