@@ -1,6 +1,6 @@
 """Defaults and overrides for every entry point, declared once as a dataclass.
 
-    python train.py config/a.py config/b.py --batch_size=8 --compile=False
+    python train.py config/train_shakespeare_char.py --batch_size=8 --compile=False
 
 Config files are plain Python assignments executed in order; each sees the values so far, so a
 config may build on another (`n_layer = n_layer * 2`) or `include('config/base.py')` it. Then
