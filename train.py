@@ -19,9 +19,11 @@ Fine-tune GPT-2 (weights from the Hugging Face hub, or --init_from=DIR with conf
 model.safetensors) on a dataset tokenized with GPT-2 BPE:
     python prepare.py shakespeare && python train.py config/finetune_shakespeare.py
 
-Resume a run from the newest complete checkpoint in out_dir (with the settings that started it;
-the run continues exactly as if it had not stopped):
-    python train.py config/train_shakespeare_char.py --init_from=resume
+Resume a run from the newest complete checkpoint in out_dir: it takes the settings the checkpoint
+recorded (dataset, model, batch, schedule, dtype, ...; not device or backend), flags given now
+override them (the changes are printed), and it continues exactly as if it had not stopped:
+    python train.py --init_from=resume --out_dir=out-shakespeare-char
+    python train.py --init_from=resume --out_dir=out-shakespeare-char --max_iters=10000
 
 Preemption: SIGTERM or Ctrl-C finishes the current step, saves a checkpoint and exits 0 (under
 torchrun every rank stops at the same step; torchrun gives its workers 30 s, --shutdown_timeout,
@@ -48,7 +50,7 @@ from gptsuite.errors import UserError, cli
 from gptsuite.metrics import Logger
 from gptsuite.policy import CheckpointPolicy
 from gptsuite.runtime import Runtime, setup_runtime, teardown_runtime
-from gptsuite.train_state import Checkpointer, start_run
+from gptsuite.train_state import Checkpointer, resume_config, start_run
 from gptsuite.training import (
     StopSignal,
     TrainConfig,
@@ -66,7 +68,7 @@ from gptsuite.training import (
 
 
 def main(argv: list[str]) -> None:
-    cfg = parse_config(TrainConfig(), argv)
+    cfg = resume_config(parse_config(TrainConfig(), argv), argv)  # a resumed run takes its recorded settings
     check_train_config(cfg)
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed, cfg.backend)
     try:
@@ -131,7 +133,9 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
             saver.save(iter_num, policy, best=improved)
         if stopping:
             if rt.master:
-                print(f"{stop.name} received: stopped at iter {iter_num}; continue with --init_from=resume", flush=True)
+                again = f"train.py --init_from=resume --out_dir={cfg.out_dir}"
+                again = f"your torchrun command with {again}" if rt.ddp else f"python {again}"
+                print(f"{stop.name} received: stopped at iter {iter_num}; continue with: {again}", flush=True)
             break
         if cfg.eval_only or iter_num >= cfg.max_iters:
             break

@@ -108,9 +108,10 @@ def newest_checkpoint(out_dir: str | Path) -> Path | None:
     return numbered[-1] if numbered else None
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+def load_checkpoint(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:
     """Load a checkpoint file, or the newest complete one of a folder, refusing anything that is not
-    plain tensors and data."""
+    plain tensors and data. mmap=True maps the tensors instead of reading them (for a look at the
+    metadata of a large checkpoint)."""
     path = Path(path)
     if path.is_dir():
         path = newest_checkpoint(path) or path / CKPT_NAME
@@ -119,7 +120,12 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     try:
         with warnings.catch_warnings():  # a newer pickle protocol warns before it is refused below
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+            try:
+                ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+            except RuntimeError:
+                if not mmap:
+                    raise
+                ckpt = torch.load(path, map_location=map_location, weights_only=True)  # a legacy (non-zip) file cannot be mapped
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL (\S+)", str(e))  # a class or function: the safe unpickler refuses it
         if found:

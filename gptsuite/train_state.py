@@ -6,11 +6,16 @@ every rank's RNG state and the sampler that decides the batches, so that it cont
 as if it had not stopped. `Checkpointer.save` writes all of that; `start_run` reads it back.
 """
 
+import contextlib
+import dataclasses
+import os
+import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from configurator import ConfigError, coerce, parse_config
 from gptsuite.checkpoint import CKPT_NAME, load_checkpoint, model_from_checkpoint, newest_checkpoint, rng_state, set_rng_state, write_checkpoint
 from gptsuite.errors import UserError
 from gptsuite.loading import new_model
@@ -20,6 +25,30 @@ from gptsuite.training import TrainConfig, TrainingData, sampler_state
 from model import GPT
 
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "bias")  # the shape a resumed checkpoint must agree with
+MACHINE_KEYS = ("device", "backend")  # where a run executes, not what it is: never taken from a checkpoint
+
+
+def resume_config(cfg: TrainConfig, argv: list[str]) -> TrainConfig:
+    """With init_from='resume' the run's settings are the ones its newest checkpoint recorded, with
+    what argv (config files and flags) sets now on top; what differs is printed once. Any other
+    init_from, or no checkpoint yet (start_run reports that), keeps cfg."""
+    path = newest_checkpoint(cfg.out_dir) if cfg.init_from == "resume" else None
+    if path is None:
+        return cfg
+    recorded = load_checkpoint(path, mmap=True).get("config") or {}
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    hints = typing.get_type_hints(TrainConfig)
+    base = {}
+    for key, value in recorded.items():
+        if key in fields and key not in MACHINE_KEYS:
+            with contextlib.suppress(ConfigError):  # a key of another type (a nanoGPT checkpoint's) keeps our default
+                base[key] = coerce(key, value, getattr(TrainConfig, key, None), hints.get(key))
+    base |= {"init_from": "resume", "out_dir": cfg.out_dir}  # where the checkpoint is now, whatever it recorded
+    new = parse_config(dataclasses.replace(TrainConfig(), **base), argv)
+    changed = [f"{k}={getattr(new, k)!r} (was {v!r})" for k, v in base.items() if getattr(new, k) != v and k not in ("init_from", "out_dir")]
+    if changed and os.environ.get("RANK", "0") == "0":
+        print(f"resuming {path} with its settings, except: {', '.join(changed)}")
+    return new
 
 
 @dataclass
@@ -110,8 +139,10 @@ def check_resumable(ckpt: dict, cfg: TrainConfig, data: TrainingData, path: Path
         raise UserError(
             f"{path} was trained with a {theirs.get('kind')} tokenizer of {theirs.get('vocab_size')} ids, but {data.dir} uses a {mine}; resume on the dataset it was trained on"
         )
-    args, defaults = ckpt["model_args"], TrainConfig()
-    differ = [k for k in MODEL_KEYS if k in args and getattr(cfg, k) != getattr(defaults, k) and args[k] != getattr(cfg, k)]
+    # a shape key set now: one that differs from what the run recorded (from our defaults, if it recorded none)
+    args, recorded, defaults = ckpt["model_args"], ckpt.get("config") or {}, TrainConfig()
+    set_now = [k for k in MODEL_KEYS if getattr(cfg, k) != recorded.get(k, getattr(defaults, k))]
+    differ = [k for k in set_now if k in args and args[k] != getattr(cfg, k)]
     if differ:
         raise UserError(
             f"{path} has {', '.join(f'{k}={args[k]}' for k in differ)}, but this run asks for {', '.join(f'{k}={getattr(cfg, k)}' for k in differ)}; "
