@@ -76,9 +76,13 @@ def check_bounds(cfg: Any) -> None:
             raise ConfigError(f"{f.name} must {'not be ' + words[4:] if words.startswith('not ') else 'be ' + words}, got {value!r}")
 
 
-def _suggest(name: str, valid: list[str]) -> str:
+def _suggest(name: str, valid: list[str], value: str | None = None) -> str:
+    """' (did you mean ...?)' with the closest valid key (as the argument to write, given the
+    value), or the list of valid keys."""
     close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
-    return f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(sorted(valid))})"
+    if not close:
+        return f" (valid keys: {', '.join(sorted(valid))})"
+    return f" (did you mean --{close[0]}={value}?)" if value is not None else f" (did you mean '{close[0]}'?)"
 
 
 def coerce(key: str, value: Any, default: Any, hint: Any = None) -> Any:
@@ -124,7 +128,7 @@ def parse_value(raw: str) -> Any:
 def _exec_config_file(path: str, namespace: dict[str, Any], seen: tuple[str, ...] = ()) -> None:
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file {path} not found; pass an existing file such as config/train_shakespeare_char.py")
+        raise ConfigError(f"config file {path} not found; check the path (the recipes are in config/, relative to the project folder)")
     if str(p.resolve()) in seen:
         raise ConfigError(f"config file {path} includes itself")
     seen = (*seen, str(p.resolve()))
@@ -159,6 +163,11 @@ def parse_config(defaults: T, argv: list[str], prog: str = "") -> T:
             print(help_text(defaults, prog))
             raise SystemExit(0)
         if not arg.startswith("--"):
+            key, eq, raw = arg.lstrip("-").partition("=")
+            if eq and not arg.endswith(".py"):  # max_iters=10 or -max_iters=10 meant as a setting
+                close = key if key in fields else next(iter(difflib.get_close_matches(key, valid, n=1, cutoff=0.5)), None)
+                hint = f"write --{close}={raw}" if close else "a setting is written --key=value with a key that --help lists"
+                raise ConfigError(f"argument {arg} is neither a config file nor a --key=value setting; {hint}")
             _apply_config_file(arg, values, fields, hints)
             continue
         key, eq, raw = arg[2:].partition("=")
@@ -168,7 +177,7 @@ def parse_config(defaults: T, argv: list[str], prog: str = "") -> T:
         if not eq:
             raise ConfigError(f"argument {arg} needs a value: write --{key}=VALUE")
         if key not in fields:
-            raise ConfigError(f"unknown key '{key}'{_suggest(key, valid)}")
+            raise ConfigError(f"unknown key '{key}'{_suggest(key, valid, raw)}")
         value = parse_value(raw)
         if isinstance(fields[key], str) and not isinstance(value, str):
             value = raw  # --start=123 is the text "123" where a string is expected
@@ -202,7 +211,7 @@ def documented_fields(cls: type) -> dict[str, tuple[str, str, str]]:
     return found
 
 
-def help_text(defaults: Any, prog: str = "") -> str:
+def help_text(defaults: Any, prog: str = "", description: str = "") -> str:
     """Every key of the dataclass `defaults`, grouped by section, with its type, default, bounds
     and comment."""
     script = Path(sys.argv[0] if sys.argv and sys.argv[0] else "script.py")
@@ -215,7 +224,11 @@ def help_text(defaults: Any, prog: str = "") -> str:
         kind = annotation + (f", {bounds}" if bounds else "")
         row = f"  --{f.name}={getattr(defaults, f.name)!r}".ljust(34) + f" {kind}".ljust(26) + f" {comment}"
         sections.setdefault(section, []).append(row.rstrip())
-    out = [f"usage: python {prog} [config files ...] [--key=value ...]", "Config files are Python assignments (config/*.py); --key=value overrides them."]
+    out = [f"usage: python {prog} [config files ...] [--key=value ...]"]
+    main = sys.modules.get("__main__")
+    if description or (getattr(main, "__doc__", None) and Path(getattr(main, "__file__", "")).stem in (script.stem, "__main__")):
+        out += ["", (description or main.__doc__).strip().split("\n\n")[0]]  # what the command does: its docstring's first paragraph
+    out += ["", "Config files are Python assignments (config/*.py), applied in order; --key=value overrides them. Keys:"]
     for section, rows in sections.items():
         out += ["", f"{section}:", *rows]
     return "\n".join(out)

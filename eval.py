@@ -28,7 +28,9 @@ goes to earlier context of the split.
 --compare MODEL ... prints a markdown table for several models on the same dataset and the same
 tokens. A MODEL is a checkpoint folder (out_dir with ckpt.pt), or a GPT-2 name / Hugging Face
 folder (loaded by gptsuite/pretrained.py), optionally with @K for K in-context documents (gpt2@3).
-A model whose tokenizer differs from the dataset's is an error.
+A model whose tokenizer differs from the dataset's is an error. A checkpoint scored on data other
+than it was trained on (the sha256 of train.bin / val.bin in its record and the dataset's
+meta.json differ) is scored all the same, with a note that says so.
 """
 
 import dataclasses
@@ -40,6 +42,7 @@ import torch
 
 from configurator import option, parse_config
 from gptsuite import tokenizer as tokenizers
+from gptsuite.checkpoint import load_checkpoint
 from gptsuite.datafiles import check_token_ids, load_meta, open_split, resolve_data_dir
 from gptsuite.errors import UserError, cli
 from gptsuite.evaluation import ContextDocs, EvalResult, evaluate, token_byte_lengths
@@ -78,6 +81,8 @@ def run_eval(cfg: EvalConfig, rt: Runtime, data_dir: Path, loaded: Loaded) -> tu
         raise UserError(
             f"{loaded.name} uses a {describe(loaded.tokenizer)} but {data_dir} uses a {describe(meta['tokenizer'])}{detail}; evaluate on data prepared with the model's tokenizer"
         )
+    if note := other_data_note(cfg, data_dir, meta):
+        print(note, flush=True)
     tok = tokenizers.from_meta(meta["tokenizer"])
     dtype = meta.get("dtype", "uint16")
     data = open_split(data_dir, cfg.split, dtype)
@@ -103,6 +108,20 @@ def run_eval(cfg: EvalConfig, rt: Runtime, data_dir: Path, loaded: Loaded) -> tu
     batch_size = cfg.batch_size or max(1, 8192 // block)
     result = evaluate(fwd, data, block, stride, batch_size, rt, token_byte_lengths(tok), tok.vocab_size, context)
     return result, block, stride
+
+
+def other_data_note(cfg: EvalConfig, data_dir: Path, meta: dict) -> str | None:
+    """A note if the checkpoint was trained on other data than data_dir holds (both record the
+    sha256 of train.bin and val.bin; GPT-2's weights, nanoGPT checkpoints and data record none)."""
+    if cfg.init_from != "resume":
+        return None
+    trained_on = load_checkpoint(cfg.out_dir, mmap=True).get("data") or {}  # mapped: only its record is read
+    if not trained_on.get("sha256") or not meta.get("sha256") or trained_on["sha256"] == meta["sha256"]:
+        return None
+    then, now = (f" (from {d['source']})" if d.get("source") else "" for d in (trained_on, meta))
+    if Path(str(trained_on.get("dir"))) == Path(data_dir):
+        return f"note: {cfg.out_dir} was trained on {data_dir}{then}, which now holds other data{now}: it is scored on data it was not trained on"
+    return f"note: {cfg.out_dir} was trained on {trained_on.get('dir')}{then}, not on the data it is scored on here, {data_dir}{now}"
 
 
 def parse_spec(spec: str) -> tuple[str, int]:

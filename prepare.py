@@ -7,6 +7,12 @@
     python prepare.py text --input=FILE_OR_FOLDER          # your own corpus (.txt, .md, .jsonl, .parquet, .csv)
     python prepare.py <dataset> --help                     # a dataset's options
 
+Output goes to data/<dataset> (the text dataset: data/<the input's name>, e.g. data/book for
+book.txt), or --out_dir. Prepared data is never replaced by data from another source: a prepare
+into a folder whose meta.json says it was prepared from other text, other documents or with other
+settings stops before writing anything, naming both; --overwrite=True replaces it. Preparing the
+same source again with the same settings writes the same bytes.
+
 Each data/<dataset>/prepare.py says only what is special about its data: a Config of its
 options and `corpus(cfg, out_dir)` that returns a TextCorpus (one text, split by position), a
 TextFileCorpus (the same, read from a file in blocks) or a DocumentCorpus (documents streamed
@@ -34,13 +40,14 @@ def main(argv: list[str]) -> None:
     module = load_dataset_module(name)
     cfg = parse_config(module.Config(), argv, prog=f"prepare.py {name}")
     print_config(cfg)
-    out_dir = resolve_data_dir(cfg.out_dir, getattr(cfg, "name", "") or name)
+    default_name = getattr(module, "default_name", None)  # a dataset may name its folder after its input
+    out_dir = resolve_data_dir(cfg.out_dir, default_name(cfg) if default_name else name)
     check_folder(out_dir, "--out_dir")
     t0 = time.time()
     corpus = module.corpus(cfg, out_dir)
     print(f"source: {corpus.source}")
     prepare_corpus = prepare_documents if isinstance(corpus, DocumentCorpus) else prepare_text
-    meta, stats = prepare_corpus(corpus, out_dir, cfg.dtype, cfg.num_threads)
+    meta, stats = prepare_corpus(corpus, out_dir, cfg.dtype, cfg.num_threads, overwrite=cfg.overwrite)
     seconds = time.time() - t0
     tokens = meta["train_tokens"] + meta["val_tokens"]
     print(f"characters: {meta['characters']:,}  vocab size: {meta['vocab_size']:,}  tokenizer: {meta['tokenizer']['kind']}")

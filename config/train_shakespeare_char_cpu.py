@@ -4,6 +4,8 @@
 
 include("config/train_shakespeare_char.py")
 
+wandb_run_name = "mini-gpt-cpu"  # not the included config's
+
 device = "cpu"
 compile = False
 eval_iters = 20

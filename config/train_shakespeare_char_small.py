@@ -5,5 +5,6 @@
 include("config/train_shakespeare_char_cpu.py")
 
 out_dir = "out-shakespeare-char-small"
+wandb_run_name = "mini-gpt-small"  # not the included config's
 device = "auto"  # cuda, mps or cpu, whichever is there
 eval_interval = 500

@@ -164,17 +164,60 @@ def model_from_checkpoint(ckpt: dict, **overrides) -> GPT:
     return model
 
 
-def checkpoint_tokenizer_meta(ckpt: dict) -> dict:
-    """The tokenizer the checkpoint was trained with. nanoGPT checkpoints do not record one:
-    they were trained on GPT-2 BPE unless their dataset folder has a char-level meta.pkl."""
+def tokenizer_fits(tok: dict, vocab_size: int) -> bool:
+    """Whether a model with vocab_size token ids was trained with this tokenizer: a character
+    vocabulary exactly (nanoGPT and train.py size the model to it), GPT-2 BPE with at least its
+    50257 ids (usually padded to 50304)."""
+    if tok["kind"] == "char":
+        return tok["vocab_size"] == vocab_size
+    return vocab_size >= tok["vocab_size"]
+
+
+def checkpoint_tokenizer_meta(ckpt: dict, data_dir: str | None = None, name: str = "the checkpoint") -> dict:
+    """The tokenizer the checkpoint was trained with. Ours record it; nanoGPT's do not: theirs is
+    the tokenizer of the prepared dataset folder they were trained on (meta.json, or nanoGPT's
+    meta.pkl), looked for in `data_dir` if the caller was given one, then in data/<dataset> of the
+    checkpoint's config, and taken if its vocabulary fits the model; else GPT-2 BPE if the model
+    has room for its 50257 ids (nanoGPT's rule: no meta.pkl means GPT-2 BPE). A model that fits
+    neither is one clear error. data_dir=None: the caller has no --data_dir option to suggest."""
     if "tokenizer" in ckpt:
         return ckpt["tokenizer"]
-    dataset = ckpt.get("config", {}).get("dataset")
-    data_dir = resolve_data_dir(dataset=str(dataset)) if dataset else None
-    if data_dir and (data_dir / "meta.pkl").exists():
-        return load_meta(data_dir)["tokenizer"]
-    print("checkpoint records no tokenizer (a nanoGPT checkpoint): using GPT-2 BPE")
-    return dict(GPT2_META)
+    vocab_size = ckpt["model_args"].get("vocab_size", GPTConfig.vocab_size)
+    config = ckpt.get("config")
+    try:
+        own = resolve_data_dir(trained_on=config if isinstance(config, dict) else {})  # data/<dataset>: nanoGPT's config names its dataset
+    except UserError:
+        own = None
+    tried, misfits = [], []  # why each folder was no use; the tokenizers found there that do not fit
+    for folder in dict.fromkeys(p for p in (Path(data_dir) if data_dir else None, own) if p is not None):
+        if not folder.is_dir():
+            tried.append(f"there is no folder {folder}")
+        elif not (folder / "meta.json").is_file() and not (folder / "meta.pkl").is_file():
+            tried.append(f"{folder} has no meta.json or meta.pkl")
+        else:
+            tok = load_meta(folder)["tokenizer"]
+            if tokenizer_fits(tok, vocab_size):
+                print(f"{name} records no tokenizer (a nanoGPT checkpoint): using the {tok['kind']} tokenizer of {tok['vocab_size']} ids of {folder}")
+                return tok
+            misfits.append(f"the {tok['kind']} tokenizer of {folder} has {tok['vocab_size']} ids")
+            tried.append(misfits[-1])
+    if tokenizer_fits(GPT2_META, vocab_size):
+        why = f" (its model has {vocab_size} token ids; {'; '.join(misfits)})" if misfits else ""
+        print(f"{name} records no tokenizer (a nanoGPT checkpoint): using GPT-2 BPE{why}")
+        return dict(GPT2_META)
+    data = "with its meta.json or nanoGPT's meta.pkl"
+    if own is not None:
+        fix = f"put the dataset folder it was trained on, {data}, at {own}" + (" or pass --data_dir=that folder" if data_dir is not None else "")
+    else:
+        tried.append("its config names no dataset")
+        fix = (
+            f"pass --data_dir=the dataset folder it was trained on, {data}"
+            if data_dir is not None
+            else f"set config['dataset'] in the checkpoint to NAME and put the dataset folder it was trained on, {data}, at data/NAME"
+        )
+    raise UserError(
+        f"{name} records no tokenizer (a nanoGPT checkpoint) and its {vocab_size} token ids are too few for GPT-2 BPE's {GPT2_META['vocab_size']}: it needs the vocabulary of the data it was trained on, but {'; '.join(tried)}; {fix}"
+    )
 
 
 def rng_state(device: str = "cpu") -> dict:

@@ -56,6 +56,7 @@ class PrepareConfig:
     out_dir: str = ""  # default data/<dataset>
     dtype: str = option("uint16", choices=("uint16", "uint32"))  # of the token ids: uint16 holds vocabularies up to 65,536 ids
     num_threads: int = option(0, ge=0)  # threads that tokenize documents; 0: one per CPU core
+    overwrite: bool = False  # replace data in the output folder that was prepared from another source or with other settings
 
 
 @dataclass
@@ -172,6 +173,17 @@ def check_meta(meta, path: Path) -> None:
         raise UserError(f"{path} is corrupt: {problem}; prepare the dataset again")
 
 
+_said: set[Path] = set()  # what load_meta printed a note about in this process
+
+
+def _say_once(note: str, path: Path) -> None:
+    """Print a note about a dataset folder once per process, however often the folder is read
+    (eval.py reads it for the checkpoint's tokenizer, then for the data)."""
+    if path.resolve() not in _said:
+        _said.add(path.resolve())
+        print(note)
+
+
 def load_meta(data_dir: str | Path) -> dict:
     """meta.json of a prepared dataset; a nanoGPT folder (meta.pkl or nothing) is read too."""
     data_dir = Path(data_dir)
@@ -193,9 +205,9 @@ def load_meta(data_dir: str | Path) -> dict:
             chars = [old["itos"][i] for i in range(old["vocab_size"])]
         except (pickle.UnpicklingError, KeyError, EOFError, TypeError) as e:
             raise UserError(f"{pkl} is not a nanoGPT meta.pkl ({e}); prepare the dataset again") from None
-        print(f"reading nanoGPT metadata {pkl}")
+        _say_once(f"reading nanoGPT metadata {pkl}", pkl)
         return {"tokenizer": {"kind": "char", "vocab_size": len(chars), "vocab": chars}, "dtype": "uint16", "vocab_size": len(chars)}
-    print(f"no meta.json in {data_dir}: reading it as nanoGPT GPT-2 BPE data (uint16)")
+    _say_once(f"no meta.json in {data_dir}: reading it as nanoGPT GPT-2 BPE data (uint16)", data_dir)
     return {"tokenizer": GPT2_META, "dtype": "uint16", "vocab_size": GPT2_META["vocab_size"]}
 
 

@@ -5,6 +5,7 @@ raises UserError with one sentence that says what to do, a bad setting configura
 entry points run their main() through `cli` so that sentence is all the user sees.
 """
 
+import os
 import sys
 
 from configurator import ConfigError
@@ -26,3 +27,6 @@ def cli(main) -> None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # the reader went away (python train.py --help | head): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush does not fail again
+        sys.exit(141)

@@ -5,6 +5,7 @@ sample.py, eval.py, export.py and the benchmarks all load through `load_model`.
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 from gptsuite.checkpoint import checkpoint_tokenizer_meta, load_checkpoint, model_from_checkpoint
 from gptsuite.errors import UserError
@@ -53,11 +54,16 @@ def check_init_from(init_from: str, also: tuple[str, ...] = ("resume",)) -> None
         )
 
 
-def load_model(init_from: str = "resume", out_dir: str = "out") -> Loaded:
+def load_model(init_from: str = "resume", out_dir: str = "out", data_dir: str | None = None) -> Loaded:
     """init_from='resume': the newest checkpoint in out_dir (checkpoint.newest_checkpoint), with the
-    tokenizer and template it was trained with. Else GPT-2's weights with GPT-2 BPE."""
+    tokenizer and template it was trained with. Else GPT-2's weights with GPT-2 BPE.
+
+    data_dir: the --data_dir the caller was given for the data the model was trained on, if it
+    has such an option ('' when it was not given, None when it has none): a nanoGPT checkpoint
+    records no tokenizer, and its dataset folder is looked for there first (checkpoint_tokenizer_meta)."""
     if init_from != "resume":
         return Loaded(from_pretrained(init_from).eval(), dict(GPT2_META), {}, None, init_from)
     ckpt = load_checkpoint(out_dir, map_location="cpu")
     model = model_from_checkpoint(ckpt, dropout=0.0)
-    return Loaded(model.eval(), checkpoint_tokenizer_meta(ckpt), ckpt.get("config", {}), ckpt.get("template"), out_dir)
+    tokenizer = checkpoint_tokenizer_meta(ckpt, data_dir, name=f"the checkpoint in {out_dir}" if Path(out_dir).is_dir() else f"the checkpoint {out_dir}")
+    return Loaded(model.eval(), tokenizer, ckpt.get("config", {}), ckpt.get("template"), out_dir)

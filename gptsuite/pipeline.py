@@ -6,9 +6,15 @@ from the source, each with its split); `prepare_text` and `prepare_documents` do
 tokenizing in parallel threads, writing the memmaps in chunks through temp files (memory stays
 flat however large the corpus), meta.json last. Running a prepare again with the same inputs
 writes the same bytes.
+
+A prepared dataset is never replaced by data from another source: meta.json records what it was
+prepared from (`prepared_from`: the text's sha256, or the documents' source, and the settings that
+shape the tokens), and a prepare into a folder that holds other data stops before writing
+anything, unless it is told to replace it (overwrite=True, `--overwrite=True` on the command line).
 """
 
 import hashlib
+import json
 import os
 import re
 import sys
@@ -148,17 +154,80 @@ def publish_splits(writers: dict[str, TokenWriter], out_dir: Path, meta: dict) -
     write_json(out_dir / "meta.json", meta)
 
 
-def scan_text(blocks: Iterable[str], char_level: bool) -> tuple[int, int, str, list[str] | None]:
-    """One pass over a text: its characters, words, sha256 and (at character level) vocabulary."""
+def text_size(corpus: TextCorpus | TextFileCorpus) -> int:
+    """About how many bytes of text a corpus holds (a file's size), for the reading bar."""
+    if isinstance(corpus, TextFileCorpus):
+        try:
+            return os.path.getsize(corpus.path)
+        except OSError:
+            return 0  # read_blocks reports it
+    return len(corpus.text)
+
+
+def scan_text(blocks: Iterable[str], char_level: bool, size: int = 0, chunk_chars: int = CHUNK_CHARS) -> tuple[int, int, str, list[str] | None]:
+    """One pass over a text of about `size` bytes: its characters, words, sha256 and (at character
+    level) vocabulary. Its bar shows only for a text of several chunks, as the tokenizing bar does."""
     chars, words, sha, vocab, prev_space = 0, 0, hashlib.sha256(), set(), True
-    for block in progress(blocks, desc="reading", unit="block", leave=False):
-        chars += len(block)
-        words += count_words(block) - (not prev_space and not is_ascii_space(block[0]))  # a word across two blocks
-        prev_space = is_ascii_space(block[-1])
-        sha.update(block.encode("utf-8"))
-        if char_level:
-            vocab.update(block)
+    bar = progress(total=size, desc="reading", unit="B", unit_scale=True, disable=size < 4 * chunk_chars)
+    try:
+        for block in blocks:
+            data = block.encode("utf-8")
+            chars += len(block)
+            words += count_words(block) - (not prev_space and not is_ascii_space(block[0]))  # a word across two blocks
+            prev_space = is_ascii_space(block[-1])
+            sha.update(data)
+            if char_level:
+                vocab.update(block)
+            bar.update(min(len(data), size - bar.n))  # a byte-order mark or \r\n line ends make the text shorter than the file
+        bar.update(size - bar.n)
+    finally:
+        bar.close()  # ends its line: what is printed next starts on a new one
     return chars, words, sha.hexdigest(), sorted(vocab) if char_level else None
+
+
+def check_replace(out_dir: Path, prepared_from: dict, source: str, overwrite: bool = False) -> None:
+    """Refuse to replace the dataset in out_dir if it was prepared from another source or with other
+    settings (its meta.json's `prepared_from` differs from this prepare's), naming both and the
+    flag that replaces it; preparing again what is there (the same bytes) goes on."""
+    path = out_dir / "meta.json"
+    elsewhere = "prepare into another folder (--out_dir=DIR) or pass --overwrite=True to replace it"
+    if overwrite:
+        return
+    if not path.exists():
+        bins = [f"{s}.bin" for s in SPLITS if (out_dir / f"{s}.bin").exists()]
+        if bins:
+            raise UserError(
+                f"{out_dir} holds {' and '.join(bins)} with no meta.json saying what they were prepared from, and this prepare of {source} would replace them; {elsewhere}"
+            )
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        recorded = old.get("prepared_from") or legacy_prepared_from(old, prepared_from)
+    except (OSError, ValueError, AttributeError, TypeError):
+        raise UserError(f"{path} cannot be read, so what {out_dir} holds is unknown, and this prepare of {source} would replace it; {elsewhere}") from None
+    if recorded == prepared_from:
+        return
+    keys = [k for k in dict.fromkeys([*recorded, *prepared_from]) if recorded.get(k) != prepared_from.get(k)]
+
+    def describe(what: dict, source: str) -> str:
+        details = [f"{k}={short(what.get(k))}" for k in keys if k != "source"]
+        return source + (f" ({', '.join(details)})" if details else "")
+
+    raise UserError(
+        f"{out_dir} holds data prepared from {describe(recorded, str(old.get('source', 'an unknown source')))}, "
+        f"and this prepare from {describe(prepared_from, source)} would replace it; {elsewhere}"
+    )
+
+
+def short(value: Any) -> str:
+    """A value for a one-line message: sha256 digests cut to 12 hex digits."""
+    return f"{value[:12]}…" if isinstance(value, str) and len(value) == 64 else repr(value)
+
+
+def legacy_prepared_from(meta: dict, like: dict) -> dict:
+    """What a meta.json written before `prepared_from` was recorded says of the same keys."""
+    have = meta | {"tokenizer": (meta.get("tokenizer") or {}).get("kind"), "text_sha256": meta.get("source_sha256")}
+    return {k: have.get(k) for k in like}
 
 
 def show_progress(bar: tqdm, writers: dict, t0: float, n: int) -> None:
@@ -182,17 +251,24 @@ def split_meta(tok, dtype: str, counts: dict, writers: dict, source: str) -> dic
     }
 
 
-def prepare_text(corpus: TextCorpus | TextFileCorpus, out_dir: Path, dtype: str = "uint16", num_threads: int = 0, chunk_chars: int = CHUNK_CHARS):
+def prepare_text(
+    corpus: TextCorpus | TextFileCorpus, out_dir: Path, dtype: str = "uint16", num_threads: int = 0, chunk_chars: int = CHUNK_CHARS, overwrite: bool = False
+):
     """Tokenize one text, split by position, into train.bin and val.bin, then write meta.json.
 
     A file is read in blocks, twice (counting its characters, then tokenizing), never whole; GPT-2
     BPE encodes pieces cut at BPE_CUT points in a pool of threads, which gives the same tokens as
-    encoding each split whole. Returns meta.json's contents and the statistics (one document)."""
+    encoding each split whole. Data already in out_dir is replaced only if it was prepared from the
+    same text with the same settings, or with overwrite=True (check_replace). Returns meta.json's
+    contents and the statistics (one document)."""
     if corpus.tokenizer not in ("gpt2", "char"):
         raise UserError(f"unknown tokenizer '{corpus.tokenizer}'; use gpt2 or char")
-    n_chars, words, sha, vocab = scan_text(text_blocks(corpus, chunk_chars), corpus.tokenizer == "char")
+    n_chars, words, sha, vocab = scan_text(text_blocks(corpus, chunk_chars), corpus.tokenizer == "char", text_size(corpus), chunk_chars)
     if not n_chars:
         raise UserError("the text is empty; pass a file with some text in it (--input=FILE)")
+    # the same text (whatever its file's name or path), tokenizer, split and dtype write the same bytes
+    prepared_from = {"text_sha256": sha, "tokenizer": corpus.tokenizer, "val_fraction": corpus.val_fraction, "dtype": dtype}
+    check_replace(out_dir, prepared_from, corpus.source, overwrite)
     tok = CharTokenizer(vocab) if vocab is not None else GPT2Tokenizer()
     threads = num_threads if num_threads > 0 else os.cpu_count() or 1
     cut = int(n_chars * (1 - corpus.val_fraction))
@@ -215,6 +291,7 @@ def prepare_text(corpus: TextCorpus | TextFileCorpus, out_dir: Path, dtype: str 
         "characters": n_chars,
         "val_fraction": corpus.val_fraction,
         "source_sha256": sha,  # of the text, UTF-8 encoded
+        "prepared_from": prepared_from,
     }
     publish_splits(writers, out_dir, meta)
     stats = DocStats()
@@ -293,14 +370,23 @@ def char_tokenizer(corpus: DocumentCorpus) -> CharTokenizer:
     return CharTokenizer(sorted(chars))
 
 
-def prepare_documents(corpus: DocumentCorpus, out_dir: Path, dtype: str = "uint16", num_threads: int = 0, chunk_chars: int = CHUNK_CHARS):
+def prepare_documents(
+    corpus: DocumentCorpus, out_dir: Path, dtype: str = "uint16", num_threads: int = 0, chunk_chars: int = CHUNK_CHARS, overwrite: bool = False
+):
     """Tokenize a stream of documents into train.bin and val.bin, then write meta.json.
 
     Chunks of documents are tokenized by a pool of threads (tiktoken releases the GIL) and written
     in order as they finish; at most 2 chunks per thread are in flight, so memory does not grow
-    with the corpus. Returns meta.json's contents and the per-document statistics."""
+    with the corpus. Data already in out_dir is replaced only if it was prepared from the same
+    source with the same settings, or with overwrite=True (check_replace). Returns meta.json's
+    contents and the per-document statistics."""
     if corpus.tokenizer not in ("gpt2", "char"):
         raise UserError(f"unknown tokenizer '{corpus.tokenizer}'; use gpt2 or char")
+    # the documents are not read twice to hash them: the same source (as the dataset describes it:
+    # its path, files or rows) with the same settings counts as the same data
+    prepared_from = {"source": corpus.source, "tokenizer": corpus.tokenizer, "dtype": dtype, "template": corpus.template, **corpus.meta}
+    prepared_from = json.loads(json.dumps(prepared_from))  # as meta.json will hold it (tuples become lists), to compare alike
+    check_replace(out_dir, prepared_from, corpus.source, overwrite)
     tok = char_tokenizer(corpus) if corpus.tokenizer == "char" else GPT2Tokenizer()
     threads = num_threads if num_threads > 0 else os.cpu_count() or 1
     work = partial(encode_chunk, tok=tok, fmt=corpus.format, end=document_end(tok))
@@ -326,6 +412,7 @@ def prepare_documents(corpus: DocumentCorpus, out_dir: Path, dtype: str = "uint1
         "document_end": "<|endoftext|>" if tok.eot_token is not None else CHAR_DOCUMENT_END,
         **({"template": corpus.template} if corpus.template else {}),
         **corpus.meta,
+        "prepared_from": prepared_from,
     }
     publish_splits(writers, out_dir, meta)
     return meta, stats

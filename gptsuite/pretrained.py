@@ -7,10 +7,13 @@
 Only config.json and model.safetensors are fetched (huggingface_hub + safetensors: no pickle, no
 transformers). Hugging Face's GPT2LMHeadModel uses GPT-2's names, as model.py does, up to a
 `transformer.` prefix; its Conv1D layers store weights as (in, out), so those are transposed into
-nn.Linear's (out, in). Offline, download the two files elsewhere and pass the folder instead.
+nn.Linear's (out, in). Files already in huggingface_hub's cache load with no network; else the hub
+is asked once, with a short timeout, and an offline machine gets the error in seconds (at once
+with HF_HUB_OFFLINE=1): download the two files elsewhere and pass the folder instead.
 """
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -26,6 +29,7 @@ HUB_MODELS = {
     "distilgpt2": "distilbert/distilgpt2",  # 82M, 6 layers
 }
 FILES = ("config.json", "model.safetensors")
+REACH_TIMEOUT = 5  # seconds the hub may take to answer before a download counts as offline
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # config.json settings (with Hugging Face's defaults) that model.py's GPT hard-wires
 ASSUMED = {
@@ -56,17 +60,43 @@ def fetch(init_from: str) -> tuple[Path, Path]:
                 f"{folder} has no {' or '.join(missing)}; init_from needs a directory in the Hugging Face layout with config.json and model.safetensors"
             )
         return folder / FILES[0], folder / FILES[1]
-    from huggingface_hub import hf_hub_download
+    return _fetch_from_hub(init_from, HUB_MODELS[init_from])
 
-    repo = HUB_MODELS[init_from]
+
+def _fetch_from_hub(init_from: str, repo: str) -> tuple[Path, Path]:
+    """The two files from huggingface_hub's cache if they are there (no network needed, nothing
+    re-checked: GPT-2's weights do not change), else downloaded. Before a download, one HEAD
+    request with a short timeout and no retries finds out whether the hub can be reached:
+    huggingface_hub itself retries a failed request for half a minute when nothing is cached."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
+
+    cached = [try_to_load_from_cache(repo, name) for name in FILES]
+    if all(isinstance(path, str) for path in cached):
+        return Path(cached[0]), Path(cached[1])
+
+    def fail(reason: str) -> UserError:
+        return UserError(
+            f"could not get {init_from} from the Hugging Face hub ({reason}); with no network here, run `hf download {repo} {' '.join(FILES)} --local-dir {init_from}` on a connected machine, copy the folder over and pass --init_from=./{init_from}"
+        )
+
+    if constants.HF_HUB_OFFLINE:
+        raise fail(f"HF_HUB_OFFLINE is set and {repo} is not in the cache {constants.HF_HUB_CACHE}")
+    timeout = constants.HF_HUB_ETAG_TIMEOUT if os.environ.get("HF_HUB_ETAG_TIMEOUT") else REACH_TIMEOUT
+    try:
+        get_hf_file_metadata(hf_hub_url(repo, FILES[0]), timeout=timeout)
+    except Exception as e:  # no network, DNS, proxy, timeout, HTTP errors: in whatever exception types this version raises
+        slow = f"; on a slow network set HF_HUB_ETAG_TIMEOUT to more than {timeout:g} seconds" if "timeout" in type(e).__name__.lower() else ""
+        raise fail(f"{constants.ENDPOINT}: {_first_line(e)}{slow}") from None
     try:
         config_path, weights_path = (Path(hf_hub_download(repo, name)) for name in FILES)
-    except OSError as e:  # no network, no cache entry, HTTP errors
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(
-            f"could not get {init_from} from the Hugging Face hub ({reason}); with no network here, run `hf download {repo} {' '.join(FILES)} --local-dir {init_from}` on a connected machine, copy the folder over and pass --init_from=./{init_from}"
-        ) from None
+    except Exception as e:  # the connection dropped, the disk filled up, ...
+        raise fail(_first_line(e)) from None
     return config_path, weights_path
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
 
 
 def gpt_config(hf: dict, dropout: float, source: str) -> GPTConfig:

@@ -110,6 +110,9 @@ def start_run(cfg: TrainConfig, data: TrainingData, rt: Runtime) -> Start:
         ckpt = load_checkpoint(path, map_location=rt.device)
         check_resumable(ckpt, cfg, data, path)
         if rt.master:
+            if changed_data(ckpt, data):  # only with allow_data_change: check_resumable refuses it otherwise
+                now, then = data_record(data), ckpt["data"]
+                print(f"note: allow_data_change=True: {path} was trained on {describe_data(then, now)}; it goes on with {describe_data(now, then)}")
             print(f"resuming from {path} at iter {ckpt['iter_num']}")
             changed = [f"{k}={v} (was {ckpt['sampler'][k]})" for k, v in sampler_state(cfg, data.train_tokens).items() if ckpt.get("sampler", {}).get(k, v) != v]
             if changed:
@@ -139,6 +142,11 @@ def check_resumable(ckpt: dict, cfg: TrainConfig, data: TrainingData, path: Path
         raise UserError(
             f"{path} was trained with a {theirs.get('kind')} tokenizer of {theirs.get('vocab_size')} ids, but {data.dir} uses a {mine}; resume on the dataset it was trained on"
         )
+    if changed_data(ckpt, data) and not cfg.allow_data_change:
+        raise UserError(
+            f"{path} was trained on {describe_data(ckpt['data'], data_record(data))}, but this run's data is {describe_data(data_record(data), ckpt['data'])}; "
+            "resume on the data it was trained on, or pass --allow_data_change=True to go on with this data"
+        )
     # a shape key set now: one that differs from what the run recorded (from our defaults, if it recorded none)
     args, recorded, defaults = ckpt["model_args"], ckpt.get("config") or {}, TrainConfig()
     set_now = [k for k in MODEL_KEYS if getattr(cfg, k) != recorded.get(k, getattr(defaults, k))]
@@ -148,6 +156,27 @@ def check_resumable(ckpt: dict, cfg: TrainConfig, data: TrainingData, path: Path
             f"{path} has {', '.join(f'{k}={args[k]}' for k in differ)}, but this run asks for {', '.join(f'{k}={getattr(cfg, k)}' for k in differ)}; "
             f"resume with the settings of the run that wrote it ({' '.join(f'--{k}={args[k]}' for k in differ)})"
         )
+
+
+def data_record(data: TrainingData) -> dict:
+    """What a checkpoint records of the data it was trained on: its folder, source and the sha256 of
+    train.bin and val.bin from meta.json (None for data prepared by nanoGPT, which has none)."""
+    return {"dir": str(data.dir), "source": data.meta.get("source"), "sha256": data.meta.get("sha256")}
+
+
+def changed_data(ckpt: dict, data: TrainingData) -> bool:
+    """Whether the data is not what the checkpoint was trained on, as far as both know: a checkpoint
+    (nanoGPT's, or from before data was recorded) or data without sha256 is taken as it is."""
+    then, now = (ckpt.get("data") or {}).get("sha256"), data.meta.get("sha256")
+    return bool(then and now) and then != now
+
+
+def describe_data(record: dict, other: dict) -> str:
+    """A data record in words: its folder, source and the sha256 digests that differ from `other`'s."""
+    sha, theirs = record.get("sha256") or {}, other.get("sha256") or {}
+    details = [f"from {record['source']}"] if record.get("source") else []
+    details += [f"{s}.bin sha256 {v[:12]}" for s, v in sha.items() if isinstance(v, str) and v != theirs.get(s)]
+    return f"{record.get('dir', 'a dataset')}" + (f" ({', '.join(details)})" if details else "")
 
 
 def gather_rng_states(state: dict, rt: Runtime) -> list[dict] | None:
@@ -186,7 +215,8 @@ class Checkpointer:
             "iter_num": iter_num,
             "best_val_loss": policy.best_val_loss,
             "last_eval_iter": policy.last_eval_iter,
-            "config": asdict(self.cfg),
+            "config": {k: v for k, v in asdict(self.cfg).items() if k != "allow_data_change"},  # a permission for one run, not a setting to resume with
+            "data": data_record(self.data),  # what it was trained on: resuming on other data is refused (check_resumable)
             "tokenizer": self.data.tokenizer,
             "template": self.data.meta.get("template"),  # the dataset's prompt template (templates.py), for sample.py
             "rng": rng_states,  # one per rank

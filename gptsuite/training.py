@@ -46,6 +46,7 @@ class TrainConfig:
     # data
     dataset: str = "openwebtext"  # a prepared dataset in data/<dataset>
     data_dir: str = ""  # the prepared dataset folder itself; default: data/<dataset>
+    allow_data_change: bool = False  # resume on data other than the checkpoint was trained on (its sha256 differs); this run only, not recorded
     gradient_accumulation_steps: int = option(5 * 8, gt=0)  # global: divided across DDP ranks
     batch_size: int = option(12, gt=0)  # micro-batch size per rank
     block_size: int = option(GPTConfig.block_size, gt=0)  # context length in tokens
@@ -125,7 +126,7 @@ def open_training_data(cfg: TrainConfig) -> TrainingData:
 def check_model_fits_data(model: GPT, cfg: TrainConfig, data: TrainingData) -> None:
     """Refuse a block_size the model cannot take, or token ids it has no embedding for."""
     if cfg.block_size > model.config.block_size:
-        raise UserError(f"block_size={cfg.block_size} is larger than the model's {model.config.block_size}")
+        raise UserError(f"block_size={cfg.block_size} is larger than the model's {model.config.block_size}; pass --block_size={model.config.block_size} or less")
     vocab_size = data.tokenizer["vocab_size"]
     if model.config.vocab_size < vocab_size:
         raise UserError(f"the model has {model.config.vocab_size} token ids, fewer than the dataset's {vocab_size}; use a dataset of its tokenizer")

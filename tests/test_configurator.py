@@ -168,6 +168,27 @@ def test_help_lists_every_key_by_section_with_type_bounds_and_comment(capsys):
     assert "--batch_size=12" in batch and "int, positive" in batch and "micro-batch size per rank" in batch
     compile_line = next(line for line in lines if line.lstrip().startswith("--compile="))
     assert "bool | None" in compile_line and "torch.compile" in compile_line
-    sections = [line for line in lines if line and not line.startswith(" ") and line.endswith(":")]
+    keys_from = next(i for i, line in enumerate(lines) if line.endswith("Keys:")) + 1
+    sections = [line for line in lines[keys_from:] if line and not line.startswith(" ") and line.endswith(":")]
     assert sections[:3] == ["I/O:", "logging (metrics always go to out_dir/metrics.jsonl; wandb is optional):", "data:"]
     assert lines.index("data:") < lines.index(batch) < lines.index(next(s for s in sections if s.startswith("model")))
+
+
+@pytest.mark.parametrize("entry", ["train", "sample", "eval", "export", "bench", "tools.novelty", "tools.bench_generate", "tools.bench_prepare"])
+def test_every_entry_point_helps(entry: str, monkeypatch, capsys):
+    """--help exits 0 with the usage line as the command is typed, what the command does (its
+    docstring's first paragraph) and every key with its comment."""
+    import importlib
+    import sys
+
+    module = importlib.import_module(entry)
+    monkeypatch.setitem(sys.modules, "__main__", module)
+    monkeypatch.setattr(sys, "argv", [module.__file__, "--help"])
+    with pytest.raises(SystemExit) as e:
+        module.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    typed = f"python -m {entry}" if entry.startswith("tools.") else f"python {entry}.py"
+    assert out.startswith(f"usage: {typed} ")
+    assert module.__doc__.strip().split("\n\n")[0] in out
+    assert "--" in out.split("Keys:")[1]

