@@ -1,5 +1,6 @@
-"""Every entry point refuses bad input the same way: a non-zero exit, one line on stderr that names
-the problem, no traceback, and the files of earlier runs left exactly as they were.
+"""Every entry point refuses bad input the same way: exit code 2 for a bad setting (ConfigError), 1
+for any other problem, one line on stderr that names it, no traceback, and the files of earlier runs
+left exactly as they were.
 
 The cases run each entry point's main() in-process through errors.cli (as `python X.py` does),
 which takes milliseconds; a few run as real subprocesses to show the command line agrees.
@@ -24,6 +25,7 @@ import export
 import prepare
 import sample
 import train
+from configurator import ConfigError
 from conftest import ROOT, TEXT, run_entry
 from gptsuite.errors import cli
 from tools import bench_generate, novelty, plot
@@ -49,10 +51,11 @@ BENCH = "--device=cpu --compile=False --n_layer=1 --n_head=2 --n_embd=32 --block
 # (entry point, arguments, words the error line must contain); {x} are paths made by `earlier` below
 CASES = [
     ("prepare", [], ["usage", "prepare.py"]),
-    ("prepare", ["nosuch"], ["unknown dataset", "nosuch"]),
-    ("prepare", ["shakespeare_char", "--input={bad}/missing.txt"], ["missing.txt", "not found"]),
+    ("prepare", ["nosuch"], ["unknown dataset", "nosuch", "shakespeare_char"]),
+    ("prepare", ["shakespeare_char", "--input={bad}/missing.txt"], ["missing.txt", "not found", "--input"]),
     ("prepare", ["shakespeare_char", "--input={bad}/empty.txt", "--out_dir={new}"], ["empty"]),
     ("prepare", ["shakespeare_char", "--input={bad}/latin1.txt", "--out_dir={new}"], ["latin1.txt", "UTF-8"]),
+    ("prepare", ["text", "--input={bad}/latin1.txt", "--out_dir={new}"], ["latin1.txt", "not UTF-8"]),
     ("prepare", ["shakespeare_char", "--input={bad}"], ["cannot read", "Is a directory"]),
     ("prepare", ["shakespeare_char", "--inptu={text}"], ["unknown key 'inptu'", "input"]),
     ("prepare", ["shakespeare_char", "--input={text}", "--dtype=int8"], ["dtype", "int8"]),
@@ -82,7 +85,7 @@ CASES = [
     ("train", ["{bad}/unknown_key.py", *TRAIN], ["unknown_key.py", "unknown key 'n_layers'"]),
     ("train", ["{bad}/nope.py", *TRAIN], ["nope.py", "not found"]),
     ("train", [*TRAIN, "--out_dir={bad}/afile"], ["afile is a file"]),
-    ("train", [*TRAIN, "--data_dir={bad}/nodata"], ["no prepared dataset", "nodata"]),
+    ("train", [*TRAIN, "--data_dir={bad}/nodata"], ["no prepared dataset", "nodata", "prepare.py"]),
     ("train", [*TRAIN, "--data_dir={bad}/empty"], ["empty/train.bin", "0 tokens"]),
     ("train", [*TRAIN, "--data_dir={bad}/short"], ["short/val.bin", "fewer than the 17"]),
     ("train", [*TRAIN, "--block_size=100000"], ["train.bin", "fewer than the 100001", "block_size"]),
@@ -230,18 +233,27 @@ def snapshot(root: Path) -> dict[str, tuple[str, int]]:
     return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def run_cli(entry: str, argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
-    """Run `python {entry}.py argv` in-process: (exit code, stderr). A traceback is a failure."""
+def run_cli(entry: str, argv: list[str], monkeypatch, capsys) -> tuple[int, str, BaseException | None]:
+    """Run `python {entry}.py argv` in-process: (exit code, stderr, the error main raised). A
+    traceback is a failure."""
     monkeypatch.setattr(sys, "argv", [f"{entry}.py", *argv])
     capsys.readouterr()
-    code = 0
+    code, raised = 0, []
+
+    def main(args: list[str]) -> None:
+        try:
+            ENTRIES[entry](args)
+        except BaseException as e:
+            raised.append(e)
+            raise
+
     try:
-        cli(ENTRIES[entry])
+        cli(main)
     except SystemExit as e:
         code = e.code
     except BaseException:
         pytest.fail(f"{entry} {argv} raised instead of a clear error:\n{traceback.format_exc()}")
-    return code, capsys.readouterr().err
+    return code, capsys.readouterr().err, (raised[0] if raised else None)
 
 
 @pytest.mark.parametrize("entry, args, words", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
@@ -249,9 +261,10 @@ def test_bad_input(entry: str, args: list[str], words: list[str], earlier: dict,
     monkeypatch.chdir(earlier["root"])  # default paths (data/openwebtext, out) resolve here, not in the repository
     argv = [a.format(**earlier) for a in args]
     before = snapshot(earlier["root"])
-    code, err = run_cli(entry, argv, monkeypatch, capsys)
+    code, err, raised = run_cli(entry, argv, monkeypatch, capsys)
     lines = [line for line in err.splitlines() if line.strip()]
     assert code not in (0, None), f"{entry} {argv} succeeded"
+    assert code == (2 if isinstance(raised, ConfigError) else 1), (code, raised)  # a bad setting exits 2, any other user error 1
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     for word in words:
         assert word in lines[0], (word, lines[0])
@@ -263,17 +276,18 @@ def test_the_battery_is_big_enough():
     assert len(CASES) >= 30 and {c[0] for c in CASES} == set(ENTRIES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
-    "args, words",
+    "args, code, words",
     [
-        (["train.py", "--n_layers=3"], ["unknown key 'n_layers'"]),
-        (["sample.py", "--out_dir={bad}/evil", "--device=cpu"], ["refusing to load"]),
-        (["prepare.py", "shakespeare_char", "--input={bad}/latin1.txt"], ["not UTF-8"]),
+        (["train.py", "--n_layers=3"], 2, ["unknown key 'n_layers'"]),
+        (["sample.py", "--out_dir={bad}/evil", "--device=cpu"], 1, ["refusing to load"]),
+        (["prepare.py", "shakespeare_char", "--input={bad}/latin1.txt"], 1, ["not UTF-8"]),
     ],
 )
-def test_bad_input_on_the_command_line(args: list[str], words: list[str], earlier: dict):
+def test_bad_input_on_the_command_line(args: list[str], code: int, words: list[str], earlier: dict):
     before = snapshot(earlier["root"])
     proc = run_entry(str(ROOT / args[0]), *[a.format(**earlier) for a in args[1:]], cwd=earlier["root"], check=False)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.returncode == code and "Traceback" not in proc.stderr, (proc.returncode, proc.stderr)
     assert len(proc.stderr.strip().splitlines()) == 1 and all(w in proc.stderr for w in words), proc.stderr
     assert snapshot(earlier["root"]) == before and not (earlier["root"] / "PWNED").exists()

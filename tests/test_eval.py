@@ -75,7 +75,23 @@ def test_full_val_loss_equals_a_direct_computation(tmp_path: Path, char_dataset:
 def test_result_formulas():
     r = EvalResult(nats=2.2371 * 1000, tokens=1000, bytes=4000)
     assert r.perplexity == pytest.approx(9.37, abs=0.005)
-    assert r.bits_per_byte == pytest.approx(2.2371 * 1000 / math.log(2) / 4000)
+    assert EvalResult(nats=1000 * math.log(2), tokens=1000, bytes=4000).bits_per_byte == pytest.approx(0.25)  # 1000 bits over 4000 bytes
+
+
+def test_bits_per_byte_of_a_uniform_model_on_multibyte_text():
+    """A model with all-zero logits spreads its bet evenly over 4 characters: 2 bits each. "a€€é\n€"
+    scores the 5 characters after the first: € € é \n €, UTF-8 bytes 3 + 3 + 2 + 1 + 3 = 12, so 10 bits
+    over 12 bytes."""
+    tok = CharTokenizer(["\n", "a", "é", "€"])
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=4, n_layer=1, n_head=2, n_embd=8)).eval()
+    with torch.no_grad():
+        model.transformer.wte.weight.zero_()  # tied to lm_head: every logit 0
+    data = np.array(tok.encode("a€€é\n€"), dtype=np.uint16)
+    result = evaluate(model, data, 16, 16, 1, setup_runtime("cpu", "float32"), token_byte_lengths(tok), tok.vocab_size)
+    assert (result.tokens, result.bytes) == (5, 12)
+    assert result.loss == pytest.approx(math.log(4)) and result.perplexity == pytest.approx(4.0)
+    assert result.bits_per_byte == pytest.approx(10 / 12)
 
 
 def test_windows_score_every_token_once():

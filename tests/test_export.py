@@ -2,13 +2,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
+import sample
+from configurator import ConfigError
+from conftest import TINY_MODEL_ARGS
 from export import main as export_main
 from export import split_destination
-from gptsuite.checkpoint import save_checkpoint
+from gptsuite.checkpoint import load_checkpoint, save_checkpoint
 from gptsuite.errors import UserError
+from gptsuite.pipeline import prepare_text
+from gptsuite.sources import load_dataset_module
 from gptsuite.tokenizer import GPT2Tokenizer
 from model import GPT, GPTConfig
+from train import main as train_main
 
 
 def gpt2_checkpoint(out: Path, bias: bool) -> GPT:
@@ -23,6 +30,7 @@ def gpt2_checkpoint(out: Path, bias: bool) -> GPT:
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bias", [True, False])
 def test_export_loads_in_transformers_with_equal_logits(tmp_path: Path, monkeypatch, bias: bool):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -57,7 +65,7 @@ def test_char_models_and_bad_destinations_are_refused(tmp_path: Path):
     with pytest.raises(UserError, match="char"):
         export_main([f"--out_dir={tmp_path / 'char'}", "--to=hf", str(tmp_path / "hf")])
     assert not (tmp_path / "hf").exists()
-    with pytest.raises(UserError, match="to must be one of hf"):
+    with pytest.raises(ConfigError, match="to must be one of hf"):
         export_main([f"--out_dir={tmp_path / 'char'}", "--to=onnx", str(tmp_path / "hf")])
     with pytest.raises(UserError, match="folder to write"):
         export_main([f"--out_dir={tmp_path / 'char'}"])
@@ -67,3 +75,30 @@ def test_char_models_and_bad_destinations_are_refused(tmp_path: Path):
     with pytest.raises(UserError, match="not an empty folder"):
         export_main([f"--out_dir={tmp_path / 'bpe'}", f"--hf_dir={tmp_path / 'full'}"])
     assert split_destination(["config/a.py", "--to=hf", "dest"]) == ("dest", ["config/a.py", "--to=hf"])
+
+
+def test_sample_and_export_read_a_run_whose_ckpt_pt_is_gone(tmp_path: Path, text_file: Path, capsys):
+    """Only the numbered checkpoints of --keep_last are left: sample.py and export.py take the newest,
+    as train.py --init_from=resume does."""
+    module, data, out = load_dataset_module("shakespeare"), tmp_path / "data", tmp_path / "out"
+    prepare_text(module.corpus(module.Config(input=str(text_file)), data), data)  # GPT-2 BPE: export needs it
+    args = [*TINY_MODEL_ARGS, "--gradient_accumulation_steps=1", "--eval_iters=1", "--eval_interval=100", "--learning_rate=1e-2"]
+    train_main([f"--data_dir={data}", f"--out_dir={out}", *args, "--max_iters=10", "--checkpoint_interval=5", "--keep_last=2"])
+    assert sorted(p.name for p in out.glob("ckpt*.pt")) == ["ckpt-000005.pt", "ckpt-000010.pt", "ckpt.pt"]
+    (out / "ckpt.pt").unlink()
+    newest = load_checkpoint(out / "ckpt-000010.pt")
+    (tmp_path / "only").mkdir()
+    save_checkpoint(newest, tmp_path / "only" / "ckpt.pt")  # the same checkpoint where everything finds it
+
+    flags = ["--device=cpu", "--start=First", "--num_samples=1", "--max_new_tokens=8", "--temperature=0"]
+    capsys.readouterr()
+    sample.main([f"--out_dir={out}", *flags])
+    sampled = capsys.readouterr().out
+    sample.main([f"--out_dir={tmp_path / 'only'}", *flags])
+    assert sampled.startswith("First") and sampled == capsys.readouterr().out
+
+    export_main([f"--out_dir={out}", "--to=hf", str(tmp_path / "hf")])
+    exported = load_file(tmp_path / "hf" / "model.safetensors")
+    for name in ("transformer.wpe.weight", "transformer.h.1.mlp.c_proj.weight"):  # c_proj: GPT-2's Conv1D stores it transposed
+        trained = newest["model"][name]
+        assert torch.equal(exported[name], trained.t() if name.endswith("c_proj.weight") else trained), name

@@ -26,11 +26,15 @@ def test_shapes_and_initial_loss_near_uniform():
 
 
 def test_weight_tying_and_param_count():
+    # counted by hand for TINY (vocab 65, block 16, n_embd 32, 2 layers): wte 65*32 = 2080 (also
+    # lm_head, tied), wpe 16*32 = 512; a block: ln_1 32, c_attn 32*96 = 3072, attn c_proj 32*32 = 1024,
+    # ln_2 32, c_fc 32*128 = 4096, mlp c_proj 128*32 = 4096, together 12352; ln_f 32
     model = tiny()
     assert model.transformer.wte.weight is model.lm_head.weight
-    total = sum(p.numel() for p in model.parameters())
-    assert model.get_num_params(non_embedding=False) == total
-    assert model.get_num_params() == total - 16 * 32
+    assert model.get_num_params(non_embedding=False) == 2080 + 512 + 2 * 12352 + 32 == 27328
+    assert model.get_num_params() == 27328 - 512  # without the position embeddings
+    # with biases (GPT-2's layout): ln_1 32 + c_attn 96 + attn c_proj 32 + ln_2 32 + c_fc 128 + mlp c_proj 32 = 352 more a block, ln_f 32
+    assert tiny(bias=True).get_num_params(non_embedding=False) == 27328 + 2 * 352 + 32 == 28064
 
 
 def explicit_attention(attn, x):

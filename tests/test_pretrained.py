@@ -19,6 +19,8 @@ from gptsuite.pretrained import HUB_MODELS, from_pretrained
 from gptsuite.tokenizer import GPT2Tokenizer
 from train import main as train_main
 
+pytestmark = pytest.mark.slow  # every test builds GPT-2 weights with transformers, most compare logits with it
+
 SHAPES = {  # GPT-2's and distilgpt2's depth and vocabulary, narrower
     "gpt2": dict(n_layer=12, n_head=12, n_embd=48),
     "distilgpt2": dict(n_layer=6, n_head=12, n_embd=48),
@@ -56,6 +58,7 @@ def test_logits_match_transformers(hf_models, name):
     model = from_pretrained(str(folder))
     assert model.config.n_layer == SHAPES[name]["n_layer"] and model.config.bias and model.config.vocab_size == 50257
     assert model.transformer.wte.weight is model.lm_head.weight
+    assert model.get_num_params(non_embedding=False) == sum(p.numel() for p in hf.parameters())  # transformers counts the tied weight once too
     x = torch.randint(0, 50257, (2, 64))
     torch.testing.assert_close(our_logits(model, x), hf_logits(hf, x), atol=1e-5, rtol=0)
 

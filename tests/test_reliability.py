@@ -108,6 +108,7 @@ def test_interrupted_run_on_cuda_continues_the_curve(tmp_path: Path, char_datase
             assert b[key] == pytest.approx(a[key], rel=2e-2), (key, a, b)
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_the_step_saves_and_exits_0(tmp_path: Path, char_dataset: Path):
     out = tmp_path / "out"
     cmd = [sys.executable, "train.py", f"--data_dir={char_dataset}", f"--out_dir={out}", *TINY, "--max_iters=100000", "--eval_interval=100000"]
@@ -136,6 +137,7 @@ def rank_of(pid: int) -> int | None:
     return int(env["RANK"]) if "RANK" in env else None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the torchrun workers through /proc (Linux)")
 def test_ddp_ranks_agree_to_stop_when_one_is_signalled(tmp_path: Path, char_dataset: Path):
     """SIGTERM to rank 1 only: both ranks stop after the same step, rank 0 writes one checkpoint
@@ -280,6 +282,7 @@ def test_float16_overflow_is_the_grad_scalers_job(tmp_path: Path, char_dataset: 
     assert load_checkpoint(out)["scaler"]["scale"] == 2.0**15  # the scaler skipped it and halved its scale
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_never_loses_a_checkpoint(tmp_path: Path, char_dataset: Path):
     """A few trials here; tests/stress_kill.py runs many."""
     from stress_kill import run_trials

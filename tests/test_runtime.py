@@ -33,6 +33,7 @@ def metrics(out: Path) -> list[dict]:
     ]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path: Path, char_dataset: Path):
     args = [f"--data_dir={char_dataset}", *TINY, "--gradient_accumulation_steps=4"]
     proc = run_entry("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *args, f"--out_dir={tmp_path / 'ddp'}")
@@ -71,6 +72,7 @@ def test_mixed_precision_training_on_cpu(tmp_path: Path, char_dataset: Path):
     assert load_checkpoint(tmp_path / "bfloat16")["scaler"] == {}  # no loss scaling needed: a disabled scaler saves nothing
 
 
+@pytest.mark.slow
 def test_compile_flag_trains_the_same_on_cpu(tmp_path: Path, char_dataset: Path):
     main([f"--data_dir={char_dataset}", *TINY, "--gradient_accumulation_steps=1", f"--out_dir={tmp_path / 'eager'}"])
     main([f"--data_dir={char_dataset}", *TINY, "--gradient_accumulation_steps=1", f"--out_dir={tmp_path / 'compiled'}", "--compile=True"])

@@ -8,12 +8,12 @@ from test_datasets import PAPERS, prepare, write_papers
 from test_train import TINY_ARGS
 
 import sample
-from conftest import run_entry
 from gptsuite.checkpoint import load_checkpoint, save_checkpoint
 from gptsuite.errors import UserError
 from gptsuite.templates import format_document, format_prompt
 from gptsuite.tokenizer import GPT2_EOT, GPT2Tokenizer
 from model import GPT, GPTConfig
+from train import main as train_main
 
 PUBMED = {"format": "ABSTRACT:\n{abstract}\n\nARTICLE:\n{article}", "prompt_field": "abstract", "stop": "<|endoftext|>"}
 
@@ -30,17 +30,19 @@ def test_prompt_is_the_document_up_to_the_response():
         format_document(PUBMED, {"abstract": "x"})
 
 
-def test_pubmed_template_travels_through_training_into_sample(tmp_path: Path):
+def test_pubmed_template_travels_through_training_into_sample(tmp_path: Path, capsys):
     data, out = tmp_path / "data", tmp_path / "out"
     train = write_papers(tmp_path / "train.parquet", PAPERS[:9])
     val = write_papers(tmp_path / "val.parquet", PAPERS[9:])
     prepare("pubmed", data, data_files=str(train), val_files=str(val))
-    run_entry("train.py", f"--data_dir={data}", f"--out_dir={out}", "--max_iters=2", "--eval_interval=2", *TINY_ARGS)
+    train_main([f"--data_dir={data}", f"--out_dir={out}", "--max_iters=2", "--eval_interval=2", *TINY_ARGS])
     assert load_checkpoint(out)["template"] == PUBMED
     (tmp_path / "abstract.txt").write_text("We measured the binding of protein 7.\n", encoding="utf-8")
-    proc = run_entry("sample.py", f"--out_dir={out}", f"--start=FILE:{tmp_path / 'abstract.txt'}", "--num_samples=1", "--max_new_tokens=20", "--device=cpu")
-    assert proc.stdout.startswith("ABSTRACT:\nWe measured the binding of protein 7.\n\nARTICLE:\n")
-    assert "<|endoftext|>" not in proc.stdout
+    capsys.readouterr()
+    sample.main([f"--out_dir={out}", f"--start=FILE:{tmp_path / 'abstract.txt'}", "--num_samples=1", "--max_new_tokens=20", "--device=cpu"])
+    stdout = capsys.readouterr().out
+    assert stdout.startswith("ABSTRACT:\nWe measured the binding of protein 7.\n\nARTICLE:\n")
+    assert "<|endoftext|>" not in stdout
 
 
 def eot_model() -> GPT:

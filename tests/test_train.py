@@ -8,6 +8,7 @@ from gptsuite.checkpoint import load_checkpoint, model_from_checkpoint, save_che
 from gptsuite.errors import UserError
 from gptsuite.training import TrainConfig, get_lr
 from model import GPT, GPTConfig
+from train import main as train_main
 
 TINY_ARGS = [
     *TINY_MODEL_ARGS,
@@ -45,7 +46,9 @@ def test_nanogpt_compiled_checkpoint_keys_load(tmp_path: Path):
     model = GPT(GPTConfig(block_size=16, vocab_size=65, n_layer=1, n_head=2, n_embd=32))
     state = {f"_orig_mod.{k}": v for k, v in model.state_dict().items()}
     save_checkpoint({"model": state, "model_args": model.model_args(), "config": {"dataset": "x"}}, tmp_path / "ckpt.pt")
-    model_from_checkpoint(load_checkpoint(tmp_path / "ckpt.pt"))
+    loaded = model_from_checkpoint(load_checkpoint(tmp_path / "ckpt.pt")).state_dict()
+    expected = model.state_dict()
+    assert loaded.keys() == expected.keys() and all(torch.equal(loaded[k], expected[k]) for k in expected)
 
 
 def test_pickled_code_is_refused(tmp_path: Path):
@@ -67,7 +70,9 @@ def test_pickled_code_is_refused(tmp_path: Path):
         load_checkpoint(tmp_path / "ckpt.pt")
 
 
+@pytest.mark.slow
 def test_end_to_end_prepare_train_resume_sample(tmp_path: Path, text_file: Path):
+    """The command-line smoke run: each entry point as its own process, as a user runs them."""
     data, out = tmp_path / "data", tmp_path / "out"
     run_entry("prepare.py", "shakespeare_char", f"--input={text_file}", f"--out_dir={data}")
     proc = run_entry("train.py", f"--data_dir={data}", f"--out_dir={out}", "--max_iters=10", "--learning_rate=3e-3", *TINY_ARGS)
@@ -84,45 +89,10 @@ def test_end_to_end_prepare_train_resume_sample(tmp_path: Path, text_file: Path)
     proc = run_entry("sample.py", f"--out_dir={out}", "--start=First", "--num_samples=2", "--max_new_tokens=20", "--device=cpu")
     samples = proc.stdout.split("---------------\n")
     assert len(samples) == 3 and all(s.startswith("First") for s in samples[:2])
-    proc = run_entry("sample.py", f"--out_dir={out}", "--start=Zebra€", "--device=cpu", check=False)
-    assert proc.returncode == 1 and "vocabulary" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_loss_falls_when_training(tmp_path: Path, char_dataset: Path):
+def test_loss_falls_when_training(tmp_path: Path, char_dataset: Path, capsys):
     out = tmp_path / "out"
-    proc = run_entry(
-        "train.py",
-        f"--data_dir={char_dataset}",
-        f"--out_dir={out}",
-        "--max_iters=40",
-        "--learning_rate=1e-2",
-        *TINY_ARGS,
-        "--eval_interval=40",
-        "--lr_decay_iters=40",
-    )
-    losses = [float(line.split("val loss ")[1]) for line in proc.stdout.splitlines() if "val loss" in line]
-    assert losses[-1] < losses[0] - 0.5
-
-
-@pytest.mark.parametrize(
-    "args, words",
-    [
-        (["--n_embd=30", "--n_head=4"], ["n_embd", "divisible"]),
-        (["--batch_size=0"], ["batch_size", "positive"]),
-        (["--block_size=100000"], ["block_size"]),
-        (["--init_from=gpt7"], ["init_from", "gpt7"]),
-        (["--device=cuda:3"], ["cuda"]),
-        (["--dtype=float8"], ["float8"]),
-    ],
-)
-def test_train_bad_inputs(tmp_path: Path, char_dataset: Path, args, words):
-    proc = run_entry("train.py", f"--data_dir={char_dataset}", f"--out_dir={tmp_path / 'out'}", "--max_iters=1", *TINY_ARGS, *args, check=False)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
-    for w in words:
-        assert w in proc.stderr
-    assert not (tmp_path / "out" / "ckpt.pt").exists()
-
-
-def test_missing_dataset_is_a_clear_error(tmp_path: Path):
-    proc = run_entry("train.py", f"--data_dir={tmp_path / 'nothing'}", *TINY_ARGS, check=False)
-    assert proc.returncode == 1 and "prepare.py" in proc.stderr and "Traceback" not in proc.stderr
+    train_main([f"--data_dir={char_dataset}", f"--out_dir={out}", "--max_iters=40", "--learning_rate=1e-2", *TINY_ARGS, "--eval_interval=40", "--lr_decay_iters=40"])
+    losses = [float(line.split("val loss ")[1]) for line in capsys.readouterr().out.splitlines() if "val loss" in line]
+    assert len(losses) == 2 and losses[-1] < losses[0] - 0.5
