@@ -34,8 +34,12 @@ from gptsuite.sources import available_datasets, load_dataset_module
 
 
 def main(argv: list[str]) -> None:
+    usage = f"usage: python prepare.py <dataset> [--key=value ...]; datasets: {', '.join(available_datasets())}; python prepare.py <dataset> --help for its options"
+    if argv[:1] in (["-h"], ["--help"]):
+        print(f"{usage}\n\n{__doc__.strip()}")
+        return
     if not argv or argv[0].startswith("-"):
-        raise UserError(f"usage: python prepare.py <dataset> [--key=value ...]; datasets: {', '.join(available_datasets())}")
+        raise UserError(usage)
     name, argv = argv[0], argv[1:]
     module = load_dataset_module(name)
     cfg = parse_config(module.Config(), argv, prog=f"prepare.py {name}")

@@ -188,7 +188,10 @@ def load_meta(data_dir: str | Path) -> dict:
     """meta.json of a prepared dataset; a nanoGPT folder (meta.pkl or nothing) is read too."""
     data_dir = Path(data_dir)
     if not (data_dir / "train.bin").exists() and not (data_dir / "meta.json").exists():
-        raise UserError(f"no prepared dataset in {data_dir}; run `python prepare.py <dataset>` first (e.g. python prepare.py shakespeare_char)")
+        raise UserError(
+            f"no prepared dataset in {data_dir}; prepare it first: `python prepare.py text --input=FILE_OR_FOLDER --out_dir={data_dir}` for your own text, "
+            f"or `python prepare.py <dataset>` for a built-in one (python prepare.py --help lists them)"
+        )
     path = data_dir / "meta.json"
     if path.exists():
         try:

@@ -58,13 +58,29 @@ def expand_files(spec: str, option: str) -> list[Path]:
     return paths
 
 
-def _check_fields(path: Path, have: Iterable[str], fields: list[str]) -> None:
+def _check_fields(path: Path, have: Iterable[str], fields: list[str], fix: str) -> None:
     have = list(have)
     missing = [f for f in fields if f not in have]
     if missing:
-        raise UserError(
-            f"{path} has no field {', '.join(repr(m) for m in missing)}; its fields are {', '.join(map(repr, have))} (choose one with --field=NAME)"
-        )
+        raise UserError(f"{path} has no field {', '.join(repr(m) for m in missing)}; its fields are {', '.join(map(repr, have))} ({fix})")
+
+
+def table_fields(path: Path) -> list[str]:
+    """The column names of a .jsonl (its first object's keys), .parquet or .csv table."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return list(pq.ParquetFile(path).schema_arrow.names)
+        with open(path, encoding="utf-8", newline="") as f:
+            if suffix == ".csv":
+                return next(csv.reader(f), [])
+            first = next((line for line in f if line.strip()), "{}")
+            obj = json.loads(first)
+            return list(obj) if isinstance(obj, dict) else []
+    except (OSError, ValueError, UnicodeDecodeError):
+        return []  # read_records reports what is wrong with the file
 
 
 def _text_values(path: Path, where: str, row: tuple) -> tuple:
@@ -74,8 +90,9 @@ def _text_values(path: Path, where: str, row: tuple) -> tuple:
     return tuple(v or "" for v in row)  # a missing value (null) is an empty document, skipped and counted
 
 
-def read_records(path: Path, fields: list[str]) -> Iterator[tuple[str, ...]]:
-    """The named fields of every row of a .jsonl, .parquet or .csv file, streamed."""
+def read_records(path: Path, fields: list[str], fix: str = "choose one with --field=NAME") -> Iterator[tuple[str, ...]]:
+    """The named fields of every row of a .jsonl, .parquet or .csv file, streamed; `fix` ends the
+    error for a missing field (what the user does about it with this dataset's options)."""
     suffix = path.suffix.lower()
     if suffix not in TABLE_SUFFIXES:
         raise UserError(f"{path}: unknown file type '{suffix}'; use {', '.join(TABLE_SUFFIXES)}")
@@ -84,7 +101,7 @@ def read_records(path: Path, fields: list[str]) -> Iterator[tuple[str, ...]]:
             import pyarrow.parquet as pq
 
             f = pq.ParquetFile(path)
-            _check_fields(path, f.schema_arrow.names, fields)
+            _check_fields(path, f.schema_arrow.names, fields, fix)
             for batch in f.iter_batches(batch_size=1024, columns=fields):
                 for row in zip(*(batch.column(name).to_pylist() for name in fields), strict=True):
                     yield _text_values(path, "row", row)
@@ -99,13 +116,13 @@ def read_records(path: Path, fields: list[str]) -> Iterator[tuple[str, ...]]:
                         raise UserError(f"{path} line {n} is not JSON ({e.msg}); each line must be one JSON object") from None
                     if not isinstance(obj, dict):
                         raise UserError(f"{path} line {n} is not a JSON object; each line must be an object with the field(s) {', '.join(fields)}")
-                    _check_fields(path, obj, fields)
+                    _check_fields(path, obj, fields, fix)
                     yield _text_values(path, f"line {n}", tuple(obj[name] for name in fields))
         else:
             csv.field_size_limit(2**31 - 1)  # a document can be longer than csv's default limit of 128 KiB
             with open(path, encoding="utf-8", newline="") as f:
                 reader = csv.DictReader(f)
-                _check_fields(path, reader.fieldnames or [], fields)
+                _check_fields(path, reader.fieldnames or [], fields, fix)
                 for row in reader:
                     yield tuple(row[name] or "" for name in fields)
     except UnicodeDecodeError as e:

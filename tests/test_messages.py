@@ -69,3 +69,75 @@ def test_eval_window_mistakes_name_a_setting_that_works(tmp_path: Path, char_dat
     assert fix, str(e.value)
     eval_main(["--out_dir=run", "--device=cpu", *(f.replace(" ", "") for f in fix)])
     assert " val loss " in capsys.readouterr().out
+
+
+def commands_in(message: str) -> list[list[str]]:
+    """The `python ...` commands a message quotes in backticks, as argument lists."""
+    return [c.split()[1:] for c in re.findall(r"`(python [^`]+)`", message)]
+
+
+def test_a_missing_dataset_names_the_prepare_that_makes_it(tmp_path: Path, text_file: Path, monkeypatch, capsys):
+    import prepare
+
+    monkeypatch.chdir(tmp_path)
+    run = ["--dataset=mydocs", *RUN, "--out_dir=run"]
+    with pytest.raises(UserError) as e:
+        train_main(run)
+    command = commands_in(str(e.value))[0]
+    assert command[0] == "prepare.py"
+    prepare.main([a.replace("FILE_OR_FOLDER", str(text_file)) for a in command[1:]])
+    train_main(run)
+    assert load_checkpoint("run")["iter_num"] == 2
+
+
+def test_a_table_without_field_names_its_columns(tmp_path: Path):
+    import json
+
+    import prepare
+
+    table = tmp_path / "papers.jsonl"
+    table.write_text("".join(json.dumps({"id": i, "summary": f"Paper {i} is about things."}) + "\n" for i in range(20)))
+    args = ["text", f"--input={table}", f"--out_dir={tmp_path / 'out'}"]
+    with pytest.raises(UserError) as e:
+        prepare.main(args)
+    assert "its columns: id, summary" in str(e.value)
+    with pytest.raises(UserError, match="not text"):  # the first column named: a number, refused with its own line
+        prepare.main([*args, suggested(str(e.value))[0]])
+    prepare.main([*args, "--field=summary"])
+    assert (tmp_path / "out" / "train.bin").stat().st_size > 0
+
+
+def test_pubmed_names_the_fields_it_reads(tmp_path: Path):
+    import json
+
+    import prepare
+
+    rows = [{"summary": f"Abstract {i}.", "article": f"Article {i} text."} for i in range(6)]
+    for name in ("train", "val"):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["pubmed", f"--data_files={tmp_path / 'train.jsonl'}", f"--val_files={tmp_path / 'val.jsonl'}", f"--out_dir={tmp_path / 'out'}"]
+    with pytest.raises(UserError) as e:
+        prepare.main(args)
+    message = str(e.value)
+    assert "'abstract'" in message and "--field" not in message  # pubmed has no --field
+    for name in ("train", "val"):  # what the message says to do: name the columns abstract and article
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"abstract": r["summary"], "article": r["article"]}) + "\n" for r in rows))
+    prepare.main(args)
+    assert (tmp_path / "out" / "meta.json").exists()
+
+
+def test_plot_helps(capsys):
+    from tools import plot
+
+    plot.main(["--help"])
+    assert "python -m tools.plot out-shakespeare-char" in capsys.readouterr().out
+
+
+def test_prepare_help_exits_0_and_lists_the_datasets(capsys):
+    import prepare
+
+    prepare.main(["--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python prepare.py <dataset>") and "shakespeare_char" in out and "text" in out
+    with pytest.raises(UserError, match="usage"):
+        prepare.main([])

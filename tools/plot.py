@@ -15,6 +15,9 @@ from gptsuite.metrics import plot_losses
 
 
 def main(argv: list[str]) -> None:
+    if argv in (["-h"], ["--help"]):
+        print(__doc__.strip())
+        return
     if len(argv) != 1 or argv[0].startswith("-"):
         raise UserError("usage: python -m tools.plot OUT_DIR (a training run's out_dir; writes OUT_DIR/loss.png)")
     print(f"wrote {plot_losses(Path(argv[0]))}")

@@ -37,6 +37,7 @@ from gptsuite.tokenizer import GPT2Tokenizer
 HUB = ("armanc/scientific_papers", "pubmed")
 TEMPLATE = {"format": "ABSTRACT:\n{abstract}\n\nARTICLE:\n{article}", "prompt_field": "abstract", "stop": "<|endoftext|>"}
 FIELDS = ["abstract", "article"]
+FIELDS_FIX = "pubmed reads the fields 'abstract' and 'article': give the file's columns those names"
 
 
 @dataclass
@@ -52,7 +53,7 @@ def local_splits(cfg: Config) -> tuple[dict, dict]:
     if not cfg.data_files or not cfg.val_files:
         raise UserError("local files need both --data_files=TRAIN_FILES and --val_files=VALIDATION_FILES")
     files = {"train": expand_files(cfg.data_files, "--data_files"), "val": expand_files(cfg.val_files, "--val_files")}
-    rows = {split: (lambda paths=paths: (r for p in paths for r in read_records(p, FIELDS))) for split, paths in files.items()}
+    rows = {split: (lambda paths=paths: (r for p in paths for r in read_records(p, FIELDS, FIELDS_FIX))) for split, paths in files.items()}
     return rows, {split: sum(count_records(p) for p in paths) for split, paths in files.items()}
 
 

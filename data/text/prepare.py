@@ -21,14 +21,14 @@ from pathlib import Path
 from configurator import option
 from gptsuite.datafiles import DocumentCorpus, PrepareConfig, TextFileCorpus
 from gptsuite.errors import UserError
-from gptsuite.sources import TABLE_SUFFIXES, count_records, read_document, read_records, val_mask, with_splits
+from gptsuite.sources import TABLE_SUFFIXES, count_records, read_document, read_records, table_fields, val_mask, with_splits
 
 
 @dataclass
 class Config(PrepareConfig):
     input: str = ""  # a .txt/.md file, a folder of them, or a .jsonl/.parquet/.csv table
     field: str = ""  # the column with the text, for tables
-    tokenizer: str = "gpt2"  # gpt2 | char
+    tokenizer: str = option("gpt2", choices=("gpt2", "char"))  # GPT-2 BPE, or one token per character
     name: str = ""  # the dataset's name: output in data/<name>; default: the input's name (data/book for book.txt)
     val_fraction: float = option(0.1, gt=0, lt=1)  # of the documents (a single file: of its characters, at the end)
     seed: int = 1337  # which documents go to val
@@ -47,8 +47,6 @@ def corpus(cfg: Config, out_dir: Path) -> TextFileCorpus | DocumentCorpus:
     path = Path(cfg.input).expanduser()
     if not cfg.input or not path.exists():
         raise UserError(f"pass your corpus with --input=FILE_OR_FOLDER{f' ({path} not found)' if cfg.input else ''}")
-    if cfg.tokenizer not in ("gpt2", "char"):
-        raise UserError(f"--tokenizer={cfg.tokenizer} is not one of gpt2, char")
     if path.is_file() and path.suffix.lower() not in TABLE_SUFFIXES:
         return TextFileCorpus(path, f"file {path}", cfg.tokenizer, cfg.val_fraction)
     if path.is_dir():
@@ -58,7 +56,10 @@ def corpus(cfg: Config, out_dir: Path) -> TextFileCorpus | DocumentCorpus:
         documents, fmt, n = (lambda: records), read_document, len(records)
     else:
         if not cfg.field:
-            raise UserError(f"{path.name} is a table: name the column with the text, e.g. --field=text")
+            columns = table_fields(path)
+            example = f"--field={columns[0]}" if columns else "--field=NAME"
+            listed = f" (its columns: {', '.join(columns)})" if columns else ""
+            raise UserError(f"{path.name} is a table: name the column with the text, e.g. {example}{listed}")
         documents, fmt, n = (lambda: (row[0] for row in read_records(path, [cfg.field]))), None, count_records(path)
     is_val = val_mask(n, cfg.val_fraction, cfg.seed)
     return DocumentCorpus(
