@@ -26,7 +26,7 @@ from configurator import option, parse_config, print_config
 from gptsuite.errors import UserError, cli
 from gptsuite.flops import model_flops_per_token
 from gptsuite.loading import new_model
-from gptsuite.runtime import Runtime, setup_runtime, teardown_runtime
+from gptsuite.runtime import CpuThreads, Runtime, setup_runtime, teardown_runtime
 from gptsuite.training import TrainConfig, check_train_config, get_batch, open_training_data, train_step
 from model import GPTConfig
 
@@ -76,6 +76,7 @@ def bench(cfg: BenchConfig, rt: Runtime) -> dict:
         tokens = (torch.randint(0, cfg.vocab_size, (cfg.batch_size, cfg.block_size + 1), device=rt.device) for _ in itertools.count())
         batches = ((t[:, :-1], t[:, 1:].contiguous()) for t in tokens)
 
+    CpuThreads(cfg.threads, adaptive=False)  # a benchmark keeps its thread count: --threads=N, else torch's default
     model = new_model(cfg, tokenizer_meta).to(rt.device)
     optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), rt.device_type)
     scaler = torch.amp.GradScaler(rt.device_type, enabled=rt.dtype == "float16")

@@ -58,7 +58,7 @@ class SampleConfig:
     stream: bool = False  # print tokens as they are generated
     interactive: bool = False  # read prompts from stdin, one per line, until EOF
     check_novelty: bool = False  # report overlap of each sample with the training data
-    data_dir: str = ""  # training data for --check_novelty; default: the checkpoint's dataset
+    data_dir: str = ""  # the data the model was trained on (for --check_novelty, and the vocabulary of a nanoGPT checkpoint); default: the checkpoint's dataset
     use_cache: bool = True  # KV cache; False recomputes the whole context for every token
     seed: int = option(1337, ge=0)
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
@@ -72,7 +72,7 @@ def main(argv: list[str]) -> None:
     check_init_from(cfg.init_from)
     prompt = None if cfg.interactive else read_prompt(cfg.start)
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
-    loaded = load_model(cfg.init_from, cfg.out_dir)
+    loaded = load_model(cfg.init_from, cfg.out_dir, data_dir=cfg.data_dir)  # a nanoGPT checkpoint finds its vocabulary there
     model, tok_meta, template = loaded.model, loaded.tokenizer, loaded.template
     tok = tokenizers.from_meta(tok_meta)
     model.to(rt.device)

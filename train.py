@@ -49,7 +49,7 @@ from gptsuite.atomic import remove_stale_temps
 from gptsuite.errors import UserError, cli
 from gptsuite.metrics import Logger
 from gptsuite.policy import CheckpointPolicy
-from gptsuite.runtime import Runtime, setup_runtime, teardown_runtime
+from gptsuite.runtime import CpuThreads, Runtime, setup_runtime, teardown_runtime
 from gptsuite.train_state import Checkpointer, resume_config, start_run
 from gptsuite.training import (
     StopSignal,
@@ -100,6 +100,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
     if rt.ddp:
         model = DDP(model, device_ids=[rt.local_rank] if rt.device_type == "cuda" else None)
 
+    threads = CpuThreads(cfg.threads, adaptive=rt.device_type == "cpu")  # fewer threads while other processes need the cores
     policy = CheckpointPolicy(cfg, start.iter_num, start.best_val_loss, start.last_eval_iter)
     saver = Checkpointer(raw_model, optimizer, scaler, cfg, data, rt)
     log = TrainLog(Logger(cfg.out_dir, asdict(cfg), cfg.wandb_log, cfg.wandb_project, cfg.wandb_run_name, enabled=rt.master), cfg, rt, raw_model)
@@ -153,6 +154,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
                 f"{cfg.out_dir} holds the state from before (iter {good['iter_num']}): lower --learning_rate or set --grad_clip, then --init_from=resume"
             )
         iter_num += 1
+        threads.adjust()
         # every rank must take the same branch: stop and save on a signal or the clock
         stopping, clock_due = any_rank([stop.requested, policy.clock_due()], rt)
         log.maybe_log(iter_num, lr)

@@ -25,7 +25,7 @@ from gptsuite.training import TrainConfig, TrainingData, sampler_state
 from model import GPT
 
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "bias")  # the shape a resumed checkpoint must agree with
-MACHINE_KEYS = ("device", "backend")  # where a run executes, not what it is: never taken from a checkpoint
+MACHINE_KEYS = ("device", "backend", "threads")  # where a run executes, not what it is: never taken from a checkpoint
 
 
 def resume_config(cfg: TrainConfig, argv: list[str]) -> TrainConfig:

@@ -75,6 +75,7 @@ class TrainConfig:
     compile: bool | None = None  # torch.compile; None: on for CUDA, off elsewhere
     backend: str = option("auto", choices=("auto", "nccl", "gloo"))  # DDP backend: auto is nccl on CUDA, gloo on CPU
     seed: int = option(1337, ge=0)  # seeds the batches, the init and dropout
+    threads: int = option(0, ge=0)  # CPU threads for torch on a CPU run; 0: the cores other processes leave free, re-checked every 2 s
 
 
 def check_train_config(cfg: TrainConfig) -> None:

@@ -135,17 +135,17 @@ def test_nanogpt_char_checkpoint_samples_and_evaluates(tmp_path: Path, monkeypat
 def test_nanogpt_checkpoint_without_its_data_is_one_clear_line(tmp_path: Path, monkeypatch):
     nanogpt_checkpoint(tmp_path / "out", len(set(TEXT)))
     monkeypatch.chdir(tmp_path)
-    for run in (
-        lambda: sample.main(["--out_dir=out", "--device=cpu", "--num_samples=1", "--max_new_tokens=5"]),
-        lambda: eval_main(["--out_dir=out", "--device=cpu"]),
-        lambda: export_main(["--out_dir=out", "hf"]),
+    for run, also in (  # sample.py has --data_dir for the data the model was trained on; eval's and export has none
+        (lambda: sample.main(["--out_dir=out", "--device=cpu", "--num_samples=1", "--max_new_tokens=5"]), " or pass --data_dir=that folder"),
+        (lambda: eval_main(["--out_dir=out", "--device=cpu"]), ""),
+        (lambda: export_main(["--out_dir=out", "hf"]), ""),
     ):
         with pytest.raises(UserError) as e:
             run()
         msg = str(e.value)
         assert "\n" not in msg and "GPT-2 BPE's 50257" in msg and f"its {len(set(TEXT))} token ids" in msg
         assert "there is no folder data/shakespeare_char" in msg
-        assert msg.endswith("put the dataset folder it was trained on, with its meta.json or nanoGPT's meta.pkl, at data/shakespeare_char")
+        assert msg.endswith("put the dataset folder it was trained on, with its meta.json or nanoGPT's meta.pkl, at data/shakespeare_char" + also)
     assert not (tmp_path / "hf").exists()
 
 
