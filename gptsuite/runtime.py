@@ -11,6 +11,7 @@ rank on its own GPU; gloo on CPU.
 import contextlib
 import os
 import random
+import signal
 import time
 from dataclasses import dataclass
 
@@ -118,7 +119,14 @@ def setup_runtime(device: str = "auto", dtype: str = "auto", seed: int = 1337, b
             torch.cuda.set_device(device)
         if backend == "auto":
             backend = "nccl" if device.startswith("cuda") else "gloo"
-        torch.distributed.init_process_group(backend=backend, device_id=torch.device(device) if backend == "nccl" else None)
+        # the threads the process group starts must never take a stop signal (a gloo thread woken by
+        # one can abort the process): they inherit this thread's mask, so block them meanwhile
+        stop_signals = {signal.SIGINT, signal.SIGTERM}
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+        try:
+            torch.distributed.init_process_group(backend=backend, device_id=torch.device(device) if backend == "nccl" else None)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         rt = Runtime(device, device.split(":")[0], "float32", True, rank, local_rank, world)
     else:
         device = resolve_device(device)
