@@ -21,6 +21,7 @@ from gptsuite.errors import UserError
 from gptsuite.tokenizer import GPT2_META
 
 DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
+SPLITS = ("train", "val")  # train.bin and val.bin
 DATA_ROOT = Path("data")  # prepared datasets: data/<name>, relative to where the commands run
 
 
@@ -212,6 +213,51 @@ def load_meta(data_dir: str | Path) -> dict:
         return {"tokenizer": {"kind": "char", "vocab_size": len(chars), "vocab": chars}, "dtype": "uint16", "vocab_size": len(chars)}
     _say_once(f"no meta.json in {data_dir}: reading it as nanoGPT GPT-2 BPE data (uint16)", data_dir)
     return {"tokenizer": GPT2_META, "dtype": "uint16", "vocab_size": GPT2_META["vocab_size"]}
+
+
+def check_replace(out_dir: Path, prepared_from: dict, source: str, overwrite: bool = False) -> None:
+    """Refuse to replace the dataset in out_dir if it was prepared from another source or with other
+    settings (its meta.json's `prepared_from` differs from this prepare's), naming both and the
+    flag that replaces it; preparing again what is there (the same bytes) goes on."""
+    path = out_dir / "meta.json"
+    elsewhere = "prepare into another folder (--out_dir=DIR) or pass --overwrite=True to replace it"
+    if overwrite:
+        return
+    if not path.exists():
+        bins = [f"{s}.bin" for s in SPLITS if (out_dir / f"{s}.bin").exists()]
+        if bins:
+            raise UserError(
+                f"{out_dir} holds {' and '.join(bins)} with no meta.json saying what they were prepared from, and this prepare of {source} would replace them; {elsewhere}"
+            )
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        recorded = old.get("prepared_from") or legacy_prepared_from(old, prepared_from)
+    except (OSError, ValueError, AttributeError, TypeError):
+        raise UserError(f"{path} cannot be read, so what {out_dir} holds is unknown, and this prepare of {source} would replace it; {elsewhere}") from None
+    if recorded == prepared_from:
+        return
+    keys = [k for k in dict.fromkeys([*recorded, *prepared_from]) if recorded.get(k) != prepared_from.get(k)]
+
+    def describe(what: dict, source: str) -> str:
+        details = [f"{k}={short(what.get(k))}" for k in keys if k != "source"]
+        return source + (f" ({', '.join(details)})" if details else "")
+
+    raise UserError(
+        f"{out_dir} holds data prepared from {describe(recorded, str(old.get('source', 'an unknown source')))}, "
+        f"and this prepare from {describe(prepared_from, source)} would replace it; {elsewhere}"
+    )
+
+
+def short(value: Any) -> str:
+    """A value for a one-line message: sha256 digests cut to 12 hex digits."""
+    return f"{value[:12]}…" if isinstance(value, str) and len(value) == 64 else repr(value)
+
+
+def legacy_prepared_from(meta: dict, like: dict) -> dict:
+    """What a meta.json written before `prepared_from` was recorded says of the same keys."""
+    have = meta | {"tokenizer": (meta.get("tokenizer") or {}).get("kind"), "text_sha256": meta.get("source_sha256")}
+    return {k: have.get(k) for k in like}
 
 
 def open_split(data_dir: str | Path, split: str, dtype: str = "uint16", min_tokens: int = 2) -> np.memmap:

@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from gptsuite.datafiles import DocumentCorpus, TextCorpus, TextFileCorpus, TokenWriter, write_json
+from gptsuite.datafiles import SPLITS, DocumentCorpus, TextCorpus, TextFileCorpus, TokenWriter, check_replace, write_json
 from gptsuite.errors import UserError
-from gptsuite.report import SPLITS, DocStats
+from gptsuite.report import DocStats
 from gptsuite.tokenizer import CharTokenizer, GPT2Tokenizer
 
 CHAR_DOCUMENT_END = "\n\n"  # a blank line ends each document at character level, which has no end-of-text token
@@ -183,51 +183,6 @@ def scan_text(blocks: Iterable[str], char_level: bool, size: int = 0, chunk_char
     finally:
         bar.close()  # ends its line: what is printed next starts on a new one
     return chars, words, sha.hexdigest(), sorted(vocab) if char_level else None
-
-
-def check_replace(out_dir: Path, prepared_from: dict, source: str, overwrite: bool = False) -> None:
-    """Refuse to replace the dataset in out_dir if it was prepared from another source or with other
-    settings (its meta.json's `prepared_from` differs from this prepare's), naming both and the
-    flag that replaces it; preparing again what is there (the same bytes) goes on."""
-    path = out_dir / "meta.json"
-    elsewhere = "prepare into another folder (--out_dir=DIR) or pass --overwrite=True to replace it"
-    if overwrite:
-        return
-    if not path.exists():
-        bins = [f"{s}.bin" for s in SPLITS if (out_dir / f"{s}.bin").exists()]
-        if bins:
-            raise UserError(
-                f"{out_dir} holds {' and '.join(bins)} with no meta.json saying what they were prepared from, and this prepare of {source} would replace them; {elsewhere}"
-            )
-        return
-    try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-        recorded = old.get("prepared_from") or legacy_prepared_from(old, prepared_from)
-    except (OSError, ValueError, AttributeError, TypeError):
-        raise UserError(f"{path} cannot be read, so what {out_dir} holds is unknown, and this prepare of {source} would replace it; {elsewhere}") from None
-    if recorded == prepared_from:
-        return
-    keys = [k for k in dict.fromkeys([*recorded, *prepared_from]) if recorded.get(k) != prepared_from.get(k)]
-
-    def describe(what: dict, source: str) -> str:
-        details = [f"{k}={short(what.get(k))}" for k in keys if k != "source"]
-        return source + (f" ({', '.join(details)})" if details else "")
-
-    raise UserError(
-        f"{out_dir} holds data prepared from {describe(recorded, str(old.get('source', 'an unknown source')))}, "
-        f"and this prepare from {describe(prepared_from, source)} would replace it; {elsewhere}"
-    )
-
-
-def short(value: Any) -> str:
-    """A value for a one-line message: sha256 digests cut to 12 hex digits."""
-    return f"{value[:12]}…" if isinstance(value, str) and len(value) == 64 else repr(value)
-
-
-def legacy_prepared_from(meta: dict, like: dict) -> dict:
-    """What a meta.json written before `prepared_from` was recorded says of the same keys."""
-    have = meta | {"tokenizer": (meta.get("tokenizer") or {}).get("kind"), "text_sha256": meta.get("source_sha256")}
-    return {k: have.get(k) for k in like}
 
 
 def show_progress(bar: tqdm, writers: dict, t0: float, n: int) -> None:

@@ -18,13 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from gptsuite.atomic import atomic_path
-from gptsuite.datafiles import write_json
+from gptsuite.datafiles import SPLITS, write_json
 from gptsuite.flops import GPT2_CONTEXT, GPT2_SIZES, flops_per_token, gpt2_params, peak_tflops
 from gptsuite.tokenizer import GPT2_VOCAB_SIZE
 
 MFU = 0.4
 PEAK_GPUS = ("A100", "H100")  # bf16 dense peak from flops.GPU_PEAK_TFLOPS
-SPLITS = ("train", "val")
 
 
 class DocStats:

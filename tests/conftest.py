@@ -50,3 +50,23 @@ def char_dataset(tmp_path: Path, text_file: Path) -> Path:
     out = tmp_path / "data"
     prepare_text(module.corpus(cfg, out), out)
     return out
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path: Path, char_dataset: Path) -> Path:
+    """An untrained 1-layer char model of char_dataset's vocabulary, saved as out/ckpt.pt."""
+    import torch
+
+    from gptsuite.checkpoint import save_checkpoint
+    from gptsuite.datafiles import load_meta
+    from model import GPT, GPTConfig
+
+    meta = load_meta(char_dataset)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=meta["vocab_size"], n_layer=1, n_head=2, n_embd=16))
+    out = tmp_path / "out"
+    save_checkpoint(
+        {"model": model.state_dict(), "model_args": model.model_args(), "tokenizer": meta["tokenizer"], "config": {"data_dir": str(char_dataset)}},
+        out / "ckpt.pt",
+    )
+    return out

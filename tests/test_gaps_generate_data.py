@@ -95,21 +95,6 @@ def test_gpt2_files_refuses_a_copy_with_one_byte_changed(gpt2_copy: Path, name: 
 # 3. sample.py without --stream cuts each sample at --stop
 
 
-@pytest.fixture
-def tiny_checkpoint(tmp_path: Path, char_dataset: Path) -> Path:
-    from gptsuite.checkpoint import save_checkpoint
-
-    meta = load_meta(char_dataset)
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=16, vocab_size=meta["vocab_size"], n_layer=1, n_head=2, n_embd=16))
-    out = tmp_path / "out"
-    save_checkpoint(
-        {"model": model.state_dict(), "model_args": model.model_args(), "tokenizer": meta["tokenizer"], "config": {"data_dir": str(char_dataset)}},
-        out / "ckpt.pt",
-    )
-    return out
-
-
 def test_sample_batch_output_is_cut_at_the_stop_text(tiny_checkpoint: Path, capsys):
     from sample import main as sample_main
 

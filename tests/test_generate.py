@@ -123,18 +123,8 @@ def test_generate_texts_stop_text_and_streaming():
     assert printable("abc\ufffd", "") == "abc" and printable("ab\n", "\n\n") == "ab" and printable("ab\n", "xy") == "ab\n"
 
 
-def test_sample_cli_batch_stream_stop_interactive(tmp_path: Path, char_dataset: Path, capsys, monkeypatch):
-    from gptsuite.checkpoint import save_checkpoint
-    from gptsuite.datafiles import load_meta
-
-    meta = load_meta(char_dataset)
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=16, vocab_size=meta["vocab_size"], n_layer=1, n_head=2, n_embd=16))
-    out = tmp_path / "out"
-    save_checkpoint(
-        {"model": model.state_dict(), "model_args": model.model_args(), "tokenizer": meta["tokenizer"], "config": {"data_dir": str(char_dataset)}},
-        out / "ckpt.pt",
-    )
+def test_sample_cli_batch_stream_stop_interactive(tiny_checkpoint: Path, capsys, monkeypatch):
+    out = tiny_checkpoint
 
     def sample(*args: str) -> str:
         sample_main([f"--out_dir={out}", "--device=cpu", "--max_new_tokens=40", "--temperature=0", *args])
