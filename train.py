@@ -33,6 +33,7 @@ skipped; more than max_bad_steps in a row stop the run with the last good state 
 
 Precision: --dtype=auto is bfloat16 on GPUs that have it, else float16 with a gradient scaler;
 float32 on cpu and mps (--dtype=bfloat16 works on cpu too). --compile is on by default on CUDA.
+On a CPU the thread count follows the cores other processes leave free; --threads=N fixes it.
 
 Settings: the TrainConfig fields (gptsuite/training.py); `python train.py --help` lists them with
 what each does. Override them with config files and --key=value.
