@@ -26,6 +26,7 @@ from configurator import option, parse_config, print_config
 from gptsuite.errors import UserError, cli
 from gptsuite.flops import model_flops_per_token
 from gptsuite.loading import new_model
+from gptsuite.optim import build_optimizer
 from gptsuite.runtime import CpuThreads, Runtime, setup_runtime, teardown_runtime
 from gptsuite.training import TrainConfig, check_train_config, get_batch, open_training_data, train_step
 from model import GPTConfig
@@ -78,7 +79,7 @@ def bench(cfg: BenchConfig, rt: Runtime) -> dict:
 
     CpuThreads(cfg.threads, adaptive=False)  # a benchmark keeps its thread count: --threads=N, else torch's default
     model = new_model(cfg, tokenizer_meta).to(rt.device)
-    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), rt.device_type)
+    optimizer = build_optimizer(model, cfg, rt.device_type)
     scaler = torch.amp.GradScaler(rt.device_type, enabled=rt.dtype == "float16")
     compiled = rt.maybe_compile(model, cfg.compile)
     tokens_per_step = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size

@@ -6,15 +6,29 @@ projections scaled by 1/sqrt(2 * n_layer)). Attention runs through
 F.scaled_dot_product_attention, which picks a flash / memory-efficient kernel on CUDA.
 Nothing here knows about devices, parallelism or compile: that is the caller's business.
 
+arch='modern' (a preset for training from scratch) swaps in what the speedrun work on models of
+this size found to reach the same loss in several times fewer steps; each change, and why:
+- rotary position embeddings (RoPE) on q and k instead of learned positions: attention sees
+  relative offsets, which generalize better and cost no parameters;
+- RMSNorm instead of LayerNorm: no mean subtraction or bias, as good and a little cheaper;
+- QK-norm (RMSNorm of each head's q and k): bounds the attention logits, so larger learning
+  rates stay stable;
+- ReLU² in the MLP instead of GELU: sparser activations that learn faster at this size;
+- untied input and output embeddings: each learns its own job (the head gets its own rate);
+- zero-initialized output projections (attention, MLP, head): every block starts as the
+  identity and the first logits are uniform, so early steps are not spent undoing the init;
+- logit soft-capping (LOGIT_SOFTCAP * tanh(logits / LOGIT_SOFTCAP)): no runaway logits.
+They come as one preset because they were measured together (experiments/modern_vs_gpt2.py).
+
 Generation keeps a KV cache: the prompt is run once (prefill) and each new token then costs
-one position's forward, attending to the cached keys and values. Positions are learned and
+one position's forward, attending to the cached keys and values. GPT-2's positions are learned and
 absolute, so once the sequence outgrows block_size every cached key is stale (each token's
 position shifts when the window slides): from then on each step recomputes the last block_size
 tokens, exactly as the cache-less path does (sliding recompute), and the two give the same
-tokens.
+tokens. RoPE models slide the same way, so that a window is always seen at the positions
+0..block_size-1 it was trained on.
 """
 
-import inspect
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -22,6 +36,11 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+
+
+ARCHS = ("gpt2", "modern")
+LOGIT_SOFTCAP = 15.0  # arch='modern': logits stay within +-15
+ROPE_BASE = 10000.0  # arch='modern': the rotary frequencies' base, as in RoFormer and Llama
 
 
 @dataclass
@@ -33,8 +52,11 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = False  # bias in Linears and LayerNorms: GPT-2 has them (its weights load with True); without is a bit better and faster
+    arch: str = "gpt2"  # 'gpt2': GPT-2's architecture (pretrained weights, nanoGPT checkpoints); 'modern': the preset above
 
     def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -51,13 +73,19 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
+        if config.arch == "modern":  # QK-norm
+            self.q_norm, self.k_norm = nn.RMSNorm(config.n_embd // config.n_head), nn.RMSNorm(config.n_embd // config.n_head)
 
-    def forward(self, x: torch.Tensor, cache: "KVCache | None" = None, layer: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: "KVCache | None" = None, layer: int = 0, rope: tuple | None = None) -> torch.Tensor:
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        if rope is not None:  # arch='modern': normalize, then rotate by position
+            w = self.q_norm.weight.dtype  # normalize in the weight's dtype (under autocast q is bf16, the weight fp32)
+            q, k = self.q_norm(q.to(w)).type_as(q), self.k_norm(k.to(w)).type_as(k)
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         if cache is None:  # training and plain forward: causal over the T positions
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
         else:
@@ -74,28 +102,51 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(y))
 
 
+def rotary_tables(head_size: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (length, head_size / 2) of RoPE's angles: position t, frequency i at t * ROPE_BASE^(-2i / head_size)."""
+    freqs = ROPE_BASE ** -(torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)
+    angles = torch.outer(torch.arange(length, dtype=torch.float32), freqs)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair (x[i], x[i + hs/2]) of x (B, nh, T, hs) by its position's angle (cos, sin: (T, hs/2))."""
+    x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+def norm(config: GPTConfig) -> nn.Module:
+    return nn.LayerNorm(config.n_embd, bias=config.bias) if config.arch == "gpt2" else nn.RMSNorm(config.n_embd)
+
+
+class ReLU2(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x).square()
+
+
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU(approximate="tanh")  # GPT-2's gelu_new
+        self.act = nn.GELU(approximate="tanh") if config.arch == "gpt2" else ReLU2()  # GPT-2's gelu_new, or ReLU²
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
 
 
 class Block(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cache: "KVCache | None" = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache, layer)
+    def forward(self, x: torch.Tensor, cache: "KVCache | None" = None, layer: int = 0, rope: tuple | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer, rope)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -151,21 +202,29 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
+        gpt2 = config.arch == "gpt2"
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
-                wpe=nn.Embedding(config.block_size, config.n_embd),
+                **({"wpe": nn.Embedding(config.block_size, config.n_embd)} if gpt2 else {}),
                 drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+                ln_f=norm(config),
             )
         )
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight  # weight tying
+        if gpt2:
+            self.transformer.wte.weight = self.lm_head.weight  # weight tying
+        else:  # RoPE's tables: derived, so not in the state dict
+            cos, sin = rotary_tables(config.n_embd // config.n_head, config.block_size)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
-            if name.endswith("c_proj.weight"):  # GPT-2: scale residual projections by depth
+            if name.endswith("c_proj.weight") and gpt2:  # GPT-2: scale residual projections by depth
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+            elif name.endswith("c_proj.weight") or name == "lm_head.weight":  # modern: blocks start as the identity, logits uniform
+                torch.nn.init.zeros_(p)
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
@@ -176,10 +235,13 @@ class GPT(nn.Module):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def get_num_params(self, non_embedding: bool = True) -> int:
-        """Parameter count; position embeddings are left out by default (the token embedding is
-        tied to lm_head, so it counts as a weight of the output layer)."""
+        """Parameter count; by default without the embeddings that are only looked up (no multiply):
+        GPT-2's position embeddings (its token embedding is tied to lm_head, so it counts as a
+        weight of the output layer), or the modern arch's untied token embedding."""
         n = sum(p.numel() for p in self.parameters())
-        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+        if not non_embedding:
+            return n
+        return n - (self.transformer.wpe if self.config.arch == "gpt2" else self.transformer.wte).weight.numel()
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
         """Logits for idx (B, T) and, given targets, the mean cross-entropy (targets of -1 are
@@ -189,40 +251,43 @@ class GPT(nn.Module):
         start = 0 if cache is None else cache.pos
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of length {start + T} is longer than block_size {self.config.block_size}")
-        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        x = self.transformer.wte(idx)  # (B, T, C)
+        rope = None
+        if self.config.arch == "gpt2":
+            x = x + self.transformer.wpe(torch.arange(start, start + T, dtype=torch.long, device=idx.device))
+        else:
+            rope = (self.rope_cos[start : start + T], self.rope_sin[start : start + T])
+        x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, cache, i)
+            x = block(x, cache, i, rope)
         if cache is not None:
             cache.pos += T
         x = self.transformer.ln_f(x)
         if targets is None:
-            return self.lm_head(x[:, [-1], :]), None  # only the last position is needed to sample
-        logits = self.lm_head(x)
+            return self.head(x[:, -1:, :]), None  # only the last position is needed to sample
+        logits = self.head(x)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
         return logits, loss
 
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """The output layer: logits (B, T, vocab_size), soft-capped in the modern arch."""
+        logits = self.lm_head(x)
+        if self.config.arch == "gpt2":
+            return logits
+        return LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)
+
     def crop_block_size(self, block_size: int) -> None:
-        """Shrink the context (e.g. GPT-2's 1024 to 256) by cropping the position embeddings."""
+        """Shrink the context (e.g. GPT-2's 1024 to 256): crop the position embeddings (or RoPE's tables)."""
         if block_size > self.config.block_size:
             raise ValueError(f"cannot grow block_size from {self.config.block_size} to {block_size}")
         self.config.block_size = block_size
-        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+        if self.config.arch == "gpt2":
+            self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+        else:
+            self.rope_cos, self.rope_sin = self.rope_cos[:block_size], self.rope_sin[:block_size]
 
     def model_args(self) -> dict:
         return asdict(self.config)
-
-    def configure_optimizers(self, weight_decay: float, learning_rate: float, betas: tuple[float, float], device_type: str):
-        """AdamW with weight decay on matrices (>= 2-D: Linear weights, embeddings) only, not on
-        biases and LayerNorm gains; the fused kernel on CUDA."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
-        fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
-        extra = {"fused": True} if fused else {}
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
 
     @torch.no_grad()
     def generate_stream(

@@ -49,6 +49,7 @@ from configurator import parse_config, print_config
 from gptsuite.atomic import remove_stale_temps
 from gptsuite.errors import UserError, cli
 from gptsuite.metrics import Logger
+from gptsuite.optim import build_optimizer, set_lr
 from gptsuite.policy import CheckpointPolicy
 from gptsuite.runtime import CpuThreads, Runtime, setup_runtime, teardown_runtime
 from gptsuite.train_state import Checkpointer, resume_config, start_run
@@ -95,7 +96,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
     check_model_fits_data(start.model, cfg, data)
     model = raw_model = start.model.to(rt.device)  # checkpoints are saved from raw_model: no compile or DDP wrappers in its keys
     scaler = torch.amp.GradScaler(rt.device_type, enabled=rt.dtype == "float16")
-    optimizer = raw_model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), rt.device_type)
+    optimizer = build_optimizer(raw_model, cfg, rt.device_type)
     start.restore_optimizer(optimizer, scaler)
     model = rt.maybe_compile(model, cfg.compile)
     if rt.ddp:
@@ -122,13 +123,13 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
     stopping = clock_due = False
     while True:
         lr = get_lr(iter_num, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(optimizer, lr)
 
         # evaluate (not when stopping: a preempted machine has seconds left), then save if the policy says so
         evaluated = improved = False
         if cfg.eval_only or (policy.eval_due(iter_num) and not stopping):
-            losses = estimate_loss(model, evals, cfg.eval_iters, rt)
+            with log.paused():  # ms/iter counts training steps only
+                losses = estimate_loss(model, evals, cfg.eval_iters, rt)
             log.eval(iter_num, losses, lr)
             evaluated, improved = True, policy.record_eval(iter_num, losses["val"])
         if policy.save_due(iter_num, evaluated, improved, stopping, clock_due):

@@ -79,6 +79,11 @@ def write_tokenizer(dest: Path, block_size: int) -> None:
 def export_hf(model: GPT, tok_meta: dict, dest: Path) -> None:
     from safetensors.torch import save_file
 
+    if model.config.arch != "gpt2":
+        raise UserError(
+            f"this model has arch={model.config.arch} (RoPE, RMSNorm, QK-norm, ReLU², soft-capped logits), which no transformers class computes exactly, so it does not export; "
+            "use its checkpoint folder with sample.py and eval.py, or train with --arch=gpt2 to export"
+        )
     if tok_meta.get("kind") != "gpt2":
         raise UserError(
             f"this model uses a {tok_meta.get('kind')} tokenizer, which Hugging Face has no tokenizer for; only GPT-2 BPE models export (prepare the data with GPT-2 BPE)"

@@ -24,7 +24,7 @@ from gptsuite.runtime import Runtime, seed_everything
 from gptsuite.training import TrainConfig, TrainingData, sampler_state
 from model import GPT
 
-MODEL_KEYS = ("n_layer", "n_head", "n_embd", "bias")  # the shape a resumed checkpoint must agree with
+MODEL_KEYS = ("n_layer", "n_head", "n_embd", "bias", "arch")  # the shape a resumed checkpoint must agree with
 MACHINE_KEYS = ("device", "backend", "threads")  # where a run executes, not what it is: never taken from a checkpoint
 
 
@@ -148,7 +148,12 @@ def check_resumable(ckpt: dict, cfg: TrainConfig, data: TrainingData, path: Path
             "resume on the data it was trained on, or pass --allow_data_change=True to go on with this data"
         )
     # a shape key set now: one that differs from what the run recorded (from our defaults, if it recorded none)
-    args, recorded, defaults = ckpt["model_args"], ckpt.get("config") or {}, TrainConfig()
+    args, recorded, defaults = {"arch": "gpt2"} | ckpt["model_args"], ckpt.get("config") or {}, TrainConfig()
+    if recorded.get("optimizer", "adamw") != cfg.optimizer:
+        raise UserError(
+            f"{path} was trained with optimizer={recorded.get('optimizer', 'adamw')}, and its optimizer state cannot go on as optimizer={cfg.optimizer}; "
+            f"resume with --optimizer={recorded.get('optimizer', 'adamw')}"
+        )
     set_now = [k for k in MODEL_KEYS if getattr(cfg, k) != recorded.get(k, getattr(defaults, k))]
     differ = [k for k in set_now if k in args and args[k] != getattr(cfg, k)]
     if differ:

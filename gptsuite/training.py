@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,10 @@ from gptsuite.flops import model_flops_per_token
 from gptsuite.loading import check_init_from
 from gptsuite.metrics import Logger, require_wandb
 from gptsuite.runtime import DTYPE_CHOICES, Runtime
-from model import GPT, GPTConfig
+from gptsuite.optim import OPTIMIZERS
+from model import ARCHS, GPT, GPTConfig
+
+LR_SCHEDULES = ("cosine", "wsd")
 
 
 @dataclass
@@ -56,18 +59,24 @@ class TrainConfig:
     n_embd: int = option(GPTConfig.n_embd, gt=0)  # width of the residual stream
     dropout: float = option(GPTConfig.dropout, ge=0, lt=1)  # 0 for pretraining, 0.1+ for fine-tuning
     bias: bool = GPTConfig.bias  # biases in Linears and LayerNorms (GPT-2 has them; without is a bit better and faster)
-    # AdamW
-    learning_rate: float = option(6e-4, gt=0)  # peak learning rate, after warmup
+    arch: str = option(GPTConfig.arch, choices=ARCHS)  # gpt2: GPT-2's architecture; modern: RoPE, RMSNorm, QK-norm, ReLU², untied head, soft-capped logits (for training from scratch; see model.py)
+    # optimizer
+    optimizer: str = option("adamw", choices=OPTIMIZERS)  # adamw, or muon: Muon on the hidden matrices, AdamW on the rest (see gptsuite/optim.py)
+    learning_rate: float = option(6e-4, gt=0)  # AdamW's peak learning rate, after warmup
     max_iters: int = option(600000, ge=0)  # total optimizer steps
     weight_decay: float = option(1e-1, ge=0)  # on matrices only, not on biases and gains
     beta1: float = option(0.9, ge=0, lt=1)  # AdamW's decay of the gradient mean
     beta2: float = option(0.95, ge=0, lt=1)  # and of its square
+    muon_lr: float = option(0.02, gt=0)  # Muon's peak learning rate (optimizer=muon), scheduled in proportion to learning_rate
+    muon_momentum: float = option(0.95, ge=0, lt=1)  # Muon's (Nesterov) momentum
     grad_clip: float = option(1.0, ge=0)  # clip the global gradient norm at this value; 0 disables clipping
     max_bad_steps: int = option(10, ge=0)  # steps with a non-finite loss or grad norm are skipped; more than this in a row stop the run
-    # learning rate schedule (linear warmup, then cosine decay to min_lr)
+    # learning rate schedule: linear warmup, then cosine decay to min_lr, or constant then a linear cooldown (wsd)
     decay_lr: bool = True  # False: a constant learning_rate
+    lr_schedule: str = option("cosine", choices=LR_SCHEDULES)  # cosine, or wsd: warmup-stable-decay, constant until the last cooldown_frac of lr_decay_iters
     warmup_iters: int = option(2000, ge=0)  # iterations of linear warmup from 0
-    lr_decay_iters: int = option(600000, ge=0)  # ~= max_iters per Chinchilla
+    lr_decay_iters: int = option(600000, ge=0)  # where the decay reaches min_lr: ~= max_iters per Chinchilla
+    cooldown_frac: float = option(0.4, gt=0, le=1)  # wsd: the fraction of lr_decay_iters spent decaying linearly to min_lr
     min_lr: float = option(6e-5, ge=0)  # ~= learning_rate / 10 per Chinchilla
     # system
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
@@ -82,18 +91,27 @@ def check_train_config(cfg: TrainConfig) -> None:
     """What the bounds of the fields cannot say: the output folder, init_from, wandb."""
     check_folder(cfg.out_dir, "--out_dir")
     check_init_from(cfg.init_from, ("scratch", "resume"))
+    if cfg.arch != "gpt2" and cfg.init_from not in ("scratch", "resume"):
+        raise UserError(f"arch={cfg.arch} is for training from scratch; GPT-2's weights ({cfg.init_from}) are arch=gpt2: drop --arch={cfg.arch} to fine-tune them")
     if cfg.wandb_log:
         require_wandb()  # fail now, not after loading the data and the model
 
 
 def get_lr(it: int, cfg: TrainConfig) -> float:
-    """Linear warmup for warmup_iters, cosine decay to min_lr at lr_decay_iters, then min_lr."""
+    """Linear warmup for warmup_iters, then down to min_lr at lr_decay_iters (cosine; or for wsd,
+    constant until the cooldown, then linear), then min_lr."""
     if not cfg.decay_lr:
         return cfg.learning_rate
     if it < cfg.warmup_iters:
         return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
     if it >= cfg.lr_decay_iters:
         return cfg.min_lr
+    if cfg.lr_schedule == "wsd":
+        cooldown_start = max(cfg.warmup_iters, cfg.lr_decay_iters - round(cfg.cooldown_frac * cfg.lr_decay_iters))
+        if it < cooldown_start:
+            return cfg.learning_rate
+        coeff = (cfg.lr_decay_iters - it) / (cfg.lr_decay_iters - cooldown_start)  # 1 -> 0
+        return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
     ratio = (it - cfg.warmup_iters) / (cfg.lr_decay_iters - cfg.warmup_iters)
     coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))  # 1 -> 0
     return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
@@ -240,7 +258,7 @@ def train_step(
 
 class TrainLog:
     """The loop's timing and logging: the mean loss of the good steps since the last log line,
-    ms/iter, tokens/s, MFU where the GPU's peak is known, and the count of skipped steps, printed
+    ms/iter and tokens/s of the training steps (evals left out), MFU where the GPU's peak is known, and the count of skipped steps, printed
     and appended to metrics.jsonl (and wandb) every log_interval iterations by rank 0."""
 
     def __init__(self, logger: Logger, cfg: TrainConfig, rt: Runtime, model: GPT):
@@ -250,6 +268,15 @@ class TrainLog:
         self.peak = rt.peak_flops()
         self.loss_sum = torch.zeros((), device=rt.device)
         self.t0, self.iters, self.good_steps, self.skipped = time.time(), 0, 0, 0
+
+    @contextmanager
+    def paused(self):
+        """Time spent inside (an eval) does not count in ms/iter and tokens/s."""
+        start = time.time()
+        try:
+            yield
+        finally:
+            self.t0 += time.time() - start
 
     def eval(self, iter_num: int, losses: dict, lr: float) -> None:
         if self.rt.master:

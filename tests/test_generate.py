@@ -8,7 +8,7 @@ import torch
 from configurator import ConfigError, parse_config
 from gptsuite.generate import cut_at_stop, generate_texts, printable
 from gptsuite.tokenizer import CharTokenizer
-from model import GPT, GPTConfig, KVCache, sample_logits
+from model import ARCHS, GPT, GPTConfig, KVCache, sample_logits
 from sample import SampleConfig
 from sample import main as sample_main
 
@@ -26,8 +26,9 @@ def lively(**kw) -> GPT:
     return model
 
 
-def test_cached_logits_equal_full_forward_at_every_position():
-    model = lively()
+@pytest.mark.parametrize("arch", ARCHS)  # modern: the cached keys are rotated at their own positions
+def test_cached_logits_equal_full_forward_at_every_position(arch):
+    model = lively(arch=arch)
     x = torch.randint(0, 65, (3, 16))
     full, _ = model(x, x)  # (B, T, V), every position
     cache = KVCache(2, 16)
@@ -43,9 +44,10 @@ def test_cached_logits_equal_full_forward_at_every_position():
         model(x[:, :1], cache=cache)  # full: no position 16
 
 
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("new_tokens", [8, 40])  # 5 + 40 goes well past block_size 16
-def test_greedy_is_identical_with_and_without_cache(new_tokens):
-    model = lively()
+def test_greedy_is_identical_with_and_without_cache(new_tokens, arch):
+    model = lively(arch=arch)
     x = torch.randint(0, 65, (3, 5))
     cached = model.generate(x, new_tokens, temperature=0)
     plain = model.generate(x, new_tokens, temperature=0, use_cache=False)
@@ -55,8 +57,9 @@ def test_greedy_is_identical_with_and_without_cache(new_tokens):
     assert torch.equal(model.generate(x, new_tokens, top_k=1), cached)  # top_k=1 is greedy too
 
 
-def test_sampling_with_cache_matches_without_for_the_same_seed_and_batches():
-    model = lively()
+@pytest.mark.parametrize("arch", ARCHS)
+def test_sampling_with_cache_matches_without_for_the_same_seed_and_batches(arch):
+    model = lively(arch=arch)
     x = torch.randint(0, 65, (1, 4)).repeat(6, 1)  # num_samples in one batch
     torch.manual_seed(3)
     a = model.generate(x, 30, temperature=1.0, top_k=20, top_p=0.9)
@@ -66,8 +69,9 @@ def test_sampling_with_cache_matches_without_for_the_same_seed_and_batches():
     assert len({tuple(r) for r in a.tolist()}) > 1  # the rows are different samples
 
 
-def test_prompt_longer_than_block_size():
-    model = lively()
+@pytest.mark.parametrize("arch", ARCHS)
+def test_prompt_longer_than_block_size(arch):
+    model = lively(arch=arch)
     x = torch.randint(0, 65, (2, 20))
     assert torch.equal(model.generate(x, 6, temperature=0), model.generate(x, 6, temperature=0, use_cache=False))
 

@@ -57,10 +57,19 @@ def assert_same_tensors(a: dict, b: dict) -> None:
         assert torch.equal(a[k], b[k]), k
 
 
-def test_interrupted_run_resumes_bit_for_bit(tmp_path: Path, char_dataset: Path, monkeypatch):
+def optimizer_states(state: dict) -> dict:
+    """The per-parameter states of an optimizer's state_dict, keyed (optimizer name, param index):
+    one AdamW's, or each of the several an `Optimizers` (optimizer=muon) holds by name."""
+    if "state" in state:
+        return {("", i): s for i, s in state["state"].items()}
+    return {(name, i): s for name, sub in state.items() for (_, i), s in optimizer_states(sub).items()}
+
+
+@pytest.mark.parametrize("variant", [[], ["--arch=modern", "--optimizer=muon", "--lr_schedule=wsd", "--muon_lr=0.02"]], ids=["adamw", "modern-muon"])
+def test_interrupted_run_resumes_bit_for_bit(tmp_path: Path, char_dataset: Path, monkeypatch, variant: list[str]):
     """CPU fp32 with dropout: 12 iterations in one go, or stopped by Ctrl-C in iteration 6 and
     resumed, give the same losses and the same final weights to the bit."""
-    args = [f"--data_dir={char_dataset}", *TINY, "--max_iters=12", "--dropout=0.1", "--gradient_accumulation_steps=2"]
+    args = [f"--data_dir={char_dataset}", *TINY, "--max_iters=12", "--dropout=0.1", "--gradient_accumulation_steps=2", *variant]
     main([*args, f"--out_dir={tmp_path / 'whole'}"])
 
     def interrupt(call: int, loss):
@@ -80,7 +89,10 @@ def test_interrupted_run_resumes_bit_for_bit(tmp_path: Path, char_dataset: Path,
     whole, split = load_checkpoint(tmp_path / "whole"), load_checkpoint(tmp_path / "split")
     assert split["iter_num"] == whole["iter_num"] == 12
     assert_same_tensors(split["model"], whole["model"])
-    assert_same_tensors(split["optimizer"]["state"][0], whole["optimizer"]["state"][0])
+    states, whole_states = optimizer_states(split["optimizer"]), optimizer_states(whole["optimizer"])
+    assert states.keys() == whole_states.keys() and len(states) == len(whole["model"]) - (0 if variant else 1)  # every parameter's (gpt2: wte is lm_head)
+    for key, state in states.items():
+        assert_same_tensors(state, whole_states[key])
 
     # the RNG states are what makes it exact: without them dropout draws differ
     state = load_checkpoint(tmp_path / "reseeded")
@@ -236,15 +248,18 @@ def test_full_disk_leaves_the_previous_checkpoint_intact(tmp_path: Path, char_da
     assert not list(out.glob(".*")) and load_checkpoint(out)["iter_num"] == 4
 
 
-def test_non_finite_steps_are_skipped_and_counted(tmp_path: Path, char_dataset: Path, monkeypatch):
+@pytest.mark.parametrize("variant", [[], ["--arch=modern", "--optimizer=muon"]], ids=["adamw", "modern-muon"])
+def test_non_finite_steps_are_skipped_and_counted(tmp_path: Path, char_dataset: Path, monkeypatch, variant: list[str]):
     out = tmp_path / "out"
     on_training_forward(monkeypatch, lambda call, loss: loss * float("nan") if call in (2, 3) else loss)
-    main([f"--data_dir={char_dataset}", f"--out_dir={out}", *TINY, "--max_iters=8"])
+    main([f"--data_dir={char_dataset}", f"--out_dir={out}", *TINY, "--max_iters=8", *variant])
     logged = [r for r in records(out) if "loss" in r]  # one per iteration: log_interval=1
     assert [r.get("skipped_steps", 0) for r in logged] == [0, 0, 1, 2, 2, 2, 2, 2]
     assert logged[2]["loss"] != logged[2]["loss"]  # NaN: iteration 2 had no good step to average
     ckpt = load_checkpoint(out)
     assert ckpt["iter_num"] == 8 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    states = optimizer_states(ckpt["optimizer"])  # Adam moments, Muon momentum buffers: no NaN got in
+    assert states and all(torch.isfinite(v).all() for s in states.values() for v in s.values())
 
 
 def test_divergence_stops_with_the_state_from_before_it(tmp_path: Path, char_dataset: Path, monkeypatch):

@@ -69,7 +69,15 @@ def test_a_moved_run_resumes_where_it_is_now(tmp_path: Path, char_dataset: Path,
     assert load_checkpoint("moved")["iter_num"] == 5 and not Path("first").exists()
 
 
-@pytest.mark.parametrize("flag, words", [("--n_layer=3", ["n_layer=2", "n_layer=3"]), ("--n_layer=12", ["n_layer=2", "n_layer=12"]), ("--bias=True", ["bias=False", "bias=True"])])
+@pytest.mark.parametrize(
+    "flag, words",
+    [
+        ("--n_layer=3", ["n_layer=2", "n_layer=3"]),
+        ("--n_layer=12", ["n_layer=2", "n_layer=12"]),
+        ("--bias=True", ["bias=False", "bias=True"]),
+        ("--arch=modern", ["arch=gpt2", "arch=modern", "--arch=gpt2"]),
+    ],
+)
 def test_the_model_shape_cannot_change(tmp_path: Path, char_dataset: Path, monkeypatch, flag: str, words: list[str]):
     monkeypatch.chdir(tmp_path)
     main([f"--data_dir={char_dataset}", *RUN, "--out_dir=run", "--max_iters=2"])
@@ -87,4 +95,23 @@ def test_a_checkpoint_without_a_recorded_config_needs_the_settings(tmp_path: Pat
     with pytest.raises(UserError, match="no prepared dataset in data/openwebtext"):
         main(["--init_from=resume", "--out_dir=run"])
     main(["--init_from=resume", "--out_dir=run", f"--data_dir={char_dataset}", *RUN, "--max_iters=3"])
+    assert load_checkpoint("run")["iter_num"] == 3
+
+
+def test_a_checkpoint_from_before_arch_and_optimizer_resumes_as_gpt2_with_adamw(tmp_path: Path, char_dataset: Path, monkeypatch):
+    """Checkpoints written before --arch and --optimizer existed record neither: they are GPT-2s
+    trained with AdamW, and a resume that asks for something else is refused."""
+    monkeypatch.chdir(tmp_path)
+    main([f"--data_dir={char_dataset}", *RUN, "--out_dir=run", "--max_iters=2"])
+    ckpt = load_checkpoint("run")
+    new_keys = ("arch", "optimizer", "muon_lr", "muon_momentum", "lr_schedule", "cooldown_frac")
+    ckpt["model_args"] = {k: v for k, v in ckpt["model_args"].items() if k != "arch"}
+    ckpt["config"] = {k: v for k, v in ckpt["config"].items() if k not in new_keys}
+    save_checkpoint(ckpt, Path("run") / "ckpt.pt")
+    with pytest.raises(UserError) as e:
+        main(["--init_from=resume", "--out_dir=run", "--arch=modern"])
+    assert "arch=gpt2" in str(e.value) and "arch=modern" in str(e.value)
+    with pytest.raises(UserError, match="--optimizer=adamw"):
+        main(["--init_from=resume", "--out_dir=run", "--optimizer=muon"])
+    main(["--init_from=resume", "--out_dir=run", "--max_iters=3"])
     assert load_checkpoint("run")["iter_num"] == 3

@@ -33,9 +33,13 @@ def metrics(out: Path) -> list[dict]:
     ]
 
 
+MODERN_MUON = ["--arch=modern", "--optimizer=muon", "--lr_schedule=wsd", "--muon_lr=0.02"]
+
+
 @pytest.mark.slow
-def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path: Path, char_dataset: Path):
-    args = [f"--data_dir={char_dataset}", *TINY, "--gradient_accumulation_steps=4"]
+@pytest.mark.parametrize("variant", [[], MODERN_MUON], ids=["gpt2-adamw", "modern-muon"])
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path: Path, char_dataset: Path, variant: list[str]):
+    args = [f"--data_dir={char_dataset}", *TINY, "--gradient_accumulation_steps=4", *variant]
     proc = run_entry("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *args, f"--out_dir={tmp_path / 'ddp'}")
     assert "(2 x 2 x 4 x 16)" in proc.stdout and proc.stdout.count("step 5:") == 1  # rank 0 alone prints
     main([*args, f"--out_dir={tmp_path / 'one'}"])
@@ -46,8 +50,18 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
         for key in a:
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (key, a, b)
     w_ddp, w_one = load_checkpoint(tmp_path / "ddp")["model"], load_checkpoint(tmp_path / "one")["model"]
+    assert w_ddp.keys() == w_one.keys()
     for name in w_one:
-        torch.testing.assert_close(w_ddp[name], w_one[name], rtol=1e-5, atol=1e-6)
+        if "--optimizer=muon" not in variant:
+            torch.testing.assert_close(w_ddp[name], w_one[name], rtol=1e-5, atol=1e-6)
+            continue
+        # torch.optim.Muon orthogonalizes in bfloat16: the float32 rounding by which the all-reduced
+        # gradient differs from the one-process sum flips bf16 roundings, so weights agree only to
+        # ~2% of each tensor's norm after 5 steps (measured: at most 2.4%, on the zero-initialized
+        # c_proj). A real DDP fault is far off: each rank stepping on its own half of the batch
+        # gives 17-82% on every matrix (and the losses above differ by 1e-3).
+        diff = (w_ddp[name] - w_one[name]).norm() / w_one[name].norm()
+        assert diff < 0.1, (name, diff.item())
 
 
 def test_accumulation_steps_must_divide_across_ranks(tmp_path: Path):
@@ -73,9 +87,11 @@ def test_mixed_precision_training_on_cpu(tmp_path: Path, char_dataset: Path):
 
 
 @pytest.mark.slow
-def test_compile_flag_trains_the_same_on_cpu(tmp_path: Path, char_dataset: Path):
-    main([f"--data_dir={char_dataset}", *TINY, "--gradient_accumulation_steps=1", f"--out_dir={tmp_path / 'eager'}"])
-    main([f"--data_dir={char_dataset}", *TINY, "--gradient_accumulation_steps=1", f"--out_dir={tmp_path / 'compiled'}", "--compile=True"])
+@pytest.mark.parametrize("arch", ["gpt2", "modern"])
+def test_compile_flag_trains_the_same_on_cpu(tmp_path: Path, char_dataset: Path, arch: str):
+    args = [f"--data_dir={char_dataset}", *TINY, "--gradient_accumulation_steps=1", f"--arch={arch}"]
+    main([*args, f"--out_dir={tmp_path / 'eager'}"])
+    main([*args, f"--out_dir={tmp_path / 'compiled'}", "--compile=True"])
     eager, compiled = metrics(tmp_path / "eager"), metrics(tmp_path / "compiled")
     assert compiled[-1]["val_loss"] == pytest.approx(eager[-1]["val_loss"], abs=1e-3)
     assert not any(k.startswith("_orig_mod.") for k in torch.load(tmp_path / "compiled" / "ckpt.pt", weights_only=True)["model"])

@@ -1,0 +1,93 @@
+"""The optimizers a run can train with, built for a model.py GPT.
+
+optimizer='adamw': AdamW (nanoGPT's), with weight decay on matrices only.
+optimizer='muon': torch.optim.Muon on the hidden matrices of the transformer blocks (the 2-D
+weights of attention and MLP, whose updates it orthogonalizes) and AdamW on everything else
+(embeddings, the output head, norm gains, biases), each with its own learning rate: Muon's is
+muon_lr, scheduled in proportion to learning_rate. The two are stepped as one (`Optimizers`), so
+the training loop, the gradient scaler and checkpoints see a single optimizer. Under DDP the
+gradients are all-reduced in backward(), so every rank orthogonalizes the same global gradient.
+"""
+
+import inspect
+
+import torch
+
+from model import GPT
+
+OPTIMIZERS = ("adamw", "muon")
+
+
+class Optimizers:
+    """Several optimizers used as one: their param_groups in one list, one step() and zero_grad(),
+    a state_dict keyed by name. Enough of torch.optim.Optimizer for GradScaler and the loop.
+    lr_scales: each one's learning rate relative to the schedule's (set_lr)."""
+
+    def __init__(self, lr_scales: dict[str, float], **optimizers: torch.optim.Optimizer):
+        self.optimizers, self.lr_scales = optimizers, lr_scales
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [g for opt in self.optimizers.values() for g in opt.param_groups]
+
+    @property
+    def state(self) -> dict:
+        return {p: s for opt in self.optimizers.values() for p, s in opt.state.items()}
+
+    def step(self, closure=None) -> None:
+        for opt in self.optimizers.values():
+            opt.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if set(state) != set(self.optimizers):
+            raise ValueError(f"the state is of optimizers {', '.join(state)}, not {', '.join(self.optimizers)}")
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state[name])
+
+
+def is_hidden_matrix(name: str, p: torch.Tensor) -> bool:
+    """A 2-D weight inside the transformer blocks (not an embedding or the head): Muon's to update."""
+    return p.dim() == 2 and name.startswith("transformer.h.")
+
+
+def adamw(named: list, weight_decay: float, learning_rate: float, betas: tuple[float, float], device_type: str) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices (>= 2-D: Linear weights, embeddings) only, not on biases
+    and norm gains; the fused kernel on CUDA."""
+    groups = [
+        {"params": [p for _, p in named if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for _, p in named if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({"fused": True} if fused else {}))
+
+
+def build_optimizer(model: GPT, cfg, device_type: str):
+    """The optimizer cfg asks for (cfg.optimizer, learning_rate, weight_decay, beta1, beta2,
+    muon_lr, muon_momentum) over the trainable parameters of model."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    betas = (cfg.beta1, cfg.beta2)
+    if cfg.optimizer == "adamw":
+        return adamw(named, cfg.weight_decay, cfg.learning_rate, betas, device_type)
+    hidden = [p for n, p in named if is_hidden_matrix(n, p)]
+    muon = torch.optim.Muon(hidden, lr=cfg.muon_lr, weight_decay=cfg.weight_decay, momentum=cfg.muon_momentum)
+    rest = [(n, p) for n, p in named if not is_hidden_matrix(n, p)]
+    scales = {"muon": cfg.muon_lr / cfg.learning_rate, "adamw": 1.0}
+    return Optimizers(scales, muon=muon, adamw=adamw(rest, cfg.weight_decay, cfg.learning_rate, betas, device_type))
+
+
+def set_lr(optimizer, lr: float) -> None:
+    """Set the learning rate of every param group to the schedule's lr (times its optimizer's lr_scale)."""
+    if isinstance(optimizer, Optimizers):
+        for name, opt in optimizer.optimizers.items():
+            for group in opt.param_groups:
+                group["lr"] = lr * optimizer.lr_scales[name]
+        return
+    for group in optimizer.param_groups:
+        group["lr"] = lr
