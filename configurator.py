@@ -68,9 +68,7 @@ def check_bounds(cfg: Any) -> None:
         value, bounds, choices = getattr(cfg, f.name), f.metadata.get("bounds", {}), f.metadata.get("choices", ())
         if value is None or not (bounds or choices):
             continue
-        ok = value in choices if choices else all(
-            {"ge": value >= b, "gt": value > b, "lt": value < b, "le": value <= b}[k] for k, b in bounds.items()
-        )
+        ok = value in choices if choices else all({"ge": value >= b, "gt": value > b, "lt": value < b, "le": value <= b}[k] for k, b in bounds.items())
         if not ok:
             words = describe_bounds(f)
             raise ConfigError(f"{f.name} must {'not be ' + words[4:] if words.startswith('not ') else 'be ' + words}, got {value!r}")

@@ -37,7 +37,6 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-
 ARCHS = ("gpt2", "modern")
 LOGIT_SOFTCAP = 15.0  # arch='modern': logits stay within +-15
 ROPE_BASE = 10000.0  # arch='modern': the rotary frequencies' base, as in RoFormer and Llama

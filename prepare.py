@@ -34,7 +34,9 @@ from gptsuite.sources import available_datasets, load_dataset_module
 
 
 def main(argv: list[str]) -> None:
-    usage = f"usage: python prepare.py <dataset> [--key=value ...]; datasets: {', '.join(available_datasets())}; python prepare.py <dataset> --help for its options"
+    usage = (
+        f"usage: python prepare.py <dataset> [--key=value ...]; datasets: {', '.join(available_datasets())}; python prepare.py <dataset> --help for its options"
+    )
     if argv[:1] in (["-h"], ["--help"]):
         print(f"{usage}\n\n{__doc__.strip()}")
         return

@@ -67,7 +67,9 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
     except OSError as e:
         what = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or str(e))
         kept = f"{path} still holds the previous checkpoint" if path.exists() else f"no earlier checkpoint is at {path}"
-        raise UserError(f"could not write checkpoint {path}: {what}; {kept}: free some space or fix the folder, then resume: python train.py --init_from=resume --out_dir={path.parent}") from None
+        raise UserError(
+            f"could not write checkpoint {path}: {what}; {kept}: free some space or fix the folder, then resume: python train.py --init_from=resume --out_dir={path.parent}"
+        ) from None
 
 
 def write_checkpoint(state: dict, out_dir: str | Path, keep_last: int = 0, best: bool = False) -> Path:

@@ -142,7 +142,9 @@ def finish_splits(writers: dict[str, TokenWriter], what: str) -> dict[str, int]:
     counts = {s: w.finish() for s, w in writers.items()}
     for s, n in counts.items():
         if not n:
-            raise UserError(f"the {s} split has no {what}; give the dataset more {what}" + (" (or a larger --val_fraction where the dataset has one)" if s == "val" else ""))
+            raise UserError(
+                f"the {s} split has no {what}; give the dataset more {what}" + (" (or a larger --val_fraction where the dataset has one)" if s == "val" else "")
+            )
     return counts
 
 

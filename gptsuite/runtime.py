@@ -25,7 +25,6 @@ PTDTYPE = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 DTYPE_CHOICES = ("auto", *PTDTYPE)  # what --dtype takes
 
 
-
 @dataclass
 class Runtime:
     device: str  # 'cuda:0', 'cpu', 'mps'

@@ -114,7 +114,9 @@ def start_run(cfg: TrainConfig, data: TrainingData, rt: Runtime) -> Start:
                 now, then = data_record(data), ckpt["data"]
                 print(f"note: allow_data_change=True: {path} was trained on {describe_data(then, now)}; it goes on with {describe_data(now, then)}")
             print(f"resuming from {path} at iter {ckpt['iter_num']}")
-            changed = [f"{k}={v} (was {ckpt['sampler'][k]})" for k, v in sampler_state(cfg, data.train_tokens).items() if ckpt.get("sampler", {}).get(k, v) != v]
+            changed = [
+                f"{k}={v} (was {ckpt['sampler'][k]})" for k, v in sampler_state(cfg, data.train_tokens).items() if ckpt.get("sampler", {}).get(k, v) != v
+            ]
             if changed:
                 print(f"note: {', '.join(changed)}: the batches from here on differ from those of an uninterrupted run")
         return Start(model_from_checkpoint(ckpt, dropout=cfg.dropout), ckpt, path)

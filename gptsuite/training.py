@@ -22,8 +22,8 @@ from gptsuite.errors import UserError
 from gptsuite.flops import model_flops_per_token
 from gptsuite.loading import check_init_from
 from gptsuite.metrics import Logger, require_wandb
-from gptsuite.runtime import DTYPE_CHOICES, Runtime
 from gptsuite.optim import OPTIMIZERS
+from gptsuite.runtime import DTYPE_CHOICES, Runtime
 from model import ARCHS, GPT, GPTConfig
 
 LR_SCHEDULES = ("cosine", "wsd")
@@ -59,7 +59,9 @@ class TrainConfig:
     n_embd: int = option(GPTConfig.n_embd, gt=0)  # width of the residual stream
     dropout: float = option(GPTConfig.dropout, ge=0, lt=1)  # 0 for pretraining, 0.1+ for fine-tuning
     bias: bool = GPTConfig.bias  # biases in Linears and LayerNorms (GPT-2 has them; without is a bit better and faster)
-    arch: str = option(GPTConfig.arch, choices=ARCHS)  # gpt2: GPT-2's architecture; modern: RoPE, RMSNorm, QK-norm, ReLU², untied head, soft-capped logits (for training from scratch; see model.py)
+    arch: str = option(
+        GPTConfig.arch, choices=ARCHS
+    )  # gpt2: GPT-2's architecture; modern: RoPE, RMSNorm, QK-norm, ReLU², untied head, soft-capped logits (for training from scratch; see model.py)
     # optimizer
     optimizer: str = option("adamw", choices=OPTIMIZERS)  # adamw, or muon: Muon on the hidden matrices, AdamW on the rest (see gptsuite/optim.py)
     learning_rate: float = option(6e-4, gt=0)  # AdamW's peak learning rate, after warmup
@@ -92,7 +94,9 @@ def check_train_config(cfg: TrainConfig) -> None:
     check_folder(cfg.out_dir, "--out_dir")
     check_init_from(cfg.init_from, ("scratch", "resume"))
     if cfg.arch != "gpt2" and cfg.init_from not in ("scratch", "resume"):
-        raise UserError(f"arch={cfg.arch} is for training from scratch; GPT-2's weights ({cfg.init_from}) are arch=gpt2: drop --arch={cfg.arch} to fine-tune them")
+        raise UserError(
+            f"arch={cfg.arch} is for training from scratch; GPT-2's weights ({cfg.init_from}) are arch=gpt2: drop --arch={cfg.arch} to fine-tune them"
+        )
     if cfg.wandb_log:
         require_wandb()  # fail now, not after loading the data and the model
 
@@ -145,7 +149,9 @@ def open_training_data(cfg: TrainConfig) -> TrainingData:
 def check_model_fits_data(model: GPT, cfg: TrainConfig, data: TrainingData) -> None:
     """Refuse a block_size the model cannot take, or token ids it has no embedding for."""
     if cfg.block_size > model.config.block_size:
-        raise UserError(f"block_size={cfg.block_size} is larger than the model's {model.config.block_size}; pass --block_size={model.config.block_size} or less")
+        raise UserError(
+            f"block_size={cfg.block_size} is larger than the model's {model.config.block_size}; pass --block_size={model.config.block_size} or less"
+        )
     vocab_size = data.tokenizer["vocab_size"]
     if model.config.vocab_size < vocab_size:
         raise UserError(f"the model has {model.config.vocab_size} token ids, fewer than the dataset's {vocab_size}; use a dataset of its tokenizer")

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ENTRY_POINTS = ["prepare", "train", "sample", "eval", "export", "bench"] + [f"tools.{p.stem}" for p in sorted((ROOT / "tools").glob("*.py")) if p.stem != "__init__"]
+ENTRY_POINTS = ["prepare", "train", "sample", "eval", "export", "bench"] + [
+    f"tools.{p.stem}" for p in sorted((ROOT / "tools").glob("*.py")) if p.stem != "__init__"
+]
 LIBRARY = [f"gptsuite.{p.stem}" for p in sorted((ROOT / "gptsuite").glob("*.py")) if p.stem != "__init__"]
 BASE = ["model", "configurator"]
 PLUGINS = sorted((ROOT / "data").glob("*/prepare.py"))

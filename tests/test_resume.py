@@ -47,7 +47,9 @@ def test_a_stopped_run_resumes_with_only_out_dir_bit_for_bit(tmp_path: Path, cha
     for k in whole["model"]:
         assert torch.equal(split["model"][k], whole["model"][k]), k
     where = ("out_dir", "device", "backend")  # where the run is, not what it is
-    assert {k: v for k, v in split["config"].items() if k not in where} == {k: v for k, v in whole["config"].items() if k not in where} | {"init_from": "resume"}
+    assert {k: v for k, v in split["config"].items() if k not in where} == {k: v for k, v in whole["config"].items() if k not in where} | {
+        "init_from": "resume"
+    }
 
 
 def test_flags_given_now_override_and_the_changes_are_printed(tmp_path: Path, char_dataset: Path, monkeypatch, capsys):

@@ -93,6 +93,8 @@ def test_end_to_end_prepare_train_resume_sample(tmp_path: Path, text_file: Path)
 
 def test_loss_falls_when_training(tmp_path: Path, char_dataset: Path, capsys):
     out = tmp_path / "out"
-    train_main([f"--data_dir={char_dataset}", f"--out_dir={out}", "--max_iters=40", "--learning_rate=1e-2", *TINY_ARGS, "--eval_interval=40", "--lr_decay_iters=40"])
+    train_main(
+        [f"--data_dir={char_dataset}", f"--out_dir={out}", "--max_iters=40", "--learning_rate=1e-2", *TINY_ARGS, "--eval_interval=40", "--lr_decay_iters=40"]
+    )
     losses = [float(line.split("val loss ")[1]) for line in capsys.readouterr().out.splitlines() if "val loss" in line]
     assert len(losses) == 2 and losses[-1] < losses[0] - 0.5
