@@ -1,20 +1,20 @@
-"""The GPT-2 language model, in one file, with GPT-2's own parameter names.
+"""The GPT language model, in one file, with GPT-2's own parameter names.
 
-Pre-LayerNorm transformer blocks, fused QKV projection, GELU MLP (4x), learned position
-embeddings, weight tying between the token embedding and the output head, GPT-2's init (residual
-projections scaled by 1/sqrt(2 * n_layer)). Attention runs through
-F.scaled_dot_product_attention, which picks a flash / memory-efficient kernel on CUDA.
+By default (arch='gpt2') it is GPT-2: pre-LayerNorm transformer blocks, fused QKV projection,
+GELU MLP (4x), learned position embeddings, weight tying between the token embedding and the
+output head, GPT-2's init (residual projections scaled by 1/sqrt(2 * n_layer)). Attention runs
+through F.scaled_dot_product_attention, which picks a flash / memory-efficient kernel on CUDA.
 Nothing here knows about devices, parallelism or compile: that is the caller's business.
 
 arch='modern' (a preset for training from scratch) swaps in what the speedrun work on models of
-this size found to reach the same loss in several times fewer steps; each change, and why:
+this size (the modded-nanogpt speedrun) found to reach the same loss in several times fewer steps; each change, and why:
 - rotary position embeddings (RoPE) on q and k instead of learned positions: attention sees
   relative offsets, which generalize better and cost no parameters;
 - RMSNorm instead of LayerNorm: no mean subtraction or bias, as good and a little cheaper;
 - QK-norm (RMSNorm of each head's q and k): bounds the attention logits, so larger learning
   rates stay stable;
 - ReLU² in the MLP instead of GELU: sparser activations that learn faster at this size;
-- untied input and output embeddings: each learns its own job (the head gets its own rate);
+- untied input and output embeddings: reading a token and predicting one are different jobs;
 - zero-initialized output projections (attention, MLP, head): every block starts as the
   identity and the first logits are uniform, so early steps are not spent undoing the init;
 - logit soft-capping (LOGIT_SOFTCAP * tanh(logits / LOGIT_SOFTCAP)): no runaway logits.

@@ -2,9 +2,9 @@
 recipe, trained from scratch on tinyshakespeare at character level on this machine's CPU.
 
 For each size and seed it trains, through train.py as a user would:
-  gpt2         config/train_shakespeare_char_cpu.py, 2000 iterations (nanoGPT's CPU recipe)
-  modern       config/train_shakespeare_char_modern_cpu.py, its own short schedule (500 iterations)
-  modern-long  the same preset on the GPT-2 recipe's 2000-iteration schedule
+  gpt2         config/train_shakespeare_char_cpu.py, 2000 iterations (nanoGPT's CPU recipe; 1000 at the larger size)
+  modern       config/train_shakespeare_char_modern_cpu.py, its own short schedule
+  modern-long  the same preset on the GPT-2 recipe's schedule
 evaluating every 25 iterations on 20 batches (the CPU recipe's eval), and prints one table: the
 iteration and the training time (evals left out) at which val loss first reaches the target, the
 median ms/iter, and the val loss at the end of the schedule, as the mean over the seeds.
@@ -14,7 +14,7 @@ size; for a larger size it is the GPT-2 recipe's own mean val loss at the end of
 measured in the same run.
 
     python experiments/modern_vs_gpt2.py --input=PATH/TO/tinyshakespeare.txt   # ~15 min on 2 cores
-    python experiments/modern_vs_gpt2.py --size=larger --seeds=1                 # 6 layers, 192 wide, block 128
+    python experiments/modern_vs_gpt2.py --size=larger --seeds=1                 # 6 layers, 192 wide, block 128: ~15 min
     python experiments/modern_vs_gpt2.py --smoke                                 # every step, in a minute
 
 Without --input it uses data/shakespeare_char (`python prepare.py shakespeare_char` downloads the
@@ -33,22 +33,25 @@ from pathlib import Path
 
 NANOGPT_CPU_VAL = 1.8857  # nanoGPT's CPU recipe: val loss after 2000 iterations (its README)
 EVAL = ["--eval_interval=25", "--log_interval=25", "--eval_iters=20", "--always_save_checkpoint=False"]
-SIZES = {
-    "cpu": [],  # the CPU recipe's own: 4 layers, 4 heads, 128 wide, block 64, batch 12
-    "larger": ["--n_layer=6", "--n_head=6", "--n_embd=192", "--block_size=128"],
+SIZES = {  # name: (model flags, the GPT-2 recipe's iterations)
+    "cpu": ([], 2000),  # the CPU recipe's own: 4 layers, 4 heads, 128 wide, block 64, batch 12
+    "larger": (["--n_layer=6", "--n_head=6", "--n_embd=192", "--block_size=128"], 1000),  # ~7x the FLOPs per iteration
 }
-RECIPES = {  # name: (config file, flags)
-    "gpt2": ("config/train_shakespeare_char_cpu.py", []),
-    "modern": ("config/train_shakespeare_char_modern_cpu.py", []),
-    "modern-long": ("config/train_shakespeare_char_modern_cpu.py", ["--max_iters=2000", "--lr_decay_iters=2000"]),
+RECIPES = {  # name: config file; gpt2 and modern-long train for the size's GPT-2 iterations, modern its own schedule
+    "gpt2": "config/train_shakespeare_char_cpu.py",
+    "modern": "config/train_shakespeare_char_modern_cpu.py",
+    "modern-long": "config/train_shakespeare_char_modern_cpu.py",
 }
 
 
 def run(recipe: str, size: str, seed: int, data_dir: Path, out_dir: Path, args) -> list[dict]:
     """Train one recipe with one seed; its metrics.jsonl records."""
-    config, flags = RECIPES[recipe]
-    iters = [f"--max_iters={args.smoke}", f"--lr_decay_iters={args.smoke}", "--warmup_iters=2"] if args.smoke else []
-    cmd = [sys.executable, "train.py", config, *SIZES[size], *flags, *EVAL, *iters, f"--seed={seed}", f"--threads={args.threads}"]
+    flags, iters = SIZES[size]
+    if recipe != "modern":
+        flags = [*flags, f"--max_iters={iters}", f"--lr_decay_iters={iters}"]
+    if args.smoke:
+        flags = [*flags, f"--max_iters={args.smoke}", f"--lr_decay_iters={args.smoke}", "--warmup_iters=2"]
+    cmd = [sys.executable, "train.py", RECIPES[recipe], *flags, *EVAL, f"--seed={seed}", f"--threads={args.threads}"]
     cmd += [f"--data_dir={data_dir}", f"--out_dir={out_dir}"]
     t = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -16,6 +16,7 @@ model.py / configurator.py.
     pretrained   OpenAI's GPT-2 weights into our GPT
     hf_export    our GPT out to a Hugging Face folder
     loading      a model from a checkpoint folder or a GPT-2 name (sample, eval, export, bench)
+    optim        the optimizers: AdamW, or Muon on the block matrices with AdamW on the rest
     training     TrainConfig, the schedule, batches, one step, the loss estimate, the stop signal
     train_state  what a training checkpoint holds and how a run starts from one
     policy       when a run evaluates and saves; the NaN guard's state
