@@ -6,8 +6,9 @@ output head, GPT-2's init (residual projections scaled by 1/sqrt(2 * n_layer)). 
 through F.scaled_dot_product_attention, which picks a flash / memory-efficient kernel on CUDA.
 Nothing here knows about devices, parallelism or compile: that is the caller's business.
 
-arch='modern' (a preset for training from scratch) swaps in what the speedrun work on models of
-this size (the modded-nanogpt speedrun) found to reach the same loss in several times fewer steps; each change, and why:
+arch='modern' (a preset for training from scratch) swaps in what the modded-nanogpt speedrun
+found on models of this size to reach the same loss in several times fewer steps; each change,
+and why:
 - rotary position embeddings (RoPE) on q and k instead of learned positions: attention sees
   relative offsets, which generalize better and cost no parameters;
 - RMSNorm instead of LayerNorm: no mean subtraction or bias, as good and a little cheaper;

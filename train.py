@@ -76,8 +76,10 @@ def main(argv: list[str]) -> None:
     try:
         with StopSignal() as stop:
             train(cfg, rt, stop)
-    finally:
+    except BaseException:
         teardown_runtime(rt)
+        raise
+    teardown_runtime(rt, finished=True)
 
 
 def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict:

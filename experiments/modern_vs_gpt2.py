@@ -53,6 +53,8 @@ def run(recipe: str, size: str, seed: int, data_dir: Path, out_dir: Path, args) 
         flags = [*flags, f"--max_iters={args.smoke}", f"--lr_decay_iters={args.smoke}", "--warmup_iters=2"]
     cmd = [sys.executable, "train.py", RECIPES[recipe], *flags, *EVAL, f"--seed={seed}", f"--threads={args.threads}"]
     cmd += [f"--data_dir={data_dir}", f"--out_dir={out_dir}"]
+    if args.reuse and (out_dir / "metrics.jsonl").exists():
+        return [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
     t = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
@@ -62,63 +64,76 @@ def run(recipe: str, size: str, seed: int, data_dir: Path, out_dir: Path, args) 
 
 
 def summarize(records: list[dict], target: float) -> dict:
-    """Iteration and training seconds at which val loss first reaches target (None if never),
-    median ms/iter, final val loss."""
+    """Iteration and training seconds at which val loss first reaches target (if it never does:
+    None, and the seconds of the whole run, a lower bound), median ms/iter, final val loss."""
     steps = [r for r in records if "ms_per_iter" in r]
     evals = [r for r in records if "val_loss" in r]
     reached = next((r["iter"] for r in evals if r["val_loss"] <= target), None)
     seconds, last = 0.0, 0
     for r in steps:  # each log line times the iterations since the one before
-        if reached is None or r["iter"] > reached:
+        if reached is not None and r["iter"] > reached:
             break
         seconds += r["ms_per_iter"] * (r["iter"] - last) / 1000
         last = r["iter"]
     return {
         "iter": reached,
-        "seconds": seconds if reached is not None else None,
+        "seconds": seconds,
         "ms": statistics.median(r["ms_per_iter"] for r in steps),
         "final": evals[-1]["val_loss"],
         "iters": evals[-1]["iter"],
     }
 
 
-def mean(values: list) -> float | None:
-    return None if any(v is None for v in values) else statistics.mean(values)
-
-
 def table(size: str, target: float, results: dict[str, list[dict]]) -> str:
-    gpt2_seconds = mean([s["seconds"] for s in results["gpt2"]])
+    """The results as a markdown table. A run that never reaches the target counts with its whole
+    schedule, as a lower bound: the mean is then a lower bound too (">"), and a ratio against it
+    an upper bound ("<")."""
+    gpt2_seconds = statistics.mean(s["seconds"] for s in results["gpt2"])
+    gpt2_bound = any(s["iter"] is None for s in results["gpt2"])
     lines = [
-        f"size {size}, target val loss {target:.4f}, mean of {len(results['gpt2'])} seed(s) (per seed in brackets)",
+        f"size {size}, target val loss {target:.4f}, mean of {len(results['gpt2'])} seed(s) (per seed in brackets; - never reached)",
         "| recipe | iterations | reaches target at iter | training time to target | vs gpt2 | ms/iter | val loss at the end |",
         "|---|---|---|---|---|---|---|",
     ]
     for recipe, runs in results.items():
-        it, sec, ms = mean([s["iter"] for s in runs]), mean([s["seconds"] for s in runs]), statistics.mean(s["ms"] for s in runs)
+        bound = ">" if any(s["iter"] is None for s in runs) else ""
+        it = statistics.mean(s["iter"] or s["iters"] for s in runs)
+        sec, ms = statistics.mean(s["seconds"] for s in runs), statistics.mean(s["ms"] for s in runs)
         per_seed = ", ".join("-" if s["iter"] is None else str(s["iter"]) for s in runs)
-        ratio = f"{sec / gpt2_seconds:.2f}x" if sec is not None and gpt2_seconds else "-"
+        if recipe == "gpt2":
+            ratio = "1.00x"
+        elif bound and gpt2_bound:
+            ratio = "-"  # two lower bounds: no ratio
+        else:
+            ratio = f"{'>' if bound else '<' if gpt2_bound else ''}{sec / gpt2_seconds:.2f}x"
         finals = ", ".join(f"{s['final']:.4f}" for s in runs)
-        reached = "-" if it is None else f"{it:.0f}"
-        seconds = "-" if sec is None else f"{sec:.1f} s"
+        reached, seconds = f"{bound}{it:.0f}", f"{bound}{sec:.1f} s"
         lines.append(
             f"| {recipe} | {runs[0]['iters']} | {reached} ({per_seed}) | {seconds} | {ratio} | {ms:.1f} | {statistics.mean(s['final'] for s in runs):.4f} ({finals}) |"
         )
     return "\n".join(lines)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--input", default="", help="tinyshakespeare's input.txt (default: data/shakespeare_char as prepared)")
     p.add_argument("--size", choices=[*SIZES, "both"], default="cpu")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work_dir", default="", help="where the runs go (default: a temporary folder)")
+    p.add_argument("--reuse", action="store_true", help="take the runs already in --work_dir instead of training them again")
     p.add_argument("--smoke", type=int, nargs="?", const=50, default=0, help="N iterations per run, to check the script")
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="modern_vs_gpt2_"))
     data_dir = Path("data/shakespeare_char")
-    if args.input:
+    if args.input and args.reuse and (work / "data" / "meta.json").exists():
+        data_dir = work / "data"
+    elif args.input:
         data_dir = work / "data"
         prep = [sys.executable, "prepare.py", "shakespeare_char", f"--input={args.input}", f"--out_dir={data_dir}"]
         subprocess.run(prep, check=True, capture_output=True)

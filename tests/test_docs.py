@@ -22,6 +22,7 @@ import dataclasses
 import difflib
 import functools
 import importlib
+import importlib.util
 import re
 import shlex
 import typing
@@ -94,7 +95,16 @@ def scripts() -> dict[str, Script]:
         "-m tools.bench_generate": Script(config("tools.bench_generate", "BenchGenerateConfig")),
         "-m tools.bench_prepare": Script(config("tools.bench_prepare", "BenchConfig")),
         "-m tools.plot": Script(None, positionals=1, help=False),
+        "experiments/modern_vs_gpt2.py": Script(None, extra=argparse_keys("experiments/modern_vs_gpt2.py")),
     }
+
+
+def argparse_keys(path: str) -> frozenset:
+    """The --keys of a script that reads its command line with argparse, from its parser()."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return frozenset(s[2:] for action in module.parser()._actions for s in action.option_strings if s.startswith("--"))
 
 
 @functools.cache
