@@ -90,12 +90,17 @@ class TrainConfig:
 
 
 def check_train_config(cfg: TrainConfig) -> None:
-    """What the bounds of the fields cannot say: the output folder, init_from, wandb."""
+    """What the bounds of the fields cannot say: the output folder, init_from, the schedule, wandb."""
     check_folder(cfg.out_dir, "--out_dir")
     check_init_from(cfg.init_from, ("scratch", "resume"))
     if cfg.arch != "gpt2" and cfg.init_from not in ("scratch", "resume"):
         raise UserError(
             f"arch={cfg.arch} is for training from scratch; GPT-2's weights ({cfg.init_from}) are arch=gpt2: drop --arch={cfg.arch} to fine-tune them"
+        )
+    if cfg.decay_lr and cfg.min_lr == 0 and cfg.max_iters > cfg.lr_decay_iters and not cfg.eval_only:
+        raise UserError(
+            f"max_iters={cfg.max_iters} goes past lr_decay_iters={cfg.lr_decay_iters}, where the learning rate reaches min_lr=0, so those iterations would change nothing; "
+            f"pass --lr_decay_iters={cfg.max_iters} too (or a --min_lr above 0)"
         )
     if cfg.wandb_log:
         require_wandb()  # fail now, not after loading the data and the model

@@ -27,7 +27,7 @@ from gptsuite.flops import model_flops_per_token
 from gptsuite.optim import Optimizers, build_optimizer, set_lr
 from gptsuite.runtime import Runtime
 from gptsuite.tokenizer import GPT2_META, CharTokenizer
-from gptsuite.training import TrainConfig, get_lr, train_step
+from gptsuite.training import TrainConfig, check_train_config, get_lr, train_step
 from model import GPT, GPTConfig, apply_rotary, rotary_tables
 from tools.novelty import main as novelty_main
 from train import main as train_main
@@ -430,3 +430,12 @@ def test_a_non_finite_step_leaves_weights_and_muon_momentum(bad: str):
     steps(ref_model, ref_opt, [later])
     for (n, p), q in zip(model.named_parameters(), ref_model.parameters(), strict=True):
         assert torch.equal(p, q), n
+
+
+def test_iterations_past_a_decay_to_zero_are_refused(tmp_path: Path):
+    """Resuming a wsd run that decayed to min_lr=0 with only a larger --max_iters would train at lr 0."""
+    cfg = TrainConfig(out_dir=str(tmp_path), min_lr=0.0, max_iters=400, lr_decay_iters=350)
+    with pytest.raises(UserError, match=r"lr_decay_iters=350, where the learning rate reaches min_lr=0.*--lr_decay_iters=400"):
+        check_train_config(cfg)
+    check_train_config(TrainConfig(out_dir=str(tmp_path), min_lr=0.0, max_iters=400, lr_decay_iters=400))  # decays to 0 at the end: fine
+    check_train_config(TrainConfig(out_dir=str(tmp_path), min_lr=1e-4, max_iters=400, lr_decay_iters=350))  # nanoGPT's: a floor above 0
