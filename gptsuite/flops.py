@@ -4,18 +4,25 @@ Torch-free, so that prepare's dataset report can use it without importing torch.
 train.py (MFU in the log), bench.py and the dataset report (hours per epoch).
 """
 
+import re
+
 GPT2_CONTEXT = 1024  # tokens
 GPT2_SIZES = {"124M": (12, 12, 768), "355M": (24, 16, 1024), "774M": (36, 20, 1280), "1.5B": (48, 25, 1600)}  # n_layer, n_head, n_embd
 
-# Dense (no sparsity) tensor-core peak TFLOP/s by GPU, for bf16/fp16 and for tf32. Matched against
-# torch.cuda.get_device_name() in order, so more specific names come first.
+# Dense (no sparsity) tensor-core peak TFLOP/s by GPU, for bf16/fp16 and for tf32. A row matches a
+# torch.cuda.get_device_name() whose words include all of the row's words (case aside; words split
+# at spaces and dashes, so "A10" is not "A100-SXM4-80GB"); the row with the most words wins, so
+# "NVIDIA H100 PCIe" takes "H100 PCIe" and "NVIDIA H100 80GB HBM3" (SXM) takes "H100".
 GPU_PEAK_TFLOPS = [
+    ("H200 NVL", 835.0, 418.0),
     ("H200", 989.0, 494.0),
     ("H100 NVL", 835.0, 418.0),
     ("H100 PCIe", 756.0, 378.0),
     ("H100", 989.0, 494.0),  # SXM
+    ("H800 PCIe", 756.0, 378.0),
     ("H800", 989.0, 494.0),
     ("GH200", 989.0, 494.0),
+    ("GB200", 2500.0, 1250.0),  # per GPU
     ("B200", 2250.0, 1100.0),
     ("A100", 312.0, 156.0),
     ("A800", 312.0, 156.0),
@@ -34,11 +41,12 @@ GPU_PEAK_TFLOPS = [
 
 def peak_tflops(device_name: str, half_precision: bool) -> float | None:
     """The dense peak TFLOP/s of a GPU by its name, at bf16/fp16 or else tf32; None if unknown."""
-    for key, half, tf32 in GPU_PEAK_TFLOPS:
-        if key in device_name:
-            peak = half if half_precision else tf32
-            return peak or None
-    return None
+    words = set(re.split(r"[\s\-]+", device_name.upper()))
+    rows = [row for row in GPU_PEAK_TFLOPS if set(row[0].upper().split()) <= words]
+    if not rows:
+        return None
+    _, half, tf32 = max(rows, key=lambda row: len(row[0].split()))
+    return (half if half_precision else tf32) or None
 
 
 def flops_per_token(n_params: int, n_layer: int, n_head: int, n_embd: int, seq_len: int) -> float:

@@ -27,8 +27,38 @@ def test_model_flops_per_token_uses_the_params_without_position_embeddings():
     assert model_flops_per_token(model, 16) == 6 * n + 12 * 1 * 2 * 4 * 16
 
 
-def test_peak_lookup_prefers_the_specific_name():
-    assert peak_tflops("NVIDIA H100 PCIe", half_precision=True) == 756.0
-    assert peak_tflops("NVIDIA H100 80GB HBM3", half_precision=True) == 989.0
+# names as torch.cuda.get_device_name() reports them, and the vendors' dense bf16/fp16 peaks
+DRIVER_NAMES = [
+    ("NVIDIA H100 80GB HBM3", 989.0),  # SXM
+    ("NVIDIA H100 PCIe", 756.0),
+    ("NVIDIA H100 NVL", 835.0),
+    ("NVIDIA H200", 989.0),
+    ("NVIDIA H200 NVL", 835.0),
+    ("NVIDIA H800", 989.0),
+    ("NVIDIA H800 PCIe", 756.0),
+    ("NVIDIA GH200 480GB", 989.0),
+    ("NVIDIA B200", 2250.0),
+    ("NVIDIA GB200", 2500.0),
+    ("NVIDIA A100-SXM4-80GB", 312.0),
+    ("NVIDIA A100-PCIE-40GB", 312.0),
+    ("NVIDIA A10G", 70.0),
+    ("NVIDIA A10", 125.0),
+    ("NVIDIA L40S", 362.0),
+    ("NVIDIA L40", 181.0),
+    ("NVIDIA L4", 121.0),
+    ("NVIDIA RTX A6000", 155.0),
+    ("NVIDIA GeForce RTX 4090", 165.0),
+    ("Tesla V100-SXM2-16GB", 125.0),
+    ("Tesla T4", 65.0),
+]
+
+
+@pytest.mark.parametrize("name, peak", DRIVER_NAMES)
+def test_peak_lookup_by_the_name_the_driver_reports(name: str, peak: float):
+    assert peak_tflops(name, half_precision=True) == peak
+
+
+def test_peak_lookup_without_a_match_or_a_tf32_peak():
     assert peak_tflops("Tesla T4", half_precision=False) is None  # no tf32 on a T4
     assert peak_tflops("Some GPU", half_precision=True) is None
+    assert peak_tflops("NVIDIA H100 PCIe", half_precision=False) == 378.0
