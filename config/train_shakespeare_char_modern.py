@@ -10,13 +10,7 @@ include("config/train_shakespeare_char.py")
 out_dir = "out-shakespeare-char-modern"
 wandb_run_name = "mini-gpt-modern"
 
-arch = "modern"
-optimizer = "muon"
-learning_rate = 3e-3  # AdamW: embeddings, head, gains
-muon_lr = 0.005  # Muon: the attention and MLP matrices
-lr_schedule = "wsd"
+include("config/modern.py")
 warmup_iters = 100
 max_iters = 2500
 lr_decay_iters = 2500
-cooldown_frac = 0.5
-min_lr = 0.0

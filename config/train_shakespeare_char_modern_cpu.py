@@ -9,13 +9,7 @@ include("config/train_shakespeare_char_cpu.py")
 out_dir = "out-shakespeare-char-modern"
 wandb_run_name = "mini-gpt-modern-cpu"
 
-arch = "modern"
-optimizer = "muon"
-learning_rate = 3e-3  # AdamW: embeddings, head, gains
-muon_lr = 0.005  # Muon: the attention and MLP matrices
-lr_schedule = "wsd"
+include("config/modern.py")
 warmup_iters = 20
 max_iters = 350
 lr_decay_iters = 350
-cooldown_frac = 0.5
-min_lr = 0.0

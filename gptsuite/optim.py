@@ -30,11 +30,7 @@ class Optimizers:
     def param_groups(self) -> list[dict]:
         return [g for opt in self.optimizers.values() for g in opt.param_groups]
 
-    @property
-    def state(self) -> dict:
-        return {p: s for opt in self.optimizers.values() for p, s in opt.state.items()}
-
-    def step(self, closure=None) -> None:
+    def step(self) -> None:
         for opt in self.optimizers.values():
             opt.step()
 
