@@ -6,9 +6,10 @@ ms/iter, tokens/s, peak memory and MFU.
     python bench.py --batch_size=32 --dtype=bfloat16                 # as large a batch as fits
     python bench.py config/train_gpt2.py --gradient_accumulation_steps=1 --real_data=True
     python bench.py config/train_shakespeare_char_cpu.py --real_data=True  # nanoGPT's CPU recipe
+    python bench.py config/train_shakespeare_char_modern_cpu.py --real_data=True  # the same with the modern preset (arch, Muon)
     python bench.py --device=cpu --compile=False --block_size=256 --batch_size=4
 
-Settings: train.py's (model shape, batch, dtype, compile, device, dataset) and the BenchConfig
+Settings: train.py's (model shape and arch, optimizer, batch, dtype, compile, device, dataset) and the BenchConfig
 fields below. A step is gradient_accumulation_steps micro-batches (default 1), exactly as
 train.py runs it. MFU is the model's FLOPs (6N + 12*L*H*Q*T per token, PaLM appendix B) per
 second over the GPU's dense peak at this precision (flops.GPU_PEAK_TFLOPS, or --peak_tflops);

@@ -15,6 +15,9 @@ Two nodes of 8 GPUs (run on each node; node 0 at 10.0.0.1):
 (If your cluster has no Infiniband, prepend NCCL_IB_DISABLE=1.)
 gradient_accumulation_steps is the global count: each of the N processes does 1/N of it.
 
+From scratch with the modern preset (RoPE, RMSNorm, QK-norm, ReLU², Muon; docs/training.md):
+    python train.py config/train_shakespeare_char_modern_cpu.py
+
 Fine-tune GPT-2 (weights from the Hugging Face hub, or --init_from=DIR with config.json and
 model.safetensors) on a dataset tokenized with GPT-2 BPE:
     python prepare.py shakespeare && python train.py config/finetune_shakespeare.py
