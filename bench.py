@@ -92,9 +92,9 @@ def bench(cfg: BenchConfig, rt: Runtime) -> dict:
     def run(steps: int) -> float:
         batch, loss = next(batches), None
         for _ in range(steps):
-            loss, _, batch = train_step(compiled, optimizer, scaler, batch, batches, cfg.gradient_accumulation_steps, cfg.grad_clip, rt)
+            loss, _, _, batch = train_step(compiled, optimizer, scaler, batch, batches, cfg.gradient_accumulation_steps, cfg.grad_clip, rt)
         rt.synchronize()
-        return loss.item() if loss is not None else float("nan")
+        return loss if loss is not None else float("nan")
 
     print(f"warming up for {cfg.warmup_steps} steps, then timing {cfg.timed_steps}")
     run(cfg.warmup_steps)

@@ -189,7 +189,7 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
     logits = logits.float() / temperature
     if top_k is not None and top_k < logits.size(-1):
         v, _ = torch.topk(logits, top_k)
-        logits = logits.masked_fill(logits < v[:, [-1]], -float("inf"))
+        logits = logits.masked_fill(logits < v[:, -1:], -float("inf"))  # a slice: a list index is a copy from the host
     if top_p is not None and top_p < 1.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
         probs = F.softmax(sorted_logits, dim=-1)

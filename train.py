@@ -60,7 +60,6 @@ from gptsuite.training import (
     StopSignal,
     TrainConfig,
     TrainLog,
-    any_rank,
     check_model_fits_data,
     check_train_config,
     estimate_loss,
@@ -150,20 +149,21 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
 
         if policy.bad_steps == 0:  # what the NaN guard saves if this step starts a run of bad ones
             policy.good = saver.snapshot(iter_num)
-        loss, stepped, batch = train_step(model, optimizer, scaler, batch, batches, accum_steps, cfg.grad_clip, rt)
+        # every rank must take the same branches: the step's one read of the device also agrees on a stop signal and the clock
+        loss, stepped, (stopping, clock_due), batch = train_step(
+            model, optimizer, scaler, batch, batches, accum_steps, cfg.grad_clip, rt, lambda: [stop.requested, policy.clock_due()]
+        )
         too_many_bad = policy.record_step(stepped)
         log.step(iter_num, loss, stepped, policy.bad_steps)
         if too_many_bad:
             good = policy.good
-            saver.save(good["iter_num"], policy, rng=good["rng"], scaler_state=good["scaler_state"])
+            saver.save(good["iter_num"], policy, rng=good["rng"])
             raise UserError(
                 f"the loss or gradient norm was not finite for {policy.bad_steps} steps in a row (iters {good['iter_num']}-{iter_num}, more than max_bad_steps={cfg.max_bad_steps}); "
                 f"{cfg.out_dir} holds the state from before (iter {good['iter_num']}): lower --learning_rate or set --grad_clip, then --init_from=resume"
             )
         iter_num += 1
         threads.adjust()
-        # every rank must take the same branch: stop and save on a signal or the clock
-        stopping, clock_due = any_rank([stop.requested, policy.clock_due()], rt)
         log.maybe_log(iter_num, lr)
     log.logger.close()
     return {"iter_num": iter_num, "best_val_loss": policy.best_val_loss, "skipped_steps": log.skipped, **{f"{k}_loss": v for k, v in losses.items()}}

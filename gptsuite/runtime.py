@@ -75,10 +75,12 @@ def resolve_device(device: str) -> str:
         if torch.backends.mps.is_available():
             return "mps"
         return "cpu"
-    kind = device.split(":")[0]
+    kind, _, index = device.partition(":")
     if kind == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device '{device}' was asked for but CUDA is not available here; use --device=cpu (or auto)")
-    if kind == "cuda" and ":" in device and int(device.split(":")[1]) >= torch.cuda.device_count():
+    if kind == "cuda" and index and not index.isdigit():
+        raise UserError(f"unknown device '{device}'; use cuda:N with N a GPU's number, e.g. cuda:0")
+    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
         raise UserError(f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if kind == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"device '{device}' was asked for but Apple MPS is not available here; use --device=cpu (or auto)")
@@ -87,15 +89,29 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_dtype(dtype: str, device_type: str) -> str:
+def native_bf16(device: str) -> bool:
+    """Whether a CUDA device computes bfloat16 in hardware: compute capability 8.0 (Ampere) or
+    newer. torch.cuda.is_bf16_supported() also says yes for older GPUs (T4, V100, RTX 20xx),
+    which emulate it without tensor cores or flash attention, several times slower than float16."""
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """The precision for `dtype` on `device` (the one in use, e.g. 'cuda:1'): auto is bfloat16 on
+    GPUs that have it natively, else float16 (with a GradScaler); float32 on cpu and mps."""
+    device_type = device.split(":")[0]
     if dtype == "auto":
         if device_type == "cuda":
-            return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+            return "bfloat16" if native_bf16(device) else "float16"
         return "float32"
     if dtype not in PTDTYPE:
         raise UserError(f"unknown dtype '{dtype}'; use auto, float32, bfloat16 or float16")
-    if dtype == "bfloat16" and device_type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise UserError("this GPU does not support bfloat16; use --dtype=float16 (with loss scaling) or float32")
+    if dtype == "bfloat16" and device_type == "cuda" and not native_bf16(device):
+        major, minor = torch.cuda.get_device_capability(device)
+        raise UserError(
+            f"{torch.cuda.get_device_name(device)} ({device}, compute capability {major}.{minor}) has no native bfloat16 (8.0 and newer do) and would emulate it "
+            f"several times slower; use --dtype=float16 (with loss scaling) or --dtype=auto"
+        )
     if dtype != "float32" and device_type == "mps":
         raise UserError(f"--dtype={dtype} autocast is not supported on MPS here; use --dtype=float32")
     return dtype
@@ -129,8 +145,12 @@ def setup_runtime(device: str = "auto", dtype: str = "auto", seed: int = 1337, b
         rt = Runtime(device, device.split(":")[0], "float32", True, rank, local_rank, world)
     else:
         device = resolve_device(device)
+        if device.startswith("cuda"):  # the current device: what capability checks, timers and bare .cuda() calls see
+            index = torch.device(device).index
+            device = f"cuda:{torch.cuda.current_device() if index is None else index}"
+            torch.cuda.set_device(device)
         rt = Runtime(device, device.split(":")[0], "float32")
-    rt.dtype = resolve_dtype(dtype, rt.device_type)
+    rt.dtype = resolve_dtype(dtype, rt.device)
     seed_everything(seed + rt.rank)
     if rt.device_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True

@@ -204,12 +204,13 @@ class Checkpointer:
         self.sampler = sampler_state(cfg, data.train_tokens)
 
     def snapshot(self, iter_num: int) -> dict:
-        """The state that a save from before a run of bad steps needs (the NaN guard keeps it)."""
-        return {"iter_num": iter_num, "rng": rng_state(self.rt.device), "scaler_state": self.scaler.state_dict()}
+        """What a save from before a run of bad steps needs besides the current state (the NaN
+        guard keeps it): bad steps change neither the weights, the optimizer nor the loss scale,
+        but they draw random numbers."""
+        return {"iter_num": iter_num, "rng": rng_state(self.rt.device)}
 
-    def save(self, iter_num: int, policy, best: bool = False, rng: dict | None = None, scaler_state: dict | None = None) -> None:
-        """Save at iter_num; `rng` and `scaler_state` replace the current ones when the NaN guard
-        saves its snapshot."""
+    def save(self, iter_num: int, policy, best: bool = False, rng: dict | None = None) -> None:
+        """Save at iter_num; `rng` replaces the current RNG state when the NaN guard saves its snapshot."""
         policy.saving()
         rng_states = gather_rng_states(rng or rng_state(self.rt.device), self.rt)
         if not self.rt.master:
@@ -217,7 +218,7 @@ class Checkpointer:
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict() if scaler_state is None else scaler_state,
+            "scaler": self.scaler.state_dict(),  # read here only: it costs two reads of the device
             "model_args": self.model.model_args(),
             "iter_num": iter_num,
             "best_val_loss": policy.best_val_loss,

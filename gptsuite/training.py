@@ -7,7 +7,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,26 +224,47 @@ def estimate_loss(model: torch.nn.Module, batch_fns: dict, eval_iters: int, rt: 
     return out
 
 
-def any_rank(flags: list[bool], rt: Runtime) -> list[bool]:
-    """Each flag, True if it is True on any rank (a tiny all-reduce under DDP), so that every rank
-    takes the same branch: skip a step, stop, save."""
-    if not rt.ddp:
-        return flags
-    t = torch.tensor(flags, dtype=torch.float32, device=rt.device)
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return [v > 0 for v in t.tolist()]
+def agree(loss: torch.Tensor, grad_norm: torch.Tensor | None, host_flags: list[bool], rt: Runtime) -> tuple[float, bool, list[bool]]:
+    """The step's one read of the device, and under DDP its one all-reduce, carrying everything
+    the ranks must agree on: the mean loss over all ranks, whether the loss (or grad_norm, if
+    given) is non-finite on any rank, and each host flag (a stop signal, a clock), True if it is
+    True on any rank. The values go into a device tensor with kernels (no tensor built on the
+    host, no copy to the device), and are read back with one .tolist()."""
+    t = torch.zeros(3 + len(host_flags), device=rt.device)
+    t[0] = loss
+    t[1] = ~torch.isfinite(loss)
+    if grad_norm is not None:
+        t[2] = ~torch.isfinite(grad_norm)
+    for i, flag in enumerate(host_flags, start=3):
+        if flag:
+            t[i] = 1.0
+    if rt.ddp:
+        torch.distributed.all_reduce(t)  # a sum: of the losses, and of the flags (> 0: on some rank)
+    values = t.tolist()
+    return values[0] / rt.world_size, values[1] + values[2] > 0, [v > 0 for v in values[3:]]
 
 
 def train_step(
-    model, optimizer, scaler, batch: tuple, batches: Iterator[tuple], accum_steps: int, grad_clip: float, rt: Runtime
-) -> tuple[torch.Tensor, bool, tuple]:
+    model,
+    optimizer,
+    scaler,
+    batch: tuple,
+    batches: Iterator[tuple],
+    accum_steps: int,
+    grad_clip: float,
+    rt: Runtime,
+    host_flags: Callable[[], list[bool]] = list,
+) -> tuple[float, bool, list[bool], tuple]:
     """One optimizer step over accum_steps micro-batches: `batch`, then more from `batches`.
     Each next batch is fetched while the device works; the one left over starts the next step.
-    Returns the step's mean loss (a device tensor), whether the update was made, and that batch.
+    Returns the step's mean loss (over all ranks), whether the update was made, host_flags() as
+    agreed by all ranks (see agree: the step reads the device once; they are asked for after the
+    backward passes, so a signal during the step counts in it) and that batch.
 
-    A step whose loss or gradient norm is not finite (on any rank) is skipped: no update. Under
-    float16 an inf/NaN gradient is an overflow of the loss scale, which the GradScaler handles
-    (it skips the update itself and lowers the scale), so there only the loss counts."""
+    A step whose loss or gradient norm is not finite (on any rank) is skipped: no update, and
+    the loss scale stays as it was. Under float16 an inf/NaN gradient is an overflow of the loss
+    scale, which the GradScaler handles (it skips the update itself and lowers the scale), so
+    there only the loss counts."""
     total = torch.zeros((), device=rt.device)
     for micro_step in range(accum_steps):
         x, y = batch
@@ -258,13 +279,14 @@ def train_step(
         total += loss.detach()
     scaler.unscale_(optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else math.inf)
-    finite = torch.isfinite(total) if scaler.is_enabled() else torch.isfinite(total) & torch.isfinite(grad_norm)
-    (bad,) = any_rank([not finite.item()], rt)
-    if not bad:
-        scaler.step(optimizer)
-    scaler.update()
+    loss, bad, flags = agree(total, None if scaler.is_enabled() else grad_norm, host_flags(), rt)
+    if bad:
+        scaler.update(scaler.get_scale())  # a bad step is the NaN guard's, not an overflow: the scale stays
+    else:
+        scaler.step(optimizer)  # under float16 the scaler skips an overflowed update
+        scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    return total, not bad, batch
+    return loss, not bad, flags, batch
 
 
 class TrainLog:
@@ -277,7 +299,7 @@ class TrainLog:
         self.tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
         self.flops_per_iter = model_flops_per_token(model, cfg.block_size) * self.tokens_per_iter / rt.world_size  # per rank
         self.peak = rt.peak_flops()
-        self.loss_sum = torch.zeros((), device=rt.device)
+        self.loss_sum = 0.0
         self.t0, self.iters, self.good_steps, self.skipped = time.time(), 0, 0, 0
 
     @contextmanager
@@ -294,8 +316,8 @@ class TrainLog:
             print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
             self.logger.log({"iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr})
 
-    def step(self, iter_num: int, loss: torch.Tensor, stepped: bool, bad_steps: int) -> None:
-        """Count one training step (iteration iter_num) and its mean loss (a device tensor)."""
+    def step(self, iter_num: int, loss: float, stepped: bool, bad_steps: int) -> None:
+        """Count one training step (iteration iter_num) and its mean loss."""
         self.iters += 1
         if stepped:
             self.loss_sum += loss
@@ -303,16 +325,14 @@ class TrainLog:
             return
         self.skipped += 1
         if self.rt.master:
-            print(f"iter {iter_num}: loss {loss.item():.4f}, the loss or gradient norm is not finite: update skipped ({bad_steps} in a row)")
+            print(f"iter {iter_num}: loss {loss:.4f}, the loss or gradient norm is not finite: update skipped ({bad_steps} in a row)")
 
     def maybe_log(self, iter_num: int, lr: float) -> None:
         """At every log_interval: log the iterations since the last line, then start over."""
         if iter_num % self.log_interval:
             return
-        if self.rt.ddp:
-            torch.distributed.all_reduce(self.loss_sum, op=torch.distributed.ReduceOp.AVG)  # log the global batch's loss
         if self.rt.master:
-            loss = self.loss_sum.item() / self.good_steps if self.good_steps else math.nan  # the .item() syncs, so the timing below is real
+            loss = self.loss_sum / self.good_steps if self.good_steps else math.nan  # each step read the device, so the timing is real
             dt = (time.time() - self.t0) / self.iters
             record = {"iter": iter_num, "loss": loss, "lr": lr, "ms_per_iter": dt * 1000, "tokens_per_s": self.tokens_per_iter / dt}
             line = f"iter {iter_num}: loss {loss:.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms, {self.tokens_per_iter / dt:,.0f} tok/s"
@@ -324,8 +344,7 @@ class TrainLog:
                 line += f", {self.skipped} skipped steps"
             print(line)
             self.logger.log(record)
-        self.t0, self.iters, self.good_steps = time.time(), 0, 0
-        self.loss_sum.zero_()
+        self.t0, self.iters, self.good_steps, self.loss_sum = time.time(), 0, 0, 0.0
 
 
 class StopSignal:

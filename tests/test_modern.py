@@ -412,7 +412,7 @@ def test_a_non_finite_step_leaves_weights_and_muon_momentum(bad: str):
         p = model.transformer.h[0].mlp.c_fc.weight if "Muon" in bad else model.lm_head.weight
         handle = p.register_hook(lambda g: g * math.inf)
     batch, later = sgd_batches(5, 2)
-    loss, stepped, _ = train_step(target, opt, torch.amp.GradScaler("cpu", enabled=False), batch, iter([later]), 1, 1.0, CPU)
+    loss, stepped, _, _ = train_step(target, opt, torch.amp.GradScaler("cpu", enabled=False), batch, iter([later]), 1, 1.0, CPU)
     if handle:
         handle.remove()
     assert not stepped
