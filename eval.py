@@ -64,7 +64,7 @@ class EvalConfig:
     max_tokens: int = option(0, ge=0)  # score only the first max_tokens tokens of the split; 0: all of it
     seed: int = option(1337, ge=0)  # which training documents go in context
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
-    dtype: str = option("auto", choices=DTYPE_CHOICES)  # auto: bf16 on CUDA if supported, else fp16; fp32 on cpu/mps
+    dtype: str = option("auto", choices=DTYPE_CHOICES)  # auto: bf16 on GPUs with native bf16 (compute capability >= 8.0), else fp16; fp32 on cpu/mps
     compile: bool = False
 
 

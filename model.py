@@ -243,10 +243,12 @@ class GPT(nn.Module):
             return n
         return n - (self.transformer.wpe if self.config.arch == "gpt2" else self.transformer.wte).weight.numel()
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None, all_logits: bool = False):
         """Logits for idx (B, T) and, given targets, the mean cross-entropy (targets of -1 are
-        ignored). Without targets only the last position's logits are computed. With a cache,
-        idx continues the cached positions (cache.pos onwards) and the cache is extended."""
+        ignored). Without targets only the last position's logits are computed, or with
+        all_logits every position's (for scoring, without a loss computed and thrown away).
+        With a cache, idx continues the cached positions (cache.pos onwards) and the cache is
+        extended."""
         B, T = idx.size()
         start = 0 if cache is None else cache.pos
         if start + T > self.config.block_size:
@@ -264,7 +266,7 @@ class GPT(nn.Module):
             cache.pos += T
         x = self.transformer.ln_f(x)
         if targets is None:
-            return self.head(x[:, -1:, :]), None  # only the last position is needed to sample
+            return self.head(x if all_logits else x[:, -1:, :]), None  # to sample, only the last position is needed
         logits = self.head(x)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
         return logits, loss

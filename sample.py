@@ -24,6 +24,9 @@ longest token span also found in the training data and the share of its 8-grams 
 A checkpoint trained on a dataset with a prompt template (pubmed) formats --start into it, e.g.
 `--start=FILE:abstract.txt` becomes "ABSTRACT:\n...\n\nARTICLE:\n", and the sample is the article,
 ended at <|endoftext|> (or after max_new_tokens).
+--compile compiles the model's forward (two graphs: the prompt and the one-token decode step);
+worth its compile time for long or many samples (python -m tools.bench_generate --compile=True
+measures it).
 """
 
 import sys
@@ -62,8 +65,8 @@ class SampleConfig:
     use_cache: bool = True  # KV cache; False recomputes the whole context for every token
     seed: int = option(1337, ge=0)
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
-    dtype: str = option("auto", choices=DTYPE_CHOICES)  # auto: bf16 on CUDA if supported, else fp16; fp32 on cpu/mps
-    compile: bool = False
+    dtype: str = option("auto", choices=DTYPE_CHOICES)  # auto: bf16 on GPUs with native bf16 (compute capability >= 8.0), else fp16; fp32 on cpu/mps
+    compile: bool = False  # torch.compile the model for decoding: the first sample waits for the compile (tens of seconds), later tokens come faster
 
 
 def main(argv: list[str]) -> None:
@@ -76,8 +79,8 @@ def main(argv: list[str]) -> None:
     model, tok_meta, template = loaded.model, loaded.tokenizer, loaded.template
     tok = tokenizers.from_meta(tok_meta)
     model.to(rt.device)
-    if cfg.compile:
-        model = torch.compile(model)
+    if cfg.compile:  # in place: generate_stream calls the module itself, so a compiled wrapper would never run
+        model.compile()
     index = None
     if cfg.check_novelty:
         from gptsuite import novelty

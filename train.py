@@ -34,8 +34,9 @@ before SIGKILL). A second Ctrl-C stops at once. Checkpoints are written atomical
 at any moment leaves the previous one whole. A step whose loss or gradient norm is not finite is
 skipped; more than max_bad_steps in a row stop the run with the last good state saved.
 
-Precision: --dtype=auto is bfloat16 on GPUs that have it, else float16 with a gradient scaler;
-float32 on cpu and mps (--dtype=bfloat16 works on cpu too). --compile is on by default on CUDA.
+Precision: --dtype=auto is bfloat16 on GPUs that compute it natively (compute capability 8.0+),
+else float16 with a gradient scaler (T4, V100); float32 on cpu and mps (--dtype=bfloat16 works on
+cpu too). --compile is on by default on CUDA.
 On a CPU the thread count follows the cores other processes leave free; --threads=N fixes it.
 
 Settings: the TrainConfig fields (gptsuite/training.py); `python train.py --help` lists them with

@@ -14,6 +14,8 @@ from gptsuite.errors import UserError
 from gptsuite.runtime import Runtime
 from model import GPT
 
+LOSS_CHUNK_BYTES = 1 << 28  # float32 logits scored at once: 256 MB (a GPT-2 row of 1024 tokens is 206 MB)
+
 
 @dataclass
 class EvalResult:
@@ -95,7 +97,7 @@ def evaluate(
     """Score every token of data after the first, once, in windows of `stride` tokens with up to
     block_size tokens of input each; `context(window_index)` gives tokens to put in front."""
     model.eval()
-    nats = torch.zeros((), dtype=torch.float64, device=rt.device)
+    row_nats = []  # each row's summed loss, in float32 (MPS has no float64): at most block_size terms
     spans = windows(len(data), stride)
     for b in range(0, len(spans), batch_size):
         xs, ys = [], []
@@ -115,8 +117,12 @@ def evaluate(
             y[i, : len(yi)] = torch.from_numpy(yi)
         x, y = x.to(rt.device), y.to(rt.device)
         with rt.autocast():
-            logits, _ = model(x, y)
-        for i in range(len(xs)):  # row by row: the float32 logits of a whole batch can be large
-            nats += F.cross_entropy(logits[i, :, :vocab_size].float(), y[i], ignore_index=-1, reduction="sum").double()
+            logits, _ = model(x, all_logits=True)
+        rows = max(1, LOSS_CHUNK_BYTES // (4 * T * vocab_size))  # rows at a time: the float32 logits of a whole batch can be large
+        for i in range(0, len(xs), rows):
+            chunk = logits[i : i + rows, :, :vocab_size].float()
+            token_nats = F.cross_entropy(chunk.flatten(0, 1), y[i : i + rows].flatten(), ignore_index=-1, reduction="none")
+            row_nats.append(token_nats.view(len(chunk), T).sum(dim=1))
     n_bytes = sum(int(byte_lengths[data[c : c + (1 << 24)].astype(np.int64)].sum()) for c in range(1, len(data), 1 << 24))
-    return EvalResult(nats.item(), len(data) - 1, n_bytes)
+    nats = math.fsum(torch.cat(row_nats).tolist()) if row_nats else 0.0  # one read of the device; an exact sum of the rows
+    return EvalResult(nats, len(data) - 1, n_bytes)

@@ -82,7 +82,7 @@ class TrainConfig:
     min_lr: float = option(6e-5, ge=0)  # ~= learning_rate / 10 per Chinchilla
     # system
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
-    dtype: str = option("auto", choices=DTYPE_CHOICES)  # auto: bf16 on CUDA if supported, else fp16; fp32 on cpu/mps
+    dtype: str = option("auto", choices=DTYPE_CHOICES)  # auto: bf16 on GPUs with native bf16 (compute capability >= 8.0), else fp16; fp32 on cpu/mps
     compile: bool | None = None  # torch.compile; None: on for CUDA, off elsewhere
     backend: str = option("auto", choices=("auto", "nccl", "gloo"))  # DDP backend: auto is nccl on CUDA, gloo on CPU
     seed: int = option(1337, ge=0)  # seeds the batches, the init and dropout

@@ -93,6 +93,7 @@ def scripts() -> dict[str, Script]:
         "tests/stress_kill.py": Script(None, extra=frozenset({"trials", "seed"}), help=False),  # reads these two itself
         "-m tools.novelty": Script(config("tools.novelty", "NoveltyConfig")),
         "-m tools.bench_generate": Script(config("tools.bench_generate", "BenchGenerateConfig")),
+        "-m tools.bench_eval": Script(config("tools.bench_eval", "BenchEvalConfig")),
         "-m tools.bench_prepare": Script(config("tools.bench_prepare", "BenchConfig")),
         "-m tools.plot": Script(None, positionals=1, help=False),
         "experiments/modern_vs_gpt2.py": Script(None, extra=argparse_keys("experiments/modern_vs_gpt2.py")),
@@ -367,6 +368,7 @@ def test_the_docs_show_commands_for_every_entry_point():
         "tools.plot",
         "tools.novelty",
         "tools.bench_generate",
+        "tools.bench_eval",
         "tools.bench_prepare",
     ]:
         assert entry in named, f"no command in README.md or docs/*.md runs {entry}"

@@ -146,6 +146,23 @@ def test_sample_cli_batch_stream_stop_interactive(tiny_checkpoint: Path, capsys,
     assert "novelty: longest span also in train.bin" in samples[0]
 
 
+@pytest.mark.slow
+def test_sample_compile_runs_the_decoding_compiled(tiny_checkpoint: Path, capsys):
+    """--compile must compile what generation calls (the prompt and the one-token decode step),
+    and give the same greedy text."""
+    import torch._dynamo
+
+    args = [f"--out_dir={tiny_checkpoint}", "--device=cpu", "--max_new_tokens=12", "--temperature=0", "--start=All:", "--num_samples=2"]
+    sample_main(args)
+    eager = capsys.readouterr().out
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    sample_main([*args, "--compile=True"])
+    assert capsys.readouterr().out == eager
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # prefill and decode
+    torch._dynamo.reset()
+
+
 @pytest.mark.parametrize("bad", [dict(top_p=1.5), dict(top_p=0.0), dict(temperature=-1.0), dict(top_k=0), dict(max_new_tokens=0)])
 def test_bad_sampling_options_are_user_errors(bad):
     ((key, value),) = bad.items()

@@ -10,10 +10,13 @@ For each batch size and number of new tokens it times one generate call per mode
 short warm-up call) from a random prompt of --prompt_tokens tokens, and prints tokens/s
 (batch * new tokens / seconds) with the cache, without it (the full context recomputed for every
 token) and the ratio. Greedy decoding, so both modes produce the same tokens.
---without_cache=False skips the slow cache-less runs. CPU numbers depend on how busy the
+--without_cache=False skips the slow cache-less runs. --compile=True also times cached decoding
+with the model compiled (GPT.compile(), what sample.py --compile does), after a call of the same
+shapes that compiles it (its seconds are printed). CPU numbers depend on how busy the
 machine is: compare the modes within one run.
 """
 
+import copy
 import time
 from dataclasses import dataclass
 
@@ -40,6 +43,7 @@ class BenchGenerateConfig:
     new_tokens: tuple = (128, 512)  # tokens generated per call, one setting each
     batch_sizes: tuple = (1, 8)  # samples per call, one setting each
     without_cache: bool = True  # also time the cache-less loop
+    compile: bool = False  # also time cached decoding with the model compiled (as sample.py --compile), after a call that compiles it
     # system
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     dtype: str = option("auto", choices=DTYPE_CHOICES)
@@ -71,15 +75,24 @@ def main(argv: list[str]) -> None:
         f"{model.get_num_params() / 1e6:.1f}M parameters, block {model.config.block_size}, device {rt.device}, {rt.dtype}, {torch.get_num_threads()} CPU threads"
     )
     time_generate(model, torch.randint(0, model.config.vocab_size, (1, cfg.prompt_tokens), device=rt.device), 4, True, rt)  # warm-up: allocator, kernels
-    print("| batch | new tokens | cache tok/s | no-cache tok/s | speed-up |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
+    compiled = None
+    if cfg.compile:
+        compiled = copy.deepcopy(model)
+        compiled.compile()
+    print("| batch | new tokens | cache tok/s | no-cache tok/s | cache speed-up | compiled cache tok/s | compile speed-up |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for batch in cfg.batch_sizes:
         for n in cfg.new_tokens:
             prompt = torch.randint(0, model.config.vocab_size, (batch, cfg.prompt_tokens), device=rt.device)
             cached = batch * n / time_generate(model, prompt, n, True, rt)
             plain = batch * n / time_generate(model, prompt, n, False, rt) if cfg.without_cache else None
-            ratio = f"{cached / plain:.1f}x" if plain else "-"
-            print(f"| {batch} | {n} | {cached:,.1f} | {f'{plain:,.1f}' if plain else '-'} | {ratio} |", flush=True)
+            fast = None
+            if compiled:  # a first call compiles for these shapes (the batch, the cache's length)
+                print(f"compiled for batch {batch}, {n} new tokens in {time_generate(compiled, prompt, n, True, rt):.1f} s", flush=True)
+                fast = batch * n / time_generate(compiled, prompt, n, True, rt)
+            cells = [f"{plain:,.1f}", f"{cached / plain:.1f}x"] if plain else ["-", "-"]
+            cells += [f"{fast:,.1f}", f"{fast / cached:.2f}x"] if fast else ["-", "-"]
+            print(f"| {batch} | {n} | {cached:,.1f} | {' | '.join(cells)} |", flush=True)
 
 
 if __name__ == "__main__":
