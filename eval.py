@@ -1,11 +1,14 @@
 """
-Evaluate a model on the whole validation split of a prepared dataset: loss, perplexity, bits per byte.
+Evaluate a model on the whole validation split of a prepared dataset: loss, perplexity, bits per
+byte; or on HellaSwag's validation set: acc, acc_norm.
 
     python eval.py --out_dir=out-shakespeare-char                       # the dataset it was trained on
     python eval.py --out_dir=out-shakespeare-char --data_dir=/tmp/other --stride=128
     python eval.py --init_from=gpt2 --dataset=pubmed                    # OpenAI's GPT-2 (gptsuite/pretrained.py)
     python eval.py --init_from=gpt2 --dataset=pubmed --in_context_docs=2
     python eval.py --compare out-scratch out-finetuned gpt2 gpt2@2 --dataset=azure_docs --stride=512
+    python eval.py --init_from=gpt2 --task=hellaswag                    # HellaSwag (gptsuite/hellaswag.py)
+    python eval.py --compare out-gpt2 gpt2 gpt2-medium --task=hellaswag --hellaswag_file=hellaswag_val.jsonl
 
 Every token of the split after the first is scored exactly once, in order, with no sampling:
 windows of `stride` scored tokens, each preceded by as much earlier context as the model's
@@ -31,6 +34,13 @@ folder (loaded by gptsuite/pretrained.py), optionally with @K for K in-context d
 A model whose tokenizer differs from the dataset's is an error. A checkpoint scored on data other
 than it was trained on (the sha256 of train.bin / val.bin in its record and the dataset's
 meta.json differ) is scored all the same, with a note that says so.
+
+--task=hellaswag scores a GPT-2 BPE model on HellaSwag's 10,042 validation items in completion
+style, as llm.c does: acc counts the items whose right ending has the lowest summed loss, acc_norm
+those whose right ending has the lowest loss per token. The items are downloaded once into
+$GPTSUITE_CACHE/hellaswag/ (default ~/.cache/gptsuite/hellaswag/); --hellaswag_file=PATH reads a
+local copy instead, --hellaswag_items=N only the first N items. With --compare, the table gives
+every model's acc and acc_norm on the same items.
 """
 
 import dataclasses
@@ -41,6 +51,7 @@ from pathlib import Path
 import torch
 
 from configurator import option, parse_config
+from gptsuite import hellaswag
 from gptsuite import tokenizer as tokenizers
 from gptsuite.checkpoint import load_checkpoint
 from gptsuite.datafiles import check_token_ids, load_meta, open_split, resolve_data_dir
@@ -65,7 +76,10 @@ class EvalConfig:
     seed: int = option(1337, ge=0)  # which training documents go in context
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     dtype: str = option("auto", choices=DTYPE_CHOICES)  # auto: bf16 on GPUs with native bf16 (compute capability >= 8.0), else fp16; fp32 on cpu/mps
-    compile: bool = False
+    compile: bool = False  # torch.compile the model first
+    task: str = option("loss", choices=("loss", "hellaswag"))  # loss: score a dataset split; hellaswag: HellaSwag's validation items (acc, acc_norm)
+    hellaswag_file: str = ""  # with --task=hellaswag: a local copy of hellaswag_val.jsonl; default: downloaded once and cached
+    hellaswag_items: int = option(0, ge=0)  # with --task=hellaswag: score only its first this many items; 0: all 10,042
 
 
 def describe(tok_meta: dict) -> str:
@@ -166,11 +180,42 @@ def compare_table(rows: list[tuple[str, int, int, int, EvalResult]]) -> str:
     return "\n".join(lines)
 
 
+def hellaswag_table(rows: list[tuple[str, hellaswag.HellaSwagResult]]) -> str:
+    lines = ["| model | items | acc | acc_norm |", "| --- | ---: | ---: | ---: |"]
+    for name, r in rows:
+        lines.append(f"| {name} | {r.items:,} | {r.acc:.4f} | {r.acc_norm:.4f} |")
+    return "\n".join(lines)
+
+
+def main_hellaswag(configs: list[EvalConfig], rt: Runtime, compare: bool) -> None:
+    """--task=hellaswag: score each model on the same HellaSwag items."""
+    if any(c.in_context_docs for c in configs):
+        raise UserError("HellaSwag scores each item on its own: drop --in_context_docs (and @K in --compare)")
+    rows, items = [], None
+    for c in configs:
+        loaded = load_model(c.init_from, c.out_dir)
+        hellaswag.check_gpt2(loaded.tokenizer, loaded.name)
+        items = items or hellaswag.load_items(c.hellaswag_file or None)  # after the first model is known to fit
+        model = loaded.model.to(rt.device)
+        r = hellaswag.evaluate_hellaswag(torch.compile(model) if c.compile else model, items, rt, c.hellaswag_items)
+        rows.append((loaded.name, r))
+        speed = f"{r.seconds:.1f} s, {r.items / max(r.seconds, 1e-9):.1f} items/s"
+        print(f"{loaded.name}: hellaswag acc {r.acc:.4f}, acc_norm {r.acc_norm:.4f} ({r.items:,} items, {speed})", flush=True)
+        del loaded, model
+    if compare:
+        n = rows[0][1].items
+        which = f"all {n:,} items" if n == len(items) else f"its first {n:,} of {len(items):,} items"
+        print(f"\nHellaSwag validation set, {which}, scored in completion style (as llm.c)\n")
+        print(hellaswag_table(rows))
+
+
 def main(argv: list[str]) -> None:
     specs, argv = split_compare(argv)
     cfg = parse_config(EvalConfig(), argv)
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
     configs = [spec_config(cfg, s) for s in specs] if specs else [cfg]
+    if cfg.task == "hellaswag":
+        return main_hellaswag(configs, rt, bool(specs))
     rows, data_dir = [], None
     for c in configs:
         t0 = time.time()

@@ -5,6 +5,8 @@
     python prepare.py pubmed                               # PubMed abstracts -> articles, GPT-2 BPE
     python prepare.py azure_docs --docs_dir=PATH           # a folder of markdown, one document per file
     python prepare.py text --input=FILE_OR_FOLDER          # your own corpus (.txt, .md, .jsonl, .parquet, .csv)
+    python prepare.py openwebtext                          # nanoGPT's GPT-2 reproduction data, GPT-2 BPE
+    python prepare.py fineweb_edu --max_tokens=10000000000 # llm.c's: FineWeb-Edu sample-10BT
     python prepare.py <dataset> --help                     # a dataset's options
 
 Output goes to data/<dataset> (the text dataset: data/<the input's name>, e.g. data/book for
@@ -19,13 +21,14 @@ TextFileCorpus (the same, read from a file in blocks) or a DocumentCorpus (docum
 from the source, each with its split).
 The shared pipeline (gptsuite/pipeline.py) does the rest: tokenizing in parallel threads,
 writing the memmaps in chunks through temp files, meta.json last, then the dataset report
-(gptsuite/report.py).
+(gptsuite/report.py). A prepare that was stopped leaves only hidden temp files, which the next
+run into the same folder removes.
 """
 
 import time
 
 from configurator import parse_config, print_config
-from gptsuite.atomic import check_folder
+from gptsuite.atomic import check_folder, remove_stale_temps
 from gptsuite.datafiles import DocumentCorpus, resolve_data_dir
 from gptsuite.errors import UserError, cli
 from gptsuite.pipeline import prepare_documents, prepare_text
@@ -49,6 +52,8 @@ def main(argv: list[str]) -> None:
     default_name = getattr(module, "default_name", None)  # a dataset may name its folder after its input
     out_dir = resolve_data_dir(cfg.out_dir, default_name(cfg) if default_name else name)
     check_folder(out_dir, "--out_dir")
+    for p in remove_stale_temps(out_dir):
+        print(f"removed {p}, left by a prepare that was stopped while writing")
     t0 = time.time()
     corpus = module.corpus(cfg, out_dir)
     print(f"source: {corpus.source}")

@@ -97,6 +97,11 @@ class DocumentCorpus:
     template: dict | None = None  # the prompt template (templates.py), kept in meta.json
     num_documents: int | None = None  # if known up front: the progress bar shows an ETA
     meta: dict = field(default_factory=dict)  # more entries for meta.json
+    # per split, the order to write its documents in: order[s][j] is the position, among split s's
+    # documents as streamed, of the j-th one written (e.g. a shuffle). No document is skipped then:
+    # an empty one is its end token alone, as nanoGPT writes them.
+    order: dict[str, np.ndarray] | None = None
+    max_train_tokens: int = 0  # stop reading documents once train.bin holds this many tokens (0: read them all)
 
 
 def check_fits(ids: np.ndarray, dtype: str) -> None:

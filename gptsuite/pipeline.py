@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from gptsuite.datafiles import SPLITS, DocumentCorpus, TextCorpus, TextFileCorpus, TokenWriter, check_replace, write_json
+from gptsuite.datafiles import DTYPES, SPLITS, DocumentCorpus, TextCorpus, TextFileCorpus, TokenWriter, check_replace, write_json
 from gptsuite.errors import UserError
 from gptsuite.report import DocStats
 from gptsuite.tokenizer import CharTokenizer, GPT2Tokenizer
@@ -299,14 +299,15 @@ def chunked(items: Iterable[tuple[str, Any]], chunk_chars: int) -> Iterator[list
         yield chunk
 
 
-def encode_chunk(chunk: list[tuple[str, Any]], tok, fmt: Callable[[Any], str] | None, end: np.ndarray):
+def encode_chunk(chunk: list[tuple[str, Any]], tok, fmt: Callable[[Any], str] | None, end: np.ndarray, keep_empty: bool = False):
     """Runs in a worker thread: format and tokenize a chunk of documents, each followed by `end`.
-    Returns the token ids of each split, the per-document statistics and how many were empty."""
+    Returns the token ids of each split, the per-document statistics and how many were empty
+    (skipped, unless keep_empty)."""
     ids: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     split, chars, words, tokens, skipped = [], [], [], [], 0
     for name, record in chunk:
         text = fmt(record) if fmt else record
-        if not text or text.isspace():
+        if (not text or text.isspace()) and not keep_empty:
             skipped += 1
             continue
         arr = tok.encode_array(text)
@@ -317,6 +318,35 @@ def encode_chunk(chunk: list[tuple[str, Any]], tok, fmt: Callable[[Any], str] | 
         tokens.append(len(arr))
     out = {s: np.concatenate(parts) for s, parts in ids.items() if parts}
     return out, (np.array(split), np.array(chars), np.array(words), np.array(tokens)), skipped
+
+
+def reorder_split(writer: TokenWriter, lengths: np.ndarray, order: np.ndarray) -> TokenWriter:
+    """A writer of the same split with its documents (token runs of `lengths`, as written) in
+    `order`. The written file is read back with pread, not mapped, so memory stays flat."""
+    if len(order) != len(lengths) or (len(order) and (order.min() < 0 or order.max() >= len(lengths))):
+        raise UserError(f"the source has {len(lengths):,} documents for {writer.path.name}, not the {len(order):,} counted before; prepare again")
+    unordered = writer.tmp.with_name(writer.tmp.name.replace(".bin.", ".bin.unordered.", 1))
+    os.replace(writer.tmp, unordered)
+    out = TokenWriter(writer.path, writer.dtype)
+    itemsize = np.dtype(DTYPES[writer.dtype]).itemsize
+    starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)[:-1]]) * itemsize
+    try:
+        with open(unordered, "rb") as f:
+            fd, parts, size = f.fileno(), [], 0
+            for i in order.tolist():
+                parts.append(os.pread(fd, int(lengths[i]) * itemsize, int(starts[i])))
+                size += len(parts[-1])
+                if size >= 1 << 22:  # write in pieces of about 4 MB
+                    out.write(np.frombuffer(b"".join(parts), dtype=DTYPES[writer.dtype]))
+                    parts, size = [], 0
+            out.write(np.frombuffer(b"".join(parts), dtype=DTYPES[writer.dtype]))
+        out.finish()
+    except BaseException:
+        out.abort()
+        raise
+    finally:
+        unordered.unlink(missing_ok=True)
+    return out
 
 
 def char_tokenizer(corpus: DocumentCorpus) -> CharTokenizer:
@@ -346,7 +376,8 @@ def prepare_documents(
     check_replace(out_dir, prepared_from, corpus.source, overwrite)
     tok = char_tokenizer(corpus) if corpus.tokenizer == "char" else GPT2Tokenizer()
     threads = num_threads if num_threads > 0 else os.cpu_count() or 1
-    work = partial(encode_chunk, tok=tok, fmt=corpus.format, end=document_end(tok))
+    end = document_end(tok)
+    work = partial(encode_chunk, tok=tok, fmt=corpus.format, end=end, keep_empty=corpus.order is not None)
     stats = DocStats()
     bar = progress(total=corpus.num_documents, desc="tokenizing", unit="doc")
     t0 = time.time()
@@ -358,9 +389,15 @@ def prepare_documents(
                 stats.add(*doc_stats)
                 stats.skipped += skipped
                 show_progress(bar, writers, t0, len(doc_stats[0]) + skipped)
+                if corpus.max_train_tokens and writers["train"].count >= corpus.max_train_tokens:
+                    break  # the documents in flight are dropped; so is the rest of the stream
             if not len(stats):
                 raise UserError(f"no documents with any text in {corpus.source}; check the input")
             counts = finish_splits(writers, "documents")
+            if corpus.order is not None:
+                split = stats.column("split")
+                for i, s in enumerate(SPLITS):
+                    writers[s] = reorder_split(writers[s], stats.column("tokens")[split == i].astype(np.int64) + len(end), corpus.order[s])
     finally:
         bar.close()
     meta = split_meta(tok, dtype, counts, writers, corpus.source) | {

@@ -29,6 +29,12 @@ class CheckpointPolicy:
         due = iter_num % self.cfg.eval_interval == 0 or iter_num == self.cfg.max_iters
         return due and iter_num != self.last_eval_iter
 
+    def hellaswag_due(self, iter_num: int) -> bool:
+        """At every hellaswag_interval, but not again at the iteration a resumed run starts from
+        (it was scored before that save)."""
+        interval = getattr(self.cfg, "hellaswag_interval", 0)
+        return interval > 0 and iter_num % interval == 0 and (iter_num != self.start_iter or iter_num == 0)
+
     def record_eval(self, iter_num: int, val_loss: float) -> bool:
         """Take note of an evaluation; whether it improved the best val loss."""
         improved = val_loss < self.best_val_loss

