@@ -23,5 +23,6 @@ model.py / configurator.py.
     metrics      metrics.jsonl (and wandb), read back into loss curves
     generate     sampling text: prompts, stop rules, streaming
     evaluation   scoring every token of a split (loss, perplexity, bits per byte)
+    hellaswag    HellaSwag's items and their completion-style scoring (acc, acc_norm)
     novelty      the n-gram index of train.bin: was a sample copied?
 """
