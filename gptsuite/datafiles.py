@@ -194,6 +194,10 @@ def load_meta(data_dir: str | Path) -> dict:
     """meta.json of a prepared dataset; a nanoGPT folder (meta.pkl or nothing) is read too."""
     data_dir = Path(data_dir)
     if not (data_dir / "train.bin").exists() and not (data_dir / "meta.json").exists():
+        if (data_dir / "prepare.py").exists():  # a built-in dataset's folder (data/<name>/prepare.py) that was not prepared yet
+            raise UserError(
+                f"no prepared dataset in {data_dir}; prepare it first: `python prepare.py {data_dir.name}` (options: python prepare.py {data_dir.name} --help)"
+            )
         raise UserError(
             f"no prepared dataset in {data_dir}; prepare it first: `python prepare.py text --input=FILE_OR_FOLDER --out_dir={data_dir}` for your own text, "
             f"or `python prepare.py <dataset>` for a built-in one (python prepare.py --help lists them)"

@@ -107,3 +107,13 @@ def test_without_network_the_hub_routes_name_the_local_one(monkeypatch):
         with pytest.raises(UserError) as e:
             module.corpus(module.Config(), Path("unused"))
         assert "--data_files=" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_an_unprepared_built_in_dataset_names_its_prepare(tmp_path: Path):
+    from gptsuite.datafiles import load_meta
+
+    folder = tmp_path / "data" / "fineweb_edu"  # like the plugin's own folder, data/fineweb_edu/prepare.py
+    folder.mkdir(parents=True)
+    (folder / "prepare.py").write_text("")
+    with pytest.raises(UserError, match=r"prepare it first: `python prepare.py fineweb_edu`"):
+        load_meta(folder)
