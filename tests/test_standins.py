@@ -62,13 +62,19 @@ class FakeGPUs:
             "synchronize": lambda d=None: self.synced.append(str(d)),
         }.items():
             monkeypatch.setattr(torch.cuda, name, fn)
-        # setup_runtime turns TF32 on for CUDA runs: give the settings back afterwards
-        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", torch.backends.cuda.matmul.allow_tf32)
-        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", torch.backends.cudnn.allow_tf32)
 
     def _set_device(self, device) -> None:
         self.set_calls.append(str(device))
         self.current = torch.device(device).index
+
+
+@pytest.fixture(autouse=True)
+def keep_tf32():
+    """setup_runtime turns TF32 on for CUDA runs: give the settings back afterwards (by hand:
+    monkeypatch cannot restore these properties under every pytest)."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
 
 
 @pytest.mark.parametrize("name, capability, dtype, peak", GPUS, ids=[g[0] for g in GPUS])
