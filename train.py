@@ -50,9 +50,9 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import parse_config, print_config
+from gptsuite import hellaswag as hs
 from gptsuite.atomic import remove_stale_temps
 from gptsuite.errors import UserError, cli
-from gptsuite.hellaswag import evaluate_hellaswag
 from gptsuite.metrics import Logger
 from gptsuite.optim import build_optimizer, set_lr
 from gptsuite.policy import CheckpointPolicy
@@ -67,7 +67,6 @@ from gptsuite.training import (
     estimate_loss,
     eval_batches,
     get_lr,
-    load_hellaswag,
     open_training_data,
     train_batches,
     train_step,
@@ -99,7 +98,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
 
     # data and model: new, GPT-2's weights, or the checkpoint to resume
     data = open_training_data(cfg)
-    hellaswag = load_hellaswag(cfg, data)  # None unless hellaswag_interval
+    hellaswag = hs.load_for_training(cfg, data.tokenizer, data.dir)  # None unless hellaswag_interval
     start = start_run(cfg, data, rt)
     check_model_fits_data(start.model, cfg, data)
     model = raw_model = start.model.to(rt.device)  # checkpoints are saved from raw_model: no compile or DDP wrappers in its keys
@@ -142,7 +141,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
             evaluated, improved = True, policy.record_eval(iter_num, losses["val"])
         if hellaswag is not None and (cfg.eval_only or policy.hellaswag_due(iter_num)) and not stopping:
             with log.paused():  # the ranks share the items; the plain model: no DDP collectives per forward
-                log.hellaswag(iter_num, evaluate_hellaswag(raw_model, hellaswag, rt, cfg.hellaswag_items))
+                log.hellaswag(iter_num, hs.evaluate_hellaswag(raw_model, hellaswag, rt, cfg.hellaswag_items))
         if policy.save_due(iter_num, evaluated, improved, stopping, clock_due):
             saver.save(iter_num, policy, best=improved)
         if stopping:

@@ -7,6 +7,7 @@ ids, the nanoGPT layout, so data prepared by either tool trains in the other) an
 
 import hashlib
 import json
+import os
 import pickle
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -147,6 +148,35 @@ class TokenWriter:
     def abort(self) -> None:
         self._f.close()
         self.tmp.unlink(missing_ok=True)
+
+
+def reorder_split(writer: TokenWriter, lengths: np.ndarray, order: np.ndarray) -> TokenWriter:
+    """A writer of the same split with its documents (token runs of `lengths`, as written) in
+    `order`. The written file is read back with pread, not mapped, so memory stays flat."""
+    if len(order) != len(lengths) or (len(order) and (order.min() < 0 or order.max() >= len(lengths))):
+        raise UserError(f"the source has {len(lengths):,} documents for {writer.path.name}, not the {len(order):,} counted before; prepare again")
+    unordered = writer.tmp.with_name(writer.tmp.name.replace(".bin.", ".bin.unordered.", 1))
+    os.replace(writer.tmp, unordered)
+    out = TokenWriter(writer.path, writer.dtype)
+    itemsize = np.dtype(DTYPES[writer.dtype]).itemsize
+    starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)[:-1]]) * itemsize
+    try:
+        with open(unordered, "rb") as f:
+            fd, parts, size = f.fileno(), [], 0
+            for i in order.tolist():
+                parts.append(os.pread(fd, int(lengths[i]) * itemsize, int(starts[i])))
+                size += len(parts[-1])
+                if size >= 1 << 22:  # write in pieces of about 4 MB
+                    out.write(np.frombuffer(b"".join(parts), dtype=DTYPES[writer.dtype]))
+                    parts, size = [], 0
+            out.write(np.frombuffer(b"".join(parts), dtype=DTYPES[writer.dtype]))
+        out.finish()
+    except BaseException:
+        out.abort()
+        raise
+    finally:
+        unordered.unlink(missing_ok=True)
+    return out
 
 
 def write_json(path: Path, obj: dict) -> None:

@@ -137,6 +137,16 @@ def load_items(path: str | None = None) -> list[Item]:
     return read_items(cached) if cached.exists() else download(cached)
 
 
+def load_for_training(cfg, tokenizer_meta: dict, data_dir) -> list[Item] | None:
+    """The items a training run scores every cfg.hellaswag_interval steps (None if 0), loaded
+    (downloaded once) before training starts, so that a missing file stops the run now, not hours in."""
+    if not cfg.hellaswag_interval:
+        return None
+    if tokenizer_meta["kind"] != "gpt2":
+        raise UserError(f"HellaSwag is scored with GPT-2 BPE, and {data_dir} is {tokenizer_meta['kind']}-level; drop --hellaswag_interval")
+    return load_items(cfg.hellaswag_file or None)
+
+
 def check_gpt2(tokenizer_meta: dict, name: str) -> None:
     """Refuse a model that does not use GPT-2 BPE: the items are GPT-2 BPE tokens."""
     kind = tokenizer_meta.get("kind")

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from configurator import option
-from gptsuite import hellaswag
 from gptsuite.atomic import check_folder
 from gptsuite.datafiles import DTYPES, check_token_ids, load_meta, open_split, resolve_data_dir
 from gptsuite.errors import UserError
@@ -153,16 +152,6 @@ def open_training_data(cfg: TrainConfig) -> TrainingData:
     meta = load_meta(data_dir)
     splits = {s: open_split(data_dir, s, meta.get("dtype", "uint16"), min_tokens=cfg.block_size + 1) for s in ("train", "val")}
     return TrainingData(data_dir, meta, len(splits["train"]))
-
-
-def load_hellaswag(cfg: TrainConfig, data: TrainingData) -> list | None:
-    """HellaSwag's items if the run scores them (hellaswag_interval), loaded (downloaded once) before
-    training starts, so that a missing file stops the run now, not hours in."""
-    if not cfg.hellaswag_interval:
-        return None
-    if data.tokenizer["kind"] != "gpt2":
-        raise UserError(f"HellaSwag is scored with GPT-2 BPE, and {data.dir} is {data.tokenizer['kind']}-level; drop --hellaswag_interval")
-    return hellaswag.load_items(cfg.hellaswag_file or None)
 
 
 def check_model_fits_data(model: GPT, cfg: TrainConfig, data: TrainingData) -> None:
