@@ -32,7 +32,7 @@ class CheckpointPolicy:
     def hellaswag_due(self, iter_num: int) -> bool:
         """At every hellaswag_interval, but not again at the iteration a resumed run starts from
         (it was scored before that save)."""
-        interval = getattr(self.cfg, "hellaswag_interval", 0)
+        interval = self.cfg.hellaswag_interval
         return interval > 0 and iter_num % interval == 0 and (iter_num != self.start_iter or iter_num == 0)
 
     def record_eval(self, iter_num: int, val_loss: float) -> bool:

@@ -148,6 +148,16 @@ def count_records(path: Path) -> int:
     return sum(1 for _ in read_records(path, []))
 
 
+def text_files(spec: str, dataset: str) -> tuple:
+    """The documents of the field `text` of local files (--data_files: comma-separated .parquet or
+    .jsonl files or globs, read in that order): a function that streams them, their count, and
+    the source in words."""
+    paths = expand_files(spec, "--data_files")
+    n = sum(count_records(p) for p in paths)
+    fix = f"{dataset} reads the field 'text': give the file's column that name"
+    return (lambda: (row[0] for p in paths for row in read_records(p, ["text"], fix))), n, f"{n:,} documents from {spec}"
+
+
 def val_mask(n: int, val_fraction: float, seed: int) -> np.ndarray:
     """Which of n documents go to val: a seeded random choice of round(n * val_fraction), at least one."""
     if not 0 < val_fraction < 1:

@@ -20,10 +20,9 @@ from pathlib import Path
 from configurator import option
 from gptsuite.datafiles import DocumentCorpus, PrepareConfig
 from gptsuite.errors import UserError
-from gptsuite.sources import count_records, expand_files, read_records
+from gptsuite.sources import text_files
 
 HUB = "HuggingFaceFW/fineweb-edu"
-FIELDS_FIX = "fineweb_edu reads the field 'text': give the file's column that name"
 
 
 @dataclass
@@ -32,12 +31,6 @@ class Config(PrepareConfig):
     max_tokens: int = option(0, ge=0)  # stop once train.bin holds this many tokens; 0: every document
     val_documents: int = option(10_000, gt=0)  # the first this many documents are val.bin (~10M tokens)
     data_files: str = ""  # local files instead of the hub: a.parquet,b.parquet or a glob
-
-
-def local_documents(cfg: Config) -> tuple:
-    paths = expand_files(cfg.data_files, "--data_files")
-    n = sum(count_records(p) for p in paths)
-    return (lambda: (row[0] for p in paths for row in read_records(p, ["text"], FIELDS_FIX))), n, f"{n:,} documents from {cfg.data_files}"
 
 
 def hub_documents(cfg: Config) -> tuple:
@@ -53,7 +46,7 @@ def hub_documents(cfg: Config) -> tuple:
 
 
 def corpus(cfg: Config, out_dir: Path) -> DocumentCorpus:
-    documents, n, source = local_documents(cfg) if cfg.data_files else hub_documents(cfg)
+    documents, n, source = text_files(cfg.data_files, "fineweb_edu") if cfg.data_files else hub_documents(cfg)
     if n is not None and n <= cfg.val_documents:
         raise UserError(f"{source} holds {n:,} documents, not more than --val_documents={cfg.val_documents:,}; pass a smaller --val_documents")
 

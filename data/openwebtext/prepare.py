@@ -22,11 +22,10 @@ import numpy as np
 
 from gptsuite.datafiles import DocumentCorpus, PrepareConfig
 from gptsuite.errors import UserError
-from gptsuite.sources import count_records, expand_files, read_records
+from gptsuite.sources import text_files
 
 HUB = "Skylion007/openwebtext"
 VAL_SIZE, SEED = 0.0005, 2357  # nanoGPT's split
-FIELDS_FIX = "openwebtext reads the field 'text': give the file's column that name"
 
 
 @dataclass
@@ -46,12 +45,6 @@ def nanogpt_order(n: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return is_val, {"val": rank[perm[:n_val]], "train": rank[perm[n_val:]]}
 
 
-def local_documents(cfg: Config) -> tuple:
-    paths = expand_files(cfg.data_files, "--data_files")
-    n = sum(count_records(p) for p in paths)
-    return (lambda: (row[0] for p in paths for row in read_records(p, ["text"], FIELDS_FIX))), n, f"{n:,} documents from {cfg.data_files}"
-
-
 def hub_documents() -> tuple:
     import datasets
 
@@ -67,7 +60,7 @@ def hub_documents() -> tuple:
 
 
 def corpus(cfg: Config, out_dir: Path) -> DocumentCorpus:
-    documents, n, source = local_documents(cfg) if cfg.data_files else hub_documents()
+    documents, n, source = text_files(cfg.data_files, "openwebtext") if cfg.data_files else hub_documents()
     if n < 2:
         raise UserError(f"{source} holds {n} document(s); a train/val split needs at least 2")
     is_val, order = nanogpt_order(n)
