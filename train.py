@@ -8,6 +8,10 @@ One device (cuda, mps or cpu, whichever is there; or --device=...):
 
 Several GPUs on one node, with DDP through torchrun:
     torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2.py
+    torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2.py --dataset=fineweb_edu --hellaswag_interval=250
+
+Reproducing GPT-2 (docs/scaling.md): prepare openwebtext or fineweb_edu first; with
+--hellaswag_interval=N the run also scores HellaSwag every N steps into metrics.jsonl (and wandb).
 
 Two nodes of 8 GPUs (run on each node; node 0 at 10.0.0.1):
     torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --master_addr=10.0.0.1 --master_port=29500 train.py config/train_gpt2.py
