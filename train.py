@@ -57,6 +57,7 @@ from configurator import parse_config, print_config
 from gptsuite import hellaswag as hs
 from gptsuite.atomic import remove_stale_temps
 from gptsuite.errors import UserError, cli
+from gptsuite.lora import trainable_counts
 from gptsuite.metrics import Logger
 from gptsuite.optim import build_optimizer, set_lr
 from gptsuite.policy import CheckpointPolicy
@@ -115,11 +116,13 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
 
     threads = CpuThreads(cfg.threads, adaptive=rt.device_type == "cpu")  # fewer threads while other processes need the cores
     policy = CheckpointPolicy(cfg, start.iter_num, start.best_val_loss, start.last_eval_iter)
-    saver = Checkpointer(raw_model, optimizer, scaler, cfg, data, rt)
+    saver = Checkpointer(raw_model, optimizer, scaler, cfg, data, rt, start.lora)
     log = TrainLog(Logger(cfg.out_dir, asdict(cfg), cfg.wandb_log, cfg.wandb_project, cfg.wandb_run_name, enabled=rt.master), cfg, rt, raw_model)
     if rt.master:
+        trained, total = trainable_counts(raw_model)
+        lora = f" (LoRA rank {cfg.lora_rank}: {trained / 1e6:.2f}M of {total / 1e6:.2f}M train, {100 * trained / total:.2f}%)" if start.lora else ""
         print(
-            f"{raw_model.get_num_params() / 1e6:.2f}M parameters, {log.tokens_per_iter:,} tokens per iteration "
+            f"{raw_model.get_num_params() / 1e6:.2f}M parameters{lora}, {log.tokens_per_iter:,} tokens per iteration "
             f"({rt.world_size} x {accum_steps} x {cfg.batch_size} x {cfg.block_size}), device {rt.device}, {rt.dtype}"
         )
         for p in remove_stale_temps(Path(cfg.out_dir)):

@@ -1,15 +1,18 @@
 """A model to work with, from whatever names it: a new one of a configured shape, a checkpoint
 folder of ours (or nanoGPT's), or OpenAI's GPT-2 weights (a hub name or a Hugging Face folder).
-sample.py, eval.py, export.py and the benchmarks all load through `load_model`.
+sample.py, eval.py, export.py and the benchmarks all load through `load_model`; a training run
+that starts from trained weights (init_from) through `load_base`. A LoRA checkpoint (lora.py) is
+its base rebuilt from the reference it holds, with the adapters on top.
 """
 
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from gptsuite.checkpoint import checkpoint_tokenizer_meta, load_checkpoint, model_from_checkpoint
+from gptsuite.checkpoint import checkpoint_tokenizer_meta, load_checkpoint, model_from_checkpoint, newest_checkpoint
 from gptsuite.errors import UserError
-from gptsuite.pretrained import HUB_MODELS, from_pretrained, is_pretrained
+from gptsuite.lora import LoraSettings, adapt, check_base, load_adapter, merge
+from gptsuite.pretrained import HUB_MODELS, fetch, from_pretrained, is_pretrained
 from gptsuite.tokenizer import GPT2_META
 from model import GPT, GPTConfig
 
@@ -45,13 +48,65 @@ def new_model(cfg, tokenizer_meta: dict) -> GPT:
     return GPT(model_config(cfg, vocab_size=padded_vocab_size(tokenizer_meta)))
 
 
-def check_init_from(init_from: str, also: tuple[str, ...] = ("resume",)) -> None:
-    """Refuse an init_from that names neither a mode in `also` nor GPT-2 weights."""
-    if init_from not in also and not is_pretrained(init_from):
-        modes = ", ".join(f"'{m}'" for m in also)
+def checkpoint_file(init_from: str) -> Path | None:
+    """The checkpoint of ours that init_from names, if it names one: a .pt file, or the newest
+    checkpoint of a run folder (a folder with config.json is a Hugging Face one instead)."""
+    path = Path(init_from)
+    if path.is_file() and path.suffix == ".pt":
+        return path
+    if path.is_dir() and not (path / "config.json").is_file():
+        return newest_checkpoint(path)
+    return None
+
+
+def check_init_from(init_from: str, also: tuple[str, ...] = ("resume",), checkpoints: bool = False) -> None:
+    """Refuse an init_from that names neither a mode in `also` nor GPT-2 weights (nor, with
+    checkpoints=True, a checkpoint of ours)."""
+    if init_from in also or is_pretrained(init_from) or (checkpoints and checkpoint_file(init_from)):
+        return
+    modes = ", ".join(f"'{m}'" for m in also)
+    ours = ", a training run's folder or .pt checkpoint" if checkpoints else ""
+    raise UserError(
+        f"unknown init_from '{init_from}'; use {modes}, one of {', '.join(HUB_MODELS)}{ours}, or a directory holding config.json and model.safetensors"
+    )
+
+
+@dataclass
+class Base:
+    """Trained weights a run starts from: the model, its tokenizer and the file they came from."""
+
+    model: GPT
+    tokenizer: dict
+    weights: Path
+
+
+def load_base(init_from: str, dropout: float = 0.0, block_size: int | None = None) -> Base:
+    """The weights init_from names: GPT-2's (a hub name or a Hugging Face folder), or a checkpoint
+    of ours (a .pt file or a run folder; a LoRA one merged), with the given dropout and, for a
+    block_size shorter than the model's, cropped position embeddings."""
+    path = checkpoint_file(init_from)
+    if path is None:
+        return Base(from_pretrained(init_from, dropout=dropout, block_size=block_size), dict(GPT2_META), fetch(init_from)[1])
+    ckpt = load_checkpoint(path)
+    model = lora_model(ckpt, str(path), dropout=dropout) if "lora" in ckpt else model_from_checkpoint(ckpt, dropout=dropout)
+    if block_size is not None and block_size > model.config.block_size:
         raise UserError(
-            f"unknown init_from '{init_from}'; use {modes}, one of {', '.join(HUB_MODELS)}, or a directory holding config.json and model.safetensors"
+            f"block_size={block_size} is longer than {path}'s context of {model.config.block_size} tokens; use --block_size={model.config.block_size} or less"
         )
+    if block_size is not None and block_size < model.config.block_size:
+        model.crop_block_size(block_size)
+    return Base(model, checkpoint_tokenizer_meta(ckpt, name=str(path)), path)
+
+
+def lora_model(ckpt: dict, source: str, dropout: float = 0.0, merged: bool = True) -> GPT:
+    """The model of a LoRA checkpoint: its base (checked against the sha256 it recorded) with the
+    adapters loaded, merged into the base weights unless merged=False (to train on)."""
+    record = ckpt["lora"]
+    base = load_base(record["base"]["init_from"], dropout=dropout, block_size=ckpt["model_args"]["block_size"])
+    check_base(record["base"], base.weights, source)
+    model = adapt(base.model, LoraSettings.from_record(record))
+    load_adapter(model, ckpt["model"], source)
+    return merge(model) if merged else model
 
 
 def load_model(init_from: str = "resume", out_dir: str = "out", data_dir: str | None = None) -> Loaded:
@@ -64,6 +119,6 @@ def load_model(init_from: str = "resume", out_dir: str = "out", data_dir: str | 
     if init_from != "resume":
         return Loaded(from_pretrained(init_from).eval(), dict(GPT2_META), {}, None, init_from)
     ckpt = load_checkpoint(out_dir, map_location="cpu")
-    model = model_from_checkpoint(ckpt, dropout=0.0)
+    model = lora_model(ckpt, out_dir) if "lora" in ckpt else model_from_checkpoint(ckpt, dropout=0.0)
     tokenizer = checkpoint_tokenizer_meta(ckpt, data_dir, name=f"the checkpoint in {out_dir}" if Path(out_dir).is_dir() else f"the checkpoint {out_dir}")
     return Loaded(model.eval(), tokenizer, ckpt.get("config", {}), ckpt.get("template"), out_dir)

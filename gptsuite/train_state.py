@@ -18,8 +18,8 @@ import torch
 from configurator import ConfigError, coerce, parse_config
 from gptsuite.checkpoint import CKPT_NAME, load_checkpoint, model_from_checkpoint, newest_checkpoint, rng_state, set_rng_state, write_checkpoint
 from gptsuite.errors import UserError
-from gptsuite.loading import new_model
-from gptsuite.pretrained import from_pretrained
+from gptsuite.loading import checkpoint_file, load_base, lora_model, new_model
+from gptsuite.lora import LoraSettings, adapt, adapter_state, file_sha256, freeze_base_dtype
 from gptsuite.runtime import Runtime, seed_everything
 from gptsuite.training import TrainConfig, TrainingData, sampler_state
 from model import GPT
@@ -58,6 +58,7 @@ class Start:
     model: GPT
     ckpt: dict | None = None
     path: Path | None = None
+    lora: dict | None = None  # a LoRA run's settings and base reference (what its checkpoints record)
 
     @property
     def iter_num(self) -> int:
@@ -102,29 +103,55 @@ class Start:
 
 
 def start_run(cfg: TrainConfig, data: TrainingData, rt: Runtime) -> Start:
-    """The model init_from asks for, and the checkpoint it resumes."""
+    """The model init_from asks for (with LoRA adapters if lora_rank > 0), and the checkpoint it resumes."""
     if cfg.init_from == "scratch":
         return Start(new_model(cfg, data.tokenizer))
     if cfg.init_from == "resume":
-        path = newest_checkpoint(cfg.out_dir) or Path(cfg.out_dir) / CKPT_NAME
-        ckpt = load_checkpoint(path, map_location=rt.device)
-        check_resumable(ckpt, cfg, data, path)
-        if rt.master:
-            if changed_data(ckpt, data):  # only with allow_data_change: check_resumable refuses it otherwise
-                now, then = data_record(data), ckpt["data"]
-                print(f"note: allow_data_change=True: {path} was trained on {describe_data(then, now)}; it goes on with {describe_data(now, then)}")
-            print(f"resuming from {path} at iter {ckpt['iter_num']}")
-            changed = [
-                f"{k}={v} (was {ckpt['sampler'][k]})" for k, v in sampler_state(cfg, data.train_tokens).items() if ckpt.get("sampler", {}).get(k, v) != v
-            ]
-            if changed:
-                print(f"note: {', '.join(changed)}: the batches from here on differ from those of an uninterrupted run")
-        return Start(model_from_checkpoint(ckpt, dropout=cfg.dropout), ckpt, path)
-    if data.tokenizer["kind"] != "gpt2":
+        start = resume_run(cfg, data, rt)
+    else:
+        start = fine_tune_run(cfg, data)
+    if start.lora and rt.dtype == "bfloat16":
+        freeze_base_dtype(start.model, torch.bfloat16)
+    return start
+
+
+def resume_run(cfg: TrainConfig, data: TrainingData, rt: Runtime) -> Start:
+    path = newest_checkpoint(cfg.out_dir) or Path(cfg.out_dir) / CKPT_NAME
+    ckpt = load_checkpoint(path, map_location=rt.device)
+    check_resumable(ckpt, cfg, data, path)
+    if rt.master:
+        if changed_data(ckpt, data):  # only with allow_data_change: check_resumable refuses it otherwise
+            now, then = data_record(data), ckpt["data"]
+            print(f"note: allow_data_change=True: {path} was trained on {describe_data(then, now)}; it goes on with {describe_data(now, then)}")
+        print(f"resuming from {path} at iter {ckpt['iter_num']}")
+        changed = [f"{k}={v} (was {ckpt['sampler'][k]})" for k, v in sampler_state(cfg, data.train_tokens).items() if ckpt.get("sampler", {}).get(k, v) != v]
+        if changed:
+            print(f"note: {', '.join(changed)}: the batches from here on differ from those of an uninterrupted run")
+    if "lora" in ckpt:
+        ckpt["lora"] = ckpt["lora"] | {"dropout": cfg.lora_dropout}  # the one adapter setting a resumed run may change
+        return Start(lora_model(ckpt, str(path), dropout=cfg.dropout, merged=False), ckpt, path, lora=ckpt["lora"])
+    return Start(model_from_checkpoint(ckpt, dropout=cfg.dropout), ckpt, path)
+
+
+def fine_tune_run(cfg: TrainConfig, data: TrainingData) -> Start:
+    """A new run from trained weights: GPT-2's, or a checkpoint of ours; LoRA adapters on them if asked."""
+    if data.tokenizer["kind"] != "gpt2" and not checkpoint_file(cfg.init_from):
         raise UserError(
             f"init_from={cfg.init_from} needs a dataset tokenized with GPT-2 BPE, but {data.dir} uses the {data.tokenizer['kind']} tokenizer; prepare one with GPT-2 BPE (e.g. python prepare.py shakespeare)"
         )
-    return Start(from_pretrained(cfg.init_from, dropout=cfg.dropout, block_size=cfg.block_size))
+    base = load_base(cfg.init_from, dropout=cfg.dropout, block_size=cfg.block_size)
+    if base.tokenizer != data.tokenizer:
+        theirs = "GPT-2 BPE" if base.tokenizer["kind"] == "gpt2" else f"a {base.tokenizer['kind']} tokenizer of {base.tokenizer['vocab_size']} ids"
+        raise UserError(
+            f"init_from={cfg.init_from} was trained with {theirs}, but {data.dir} uses the {data.tokenizer['kind']} tokenizer of {data.tokenizer['vocab_size']} ids; "
+            f"prepare a dataset with its tokenizer{' (e.g. python prepare.py shakespeare)' if base.tokenizer['kind'] == 'gpt2' else ''}"
+        )
+    if not cfg.lora_rank:
+        return Start(base.model)
+    lora = LoraSettings.from_config(cfg)
+    model = adapt(base.model, lora)
+    reference = {"init_from": cfg.init_from, "weights": str(base.weights.resolve()), "sha256": file_sha256(base.weights)}
+    return Start(model, lora=lora.record() | {"base": reference})
 
 
 def check_resumable(ckpt: dict, cfg: TrainConfig, data: TrainingData, path: Path) -> None:
@@ -151,6 +178,7 @@ def check_resumable(ckpt: dict, cfg: TrainConfig, data: TrainingData, path: Path
         )
     # a shape key set now: one that differs from what the run recorded (from our defaults, if it recorded none)
     args, recorded, defaults = {"arch": "gpt2"} | ckpt["model_args"], ckpt.get("config") or {}, TrainConfig()
+    check_lora_resumable(ckpt, cfg, path)
     if recorded.get("optimizer", "adamw") != cfg.optimizer:
         raise UserError(
             f"{path} was trained with optimizer={recorded.get('optimizer', 'adamw')}, and its optimizer state cannot go on as optimizer={cfg.optimizer}; "
@@ -162,6 +190,24 @@ def check_resumable(ckpt: dict, cfg: TrainConfig, data: TrainingData, path: Path
         raise UserError(
             f"{path} has {', '.join(f'{k}={args[k]}' for k in differ)}, but this run asks for {', '.join(f'{k}={getattr(cfg, k)}' for k in differ)}; "
             f"resume with the settings of the run that wrote it ({' '.join(f'--{k}={args[k]}' for k in differ)})"
+        )
+
+
+def check_lora_resumable(ckpt: dict, cfg: TrainConfig, path: Path) -> None:
+    """A LoRA checkpoint resumes with the adapters it has (their dropout may change), a full one without."""
+    if "lora" not in ckpt:
+        if cfg.lora_rank:
+            raise UserError(
+                f"{path} is a full fine-tuning checkpoint, with no adapters to resume; to train LoRA on its weights, start a new run from it: --init_from={path} --out_dir=NEW_DIR"
+            )
+        return
+    then, now = LoraSettings.from_record(ckpt["lora"]), LoraSettings.from_config(cfg)
+    differ = [k for k in ("rank", "targets", "bias") if getattr(then, k) != getattr(now, k)]
+    if differ:
+        show = {"rank": lambda s: s.rank, "targets": lambda s: ",".join(s.targets), "bias": lambda s: s.bias}
+        raise UserError(
+            f"{path} holds LoRA adapters with {', '.join(f'lora_{k}={show[k](then)}' for k in differ)}, but this run asks for {', '.join(f'lora_{k}={show[k](now)}' for k in differ)}; "
+            f"resume with {' '.join(f'--lora_{k}={show[k](then)}' for k in differ)}"
         )
 
 
@@ -199,8 +245,9 @@ class Checkpointer:
     """Writes everything the rest of a run depends on. Every rank calls save() (their RNG states
     are gathered); rank 0 writes."""
 
-    def __init__(self, raw_model: GPT, optimizer, scaler, cfg: TrainConfig, data: TrainingData, rt: Runtime):
+    def __init__(self, raw_model: GPT, optimizer, scaler, cfg: TrainConfig, data: TrainingData, rt: Runtime, lora: dict | None = None):
         self.model, self.optimizer, self.scaler, self.cfg, self.data, self.rt = raw_model, optimizer, scaler, cfg, data, rt
+        self.lora = lora  # a LoRA run saves its adapters and this record (settings, base reference), not the model
         self.sampler = sampler_state(cfg, data.train_tokens)
 
     def snapshot(self, iter_num: int) -> dict:
@@ -216,7 +263,7 @@ class Checkpointer:
         if not self.rt.master:
             return
         state = {
-            "model": self.model.state_dict(),
+            "model": adapter_state(self.model) if self.lora else self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),  # read here only: it costs two reads of the device
             "model_args": self.model.model_args(),
@@ -229,6 +276,6 @@ class Checkpointer:
             "template": self.data.meta.get("template"),  # the dataset's prompt template (templates.py), for sample.py
             "rng": rng_states,  # one per rank
             "sampler": self.sampler | {"iter_num": iter_num},
-        }
+        } | ({"lora": self.lora} if self.lora else {})
         path = write_checkpoint(state, self.cfg.out_dir, self.cfg.keep_last, best)
         print(f"saved checkpoint at iter {iter_num} to {path}" + (" and best.pt" if best else ""), flush=True)

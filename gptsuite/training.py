@@ -20,7 +20,8 @@ from gptsuite.atomic import check_folder
 from gptsuite.datafiles import DTYPES, check_token_ids, load_meta, open_split, resolve_data_dir
 from gptsuite.errors import UserError
 from gptsuite.flops import model_flops_per_token
-from gptsuite.loading import check_init_from
+from gptsuite.loading import check_init_from, checkpoint_file
+from gptsuite.lora import LORA_BIAS
 from gptsuite.metrics import Logger, require_wandb
 from gptsuite.optim import OPTIMIZERS
 from gptsuite.runtime import DTYPE_CHOICES, Runtime
@@ -44,7 +45,7 @@ class TrainConfig:
     checkpoint_interval: int = option(0, ge=0)  # also save every this many iterations (0: off)
     checkpoint_minutes: float = option(0.0, ge=0)  # also save when this many minutes passed since the last save (0: off)
     keep_last: int = option(0, ge=0)  # also keep the newest K saves as ckpt-<iter>.pt (ckpt.pt is always the newest, best.pt the best)
-    init_from: str = "scratch"  # 'scratch', 'resume' (newest checkpoint in out_dir), a GPT-2 name (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2) or a Hugging Face folder
+    init_from: str = "scratch"  # 'scratch', 'resume' (newest checkpoint in out_dir), a GPT-2 name (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2), a Hugging Face folder, or a run folder / .pt checkpoint of ours (its weights, a new run)
     # logging (metrics always go to out_dir/metrics.jsonl; wandb is optional)
     wandb_log: bool = False  # also log to Weights & Biases (pip install wandb)
     wandb_project: str = "owt"  # the wandb project to log to
@@ -65,6 +66,12 @@ class TrainConfig:
     arch: str = option(
         GPTConfig.arch, choices=ARCHS
     )  # gpt2: GPT-2's architecture; modern: RoPE, RMSNorm, QK-norm, ReLU², untied head, soft-capped logits (for training from scratch; see model.py)
+    # LoRA (gptsuite/lora.py): train low-rank adapters on a frozen init_from instead of every weight
+    lora_rank: int = option(0, ge=0)  # the adapters' rank R; 0: off (full fine-tuning)
+    lora_alpha: float = option(16.0, gt=0)  # the adapters' output is scaled by lora_alpha / lora_rank
+    lora_dropout: float = option(0.05, ge=0, lt=1)  # dropout on the adapters' input
+    lora_targets: str = "c_attn,c_proj,c_fc"  # comma-separated Linear names to adapt: attention (c_attn, c_proj) and MLP (c_fc, c_proj)
+    lora_bias: str = option("none", choices=LORA_BIAS)  # which biases train too: none, lora_only (of the adapted layers), all
     # optimizer
     optimizer: str = option("adamw", choices=OPTIMIZERS)  # adamw, or muon: Muon on the hidden matrices, AdamW on the rest (see gptsuite/optim.py)
     learning_rate: float = option(6e-4, gt=0)  # AdamW's peak learning rate, after warmup
@@ -95,10 +102,18 @@ class TrainConfig:
 def check_train_config(cfg: TrainConfig) -> None:
     """What the bounds of the fields cannot say: the output folder, init_from, the schedule, wandb."""
     check_folder(cfg.out_dir, "--out_dir")
-    check_init_from(cfg.init_from, ("scratch", "resume"))
-    if cfg.arch != "gpt2" and cfg.init_from not in ("scratch", "resume"):
+    check_init_from(cfg.init_from, ("scratch", "resume"), checkpoints=True)
+    if cfg.arch != "gpt2" and cfg.init_from not in ("scratch", "resume") and not checkpoint_file(cfg.init_from):
         raise UserError(
             f"arch={cfg.arch} is for training from scratch; GPT-2's weights ({cfg.init_from}) are arch=gpt2: drop --arch={cfg.arch} to fine-tune them"
+        )
+    if cfg.lora_rank and cfg.init_from == "scratch":
+        raise UserError(
+            "lora_rank>0 adapts trained weights, but init_from=scratch starts from random ones; pass --init_from=gpt2 (or another GPT-2, a Hugging Face folder or a run folder of ours)"
+        )
+    if cfg.lora_rank and cfg.optimizer != "adamw":
+        raise UserError(
+            f"LoRA trains its low-rank factors with AdamW; optimizer={cfg.optimizer} orthogonalizes whole weight matrices: drop --optimizer={cfg.optimizer}"
         )
     if cfg.decay_lr and cfg.min_lr == 0 and cfg.max_iters > cfg.lr_decay_iters and not cfg.eval_only:
         raise UserError(
