@@ -120,7 +120,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
     log = TrainLog(Logger(cfg.out_dir, asdict(cfg), cfg.wandb_log, cfg.wandb_project, cfg.wandb_run_name, enabled=rt.master), cfg, rt, raw_model)
     if rt.master:
         trained, total = trainable_counts(raw_model)
-        lora = f" (LoRA rank {cfg.lora_rank}: {trained / 1e6:.2f}M of {total / 1e6:.2f}M train, {100 * trained / total:.2f}%)" if start.lora else ""
+        lora = f" (LoRA rank {cfg.lora_rank}: {trained:,} of {total:,} train, {100 * trained / total:.2f}%)" if start.lora else ""
         print(
             f"{raw_model.get_num_params() / 1e6:.2f}M parameters{lora}, {log.tokens_per_iter:,} tokens per iteration "
             f"({rt.world_size} x {accum_steps} x {cfg.batch_size} x {cfg.block_size}), device {rt.device}, {rt.dtype}"

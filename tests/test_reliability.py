@@ -65,10 +65,16 @@ def optimizer_states(state: dict) -> dict:
     return {(name, i): s for name, sub in state.items() for (_, i), s in optimizer_states(sub).items()}
 
 
-@pytest.mark.parametrize("variant", [[], ["--arch=modern", "--optimizer=muon", "--lr_schedule=wsd", "--muon_lr=0.02"]], ids=["adamw", "modern-muon"])
-def test_interrupted_run_resumes_bit_for_bit(tmp_path: Path, char_dataset: Path, monkeypatch, variant: list[str]):
+LORA = ["--init_from={base}", "--lora_rank=4", "--lora_dropout=0.1", "--lora_bias=lora_only"]  # adapters on a trained checkpoint of ours
+
+
+@pytest.mark.parametrize(
+    "variant", [[], ["--arch=modern", "--optimizer=muon", "--lr_schedule=wsd", "--muon_lr=0.02"], LORA], ids=["adamw", "modern-muon", "lora"]
+)
+def test_interrupted_run_resumes_bit_for_bit(tmp_path: Path, char_dataset: Path, tiny_checkpoint: Path, monkeypatch, variant: list[str]):
     """CPU fp32 with dropout: 12 iterations in one go, or stopped by Ctrl-C in iteration 6 and
-    resumed, give the same losses and the same final weights to the bit."""
+    resumed, give the same losses and the same final weights (a LoRA run's: its adapters) to the bit."""
+    variant = [v.format(base=tiny_checkpoint) for v in variant]
     args = [f"--data_dir={char_dataset}", *TINY, "--max_iters=12", "--dropout=0.1", "--gradient_accumulation_steps=2", *variant]
     main([*args, f"--out_dir={tmp_path / 'whole'}"])
 
