@@ -25,6 +25,15 @@ LORA_BIAS = ("none", "lora_only", "all")  # peft's bias modes: which biases trai
 ADAPTER = "default"  # peft's name for the one adapter a model carries here
 
 
+def require_peft():
+    """peft, imported when a LoRA model is first made (it takes seconds: it imports transformers)."""
+    try:
+        import peft
+    except ImportError:
+        raise UserError("LoRA needs the peft package: pip install peft (requirements.txt lists it)") from None
+    return peft
+
+
 @dataclass(frozen=True)
 class LoraSettings:
     rank: int
@@ -48,37 +57,29 @@ class LoraSettings:
         return asdict(self) | {"targets": list(self.targets)}
 
     def peft_config(self, **extra):
-        from peft import LoraConfig
-
-        return LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=list(self.targets), bias=self.bias, **extra)
+        return require_peft().LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=list(self.targets), bias=self.bias, **extra)
 
 
 def adapt(model: GPT, lora: LoraSettings) -> GPT:
     """Put LoRA layers on the targeted Linears of model (in place; it stays a GPT) and freeze all
     but the adapters (and the biases lora.bias names)."""
-    from peft import inject_adapter_in_model
-
     names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and name != "lm_head"}
     unknown = [t for t in lora.targets if t not in names]
     if unknown or not lora.targets:
         raise UserError(
             f"lora_targets={','.join(lora.targets)} names no Linear layer of this GPT ({', '.join(unknown) or 'empty'}); pick from {','.join(sorted(names))}"
         )
-    return inject_adapter_in_model(lora.peft_config(), model, adapter_name=ADAPTER)  # marks only peft's trainables as requiring grad
+    return require_peft().inject_adapter_in_model(lora.peft_config(), model, adapter_name=ADAPTER)  # marks only peft's trainables as requiring grad
 
 
 def adapter_state(model: GPT) -> dict[str, torch.Tensor]:
     """The adapter weights (and trained biases) under peft's names, e.g.
     transformer.h.0.attn.c_attn.lora_A.weight: what a LoRA checkpoint holds."""
-    from peft import get_peft_model_state_dict
-
-    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model, adapter_name=ADAPTER).items()}
+    return {k: v.detach().clone() for k, v in require_peft().get_peft_model_state_dict(model, adapter_name=ADAPTER).items()}
 
 
 def load_adapter(model: GPT, state: dict[str, torch.Tensor], source: str) -> None:
     """Load adapter_state() output into an adapted model, refusing a state that does not fit it."""
-    from peft import set_peft_model_state_dict
-
     expected = set(adapter_state(model))
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
@@ -86,7 +87,7 @@ def load_adapter(model: GPT, state: dict[str, torch.Tensor], source: str) -> Non
             f"{source} holds adapter weights that do not fit its LoRA settings ({len(missing)} missing, {len(unexpected)} unexpected, e.g. {(missing or unexpected)[0]}); the file is damaged"
         )
     try:
-        set_peft_model_state_dict(model, state, adapter_name=ADAPTER)
+        require_peft().set_peft_model_state_dict(model, state, adapter_name=ADAPTER)
     except RuntimeError as e:
         raise UserError(f"{source} holds adapter weights of other shapes than its LoRA settings ({str(e).splitlines()[0]}); the file is damaged") from None
 
@@ -94,10 +95,9 @@ def load_adapter(model: GPT, state: dict[str, torch.Tensor], source: str) -> Non
 def merge(model: GPT) -> GPT:
     """Fold each adapter into its base weight (peft's merge: W + alpha/rank * B @ A) and put the
     plain Linear back, in place: a GPT without LoRA layers, as fast as its base."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
+    base_tuner_layer = require_peft().tuners.tuners_utils.BaseTunerLayer
     for name, module in list(model.named_modules()):
-        if isinstance(module, BaseTunerLayer):
+        if isinstance(module, base_tuner_layer):
             module.merge(safe_merge=True)
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent), child, module.get_base_layer())
@@ -105,8 +105,8 @@ def merge(model: GPT) -> GPT:
 
 
 def freeze_base_dtype(model: GPT, dtype: torch.dtype) -> None:
-    """Keep the frozen weights in dtype (bf16 halves their memory; autocast computes in it
-    anyway); the trained adapters stay float32 for the optimizer."""
+    """Keep the frozen weights in dtype (bf16 or fp16: half their memory; autocast computes in it
+    anyway); the trained adapters stay float32 for the optimizer (and the GradScaler)."""
     for p in model.parameters():
         if not p.requires_grad and p.is_floating_point():
             p.data = p.data.to(dtype)

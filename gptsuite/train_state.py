@@ -110,8 +110,8 @@ def start_run(cfg: TrainConfig, data: TrainingData, rt: Runtime) -> Start:
         start = resume_run(cfg, data, rt)
     else:
         start = fine_tune_run(cfg, data)
-    if start.lora and rt.dtype == "bfloat16":
-        freeze_base_dtype(start.model, torch.bfloat16)
+    if start.lora and rt.dtype in ("bfloat16", "float16"):
+        freeze_base_dtype(start.model, getattr(torch, rt.dtype))  # autocast computes in it anyway; half the memory
     return start
 
 

@@ -122,15 +122,16 @@ def test_settings_that_cannot_work_are_refused(tmp_path: Path, char_dataset: Pat
         train_main(["--init_from=resume", f"--out_dir={tmp_path / 'full'}", "--lora_rank=4"])
 
 
-def test_a_lora_run_under_bfloat16_keeps_the_frozen_base_in_bfloat16(tmp_path: Path, char_dataset: Path, tiny_checkpoint: Path):
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_a_half_precision_lora_run_keeps_the_frozen_base_in_half_precision(tmp_path: Path, char_dataset: Path, tiny_checkpoint: Path, dtype: str):
     cfg = TrainConfig(data_dir=str(char_dataset), init_from=str(tiny_checkpoint), lora_rank=4, block_size=16, device="cpu")
-    start = start_run(cfg, open_training_data(cfg), Runtime("cpu", "cpu", "bfloat16"))
+    start = start_run(cfg, open_training_data(cfg), Runtime("cpu", "cpu", dtype))
     dtypes = {n: p.dtype for n, p in start.model.named_parameters()}
-    assert dtypes and all((d == torch.float32) == ("lora_" in n) for n, d in dtypes.items()), dtypes
-    assert all(d == torch.bfloat16 for n, d in dtypes.items() if not start.model.get_parameter(n).requires_grad)
+    assert dtypes and all(d == (torch.float32 if "lora_" in n else getattr(torch, dtype)) for n, d in dtypes.items()), dtypes
 
-    ckpt = lora_run(char_dataset, tiny_checkpoint, tmp_path / "lora", "--dtype=bfloat16", "--max_iters=3")
+    ckpt = lora_run(char_dataset, tiny_checkpoint, tmp_path / "lora", f"--dtype={dtype}", "--max_iters=3")
     assert ckpt["iter_num"] == 3 and all(v.dtype == torch.float32 for v in ckpt["model"].values())
+    assert all(v.abs().max() > 0 for k, v in ckpt["model"].items() if "lora_B" in k)  # it trained
 
 
 def test_a_full_fine_tune_can_start_from_a_checkpoint_of_ours(tmp_path: Path, char_dataset: Path, tiny_checkpoint: Path):
