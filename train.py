@@ -51,7 +51,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import parse_config, print_config
 from gptsuite import hellaswag as hs
@@ -61,10 +60,10 @@ from gptsuite.lora import trainable_counts
 from gptsuite.metrics import Logger
 from gptsuite.optim import build_optimizer, set_lr
 from gptsuite.policy import CheckpointPolicy
-from gptsuite.runtime import CpuThreads, Runtime, setup_runtime, teardown_runtime
+from gptsuite.runtime import CpuThreads, Runtime, StopSignal, setup_runtime, teardown_runtime
+from gptsuite.sharding import check_parallel, parallelize
 from gptsuite.train_state import Checkpointer, resume_config, start_run
 from gptsuite.training import (
-    StopSignal,
     TrainConfig,
     TrainLog,
     check_model_fits_data,
@@ -98,6 +97,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
         raise UserError(
             f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} is not divisible by the {rt.world_size} DDP processes; make it a multiple of {rt.world_size}"
         )
+    check_parallel(cfg, rt)
     accum_steps = cfg.gradient_accumulation_steps // rt.world_size
     stop = stop or StopSignal()  # not installed: nothing asks to stop
 
@@ -106,13 +106,11 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
     hellaswag = hs.load_for_training(cfg, data.tokenizer, data.dir)  # None unless hellaswag_interval
     start = start_run(cfg, data, rt)
     check_model_fits_data(start.model, cfg, data)
-    model = raw_model = start.model.to(rt.device)  # checkpoints are saved from raw_model: no compile or DDP wrappers in its keys
+    raw_model = start.model.to(rt.device)  # checkpoints are saved from raw_model: no compile or DDP wrappers in its keys
+    model = parallelize(raw_model, rt, cfg.parallel, cfg.compile, cfg.activation_checkpointing)  # fsdp: raw_model sharded in place
     scaler = torch.amp.GradScaler(rt.device_type, enabled=rt.dtype == "float16")
-    optimizer = build_optimizer(raw_model, cfg, rt.device_type)
-    start.restore_optimizer(optimizer, scaler)
-    model = rt.maybe_compile(model, cfg.compile)
-    if rt.ddp:
-        model = DDP(model, device_ids=[rt.local_rank] if rt.device_type == "cuda" else None)
+    optimizer = build_optimizer(raw_model, cfg, rt.device_type)  # over the shards under FSDP
+    start.restore_optimizer(raw_model, optimizer, scaler)
 
     threads = CpuThreads(cfg.threads, adaptive=rt.device_type == "cpu")  # fewer threads while other processes need the cores
     policy = CheckpointPolicy(cfg, start.iter_num, start.best_val_loss, start.last_eval_iter)

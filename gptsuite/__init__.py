@@ -11,13 +11,15 @@ model.py / configurator.py.
     tokenizer    character level and GPT-2 BPE (offline, sha256-checked)
     templates    prompt templates (pubmed: abstract -> article)
     flops        FLOPs per token and GPU peaks (MFU, the dataset report)
-    runtime      device, precision, DDP setup
-    checkpoint   checkpoint files: atomic saves, rotation, safe loads, RNG state
+    runtime      device, precision, the process group, CPU threads, the stop signal
+    sharding     FSDP2: the model sharded across ranks (parallel='fsdp'), activation checkpointing
+    checkpoint   checkpoint files: atomic saves, rotation, safe loads, RNG state; sharded (DCP) folders
     pretrained   OpenAI's GPT-2 weights into our GPT
     hf_export    our GPT out to a Hugging Face folder
+    lora         LoRA adapters through peft: adapt, save, merge; the base's sha256
     loading      a model from a checkpoint folder or a GPT-2 name (sample, eval, export, bench)
     optim        the optimizers: AdamW, or Muon on the block matrices with AdamW on the rest
-    training     TrainConfig, the schedule, batches, one step, the loss estimate, the stop signal
+    training     TrainConfig, the schedule, batches, one step, the loss estimate
     train_state  what a training checkpoint holds and how a run starts from one
     policy       when a run evaluates and saves; the NaN guard's state
     metrics      metrics.jsonl (and wandb), read back into loss curves

@@ -3,7 +3,7 @@
 A reader (or a resumed run) sees either the old file or the complete new one, never a torn one,
 even if the writer is killed mid-write or the disk fills up. Temp files are hidden
 (`.NAME.PID.tmp`), so nothing that looks for `NAME` ever picks up a partial one; a writer killed
-with SIGKILL leaves its temp file behind, and `remove_stale_temps` clears those of dead processes.
+with SIGKILL leaves its temp file (or folder) behind, and `remove_stale_temps` clears those of dead processes.
 """
 
 import contextlib
@@ -66,14 +66,34 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
 
 
-def link_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+def link_atomic(src: str | os.PathLike, dst: str | os.PathLike, symlink: bool = False) -> None:
     """Make `dst` another name for the complete file `src`, atomically: a hard link (no copy, no
-    extra space) where the filesystem has them, else a copy, renamed over `dst` either way."""
+    extra space) where the filesystem has them, else a copy, renamed over `dst` either way.
+    symlink=True: a symbolic link to `src` (a folder; relative to dst's folder), renamed the same way."""
+    if symlink:
+        tmp = temp_path(dst)
+        os.symlink(src, tmp)
+        os.replace(tmp, dst)
+        _fsync_dir(Path(dst).parent)
+        return
     with atomic_path(dst) as tmp:
         try:
             os.link(src, tmp)
         except OSError:
             shutil.copyfile(src, tmp)
+
+
+def replace_folder(tmp: Path, final: Path) -> None:
+    """Rename the finished folder `tmp` to `final`. A folder cannot be renamed over another, so
+    an existing `final` (the same checkpoint saved again) is first moved aside to a temp name."""
+    if final.exists():
+        aside = final.with_name(f".{final.name}.old.{os.getpid()}.tmp")
+        os.replace(final, aside)
+        os.replace(tmp, final)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(final.parent)
 
 
 def _alive(pid: int) -> bool:
@@ -97,6 +117,6 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
         pid = p.name.rsplit(".", 2)[-2]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()  # a sharded checkpoint's temp folder, or a file
                 removed.append(p)
     return removed

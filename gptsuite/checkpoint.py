@@ -16,10 +16,12 @@ run killed at any moment leaves ckpt.pt complete and at least as new as anything
 
 import errno
 import io
+import json
 import os
 import pickle
 import random
 import re
+import shutil
 import time
 import warnings
 import zipfile
@@ -28,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gptsuite.atomic import atomic_path, link_atomic
+from gptsuite.atomic import atomic_path, link_atomic, replace_folder, temp_path
 from gptsuite.datafiles import load_meta, resolve_data_dir
 from gptsuite.errors import UserError
 from gptsuite.tokenizer import GPT2_META
@@ -36,6 +38,10 @@ from model import GPT, GPTConfig
 
 CKPT_NAME, BEST_NAME = "ckpt.pt", "best.pt"
 NUMBERED = re.compile(r"ckpt-(\d+)\.pt")
+# a sharded (FSDP) run's checkpoints: DCP folders ckpt-<iter>.dcp, with ckpt.dcp and best.dcp links to them
+SHARDED_NAME, BEST_SHARDED_NAME = "ckpt.dcp", "best.dcp"
+NUMBERED_SHARDED = re.compile(r"ckpt-(\d+)\.dcp")
+SHARDED_META, SHARDED_RNG = "checkpoint.json", "rng.pt"  # in a sharded folder: everything but the tensors (JSON), every rank's RNG state
 # Test hook: seconds that each checkpoint write takes (written in slow chunks, then a pause before
 # the rename), so fault tests can kill a run in the middle of a write. Never set it otherwise.
 SLOW_SAVE_ENV = "GPT_SUITE_TEST_SLOW_SAVE"
@@ -101,13 +107,120 @@ def numbered_checkpoints(out_dir: str | Path) -> list[Path]:
 
 
 def newest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint in out_dir: ckpt.pt, or if it is gone the highest ckpt-<iter>.pt.
-    Temp files of interrupted writes have other names and are never picked."""
+    """The newest complete checkpoint in out_dir: ckpt.pt, or if it is gone the highest ckpt-<iter>.pt;
+    or a sharded run's newest folder (ckpt.dcp), whichever was written last. Temp files and
+    folders of interrupted writes have other names and are never picked."""
     out_dir = Path(out_dir)
-    if (out_dir / CKPT_NAME).is_file():
-        return out_dir / CKPT_NAME
     numbered = numbered_checkpoints(out_dir)
+    single = out_dir / CKPT_NAME if (out_dir / CKPT_NAME).is_file() else (numbered[-1] if numbered else None)
+    sharded = newest_sharded(out_dir)
+    if single and sharded:
+        return max(single, sharded, key=lambda p: (p / SHARDED_META if p.is_dir() else p).stat().st_mtime)
+    return single or sharded
+
+
+def numbered_sharded(out_dir: Path) -> list[Path]:
+    """out_dir/ckpt-<iter>.dcp folders, oldest first."""
+    found = [(int(m.group(1)), p) for p in out_dir.glob("ckpt-*.dcp") if (m := NUMBERED_SHARDED.fullmatch(p.name)) and (p / SHARDED_META).is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def newest_sharded(out_dir: Path) -> Path | None:
+    link = out_dir / SHARDED_NAME
+    if (link / SHARDED_META).is_file():
+        return out_dir / os.readlink(link) if link.is_symlink() else link
+    numbered = numbered_sharded(out_dir)
     return numbered[-1] if numbered else None
+
+
+def is_sharded(path: Path) -> bool:
+    return path.is_dir() and (path / SHARDED_META).is_file()
+
+
+def write_sharded_checkpoint(model, optimizer, meta: dict, rng_states: list | None, out_dir: str | Path, keep_last: int, best: bool, master: bool) -> Path:
+    """Every rank calls this (it is collective): each writes its shards of the model and optimizer
+    with DCP into one temp folder, then rank 0 adds checkpoint.json and rng.pt, renames the folder
+    to ckpt-<iter>.dcp and points ckpt.dcp (and best.dcp) at it: a run killed at any moment leaves
+    the previous checkpoint whole. Keeps the newest max(keep_last, 1) folders and best.dcp's."""
+    import torch.distributed as dist
+    from torch.distributed.checkpoint import FileSystemWriter, save
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    out_dir = Path(out_dir)
+    final = out_dir / f"ckpt-{meta['iter_num']:06d}.dcp"
+    writer = [os.getpid()]
+    if dist.is_initialized():
+        dist.broadcast_object_list(writer, src=0)  # one temp folder for all ranks, named after rank 0
+    tmp = temp_path(final).with_name(f".{final.name}.{writer[0]}.tmp")
+    model_state, optim_state = get_state_dict(model, optimizer)
+    try:
+        save({"model": model_state, "optimizer": optim_state}, storage_writer=FileSystemWriter(tmp))
+        if not master:
+            return final
+        with atomic_path(tmp / SHARDED_META) as f:
+            f.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        with atomic_path(tmp / SHARDED_RNG) as f:
+            _write({"rng": rng_states}, f)  # slow under the fault tests' hook, like single-file saves
+        replace_folder(tmp, final)
+    except OSError as e:
+        raise UserError(
+            f"could not write the sharded checkpoint {final} ({e.strerror or e}); the previous one is still there: free some space or fix the folder, then resume"
+        ) from None
+    link_atomic(final.name, out_dir / SHARDED_NAME, symlink=True)
+    if best:
+        link_atomic(final.name, out_dir / BEST_SHARDED_NAME, symlink=True)
+    keep = {final.name, *(os.readlink(out_dir / BEST_SHARDED_NAME) for _ in [0] if (out_dir / BEST_SHARDED_NAME).is_symlink())}
+    ours = [p for p in numbered_sharded(out_dir) if int(NUMBERED_SHARDED.fullmatch(p.name).group(1)) <= meta["iter_num"]]
+    for old in ours[: -max(keep_last, 1)]:
+        if old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def dcp_load(state: dict, **where) -> None:
+    """torch.distributed.checkpoint.load: collective in a process group; in a single process (no
+    group) it reads alone, which is meant here, so DCP's warning that it assumes so is dropped."""
+    from torch.distributed.checkpoint import load
+
+    alone = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        load(state, no_dist=alone, **where)
+
+
+def load_sharded(path: Path, meta_only: bool = False) -> dict:
+    """A sharded checkpoint folder read whole, as a single-file checkpoint's dict: the model's
+    full tensors (DCP assembles them from every rank's shards; no process group needed), the
+    metadata and RNG states. `sharded` marks it: the optimizer state is loaded onto a model
+    later (load_sharded_optimizer). meta_only: the metadata alone."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    try:
+        ckpt = json.loads((path / SHARDED_META).read_text(encoding="utf-8"))
+        ckpt |= {"model": {}, "optimizer": {}, "sharded": str(path)}
+        if meta_only:
+            return ckpt
+        reader = FileSystemReader(path)
+        shapes = {k.removeprefix("model."): v for k, v in reader.read_metadata().state_dict_metadata.items() if k.startswith("model.")}
+        state = {k: torch.empty(v.size, dtype=v.properties.dtype) for k, v in shapes.items()}
+        dcp_load({"model": state}, storage_reader=reader)
+        ckpt["model"] = state
+        ckpt["rng"] = torch.load(path / SHARDED_RNG, map_location="cpu", weights_only=True)["rng"]
+    except (OSError, ValueError, RuntimeError, KeyError, AttributeError, pickle.UnpicklingError) as e:
+        raise UserError(
+            f"the sharded checkpoint {path} is damaged ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); resume from another checkpoint or retrain"
+        ) from None
+    return ckpt
+
+
+def load_sharded_optimizer(path: Path, model, optimizer) -> None:
+    """The optimizer state of a sharded checkpoint, resharded by DCP onto `model` as it is now:
+    FSDP shards of any world size, or whole parameters."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_optimizer_state_dict
+
+    _, optim_state = get_state_dict(model, optimizer)
+    dcp_load({"optimizer": optim_state}, checkpoint_id=path)
+    set_optimizer_state_dict(model, optimizer, optim_state)
 
 
 def load_checkpoint(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:
@@ -115,10 +228,12 @@ def load_checkpoint(path: str | Path, map_location="cpu", mmap: bool = False) ->
     plain tensors and data. mmap=True maps the tensors instead of reading them (for a look at the
     metadata of a large checkpoint)."""
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and not is_sharded(path):
         path = newest_checkpoint(path) or path / CKPT_NAME
     if not path.exists():
         raise UserError(f"no checkpoint at {path}; train one first (python train.py ...) or pass the out_dir of a run with --out_dir")
+    if is_sharded(path):
+        return load_sharded(path, meta_only=mmap)
     try:
         with warnings.catch_warnings():  # a newer pickle protocol warns before it is refused below
             warnings.filterwarnings("ignore", message="Detected pickle protocol")

@@ -57,7 +57,9 @@ class LoraSettings:
         return asdict(self) | {"targets": list(self.targets)}
 
     def peft_config(self, **extra):
-        return require_peft().LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=list(self.targets), bias=self.bias, **extra)
+        return require_peft().LoraConfig(
+            r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=list(self.targets), bias=self.bias, **extra
+        )
 
 
 def adapt(model: GPT, lora: LoraSettings) -> GPT:

@@ -12,6 +12,7 @@ import contextlib
 import os
 import random
 import signal
+import threading
 import time
 from dataclasses import dataclass
 
@@ -211,3 +212,44 @@ def teardown_runtime(rt: Runtime, finished: bool = False) -> None:
         if finished:
             torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+
+
+class StopSignal:
+    """SIGTERM / SIGINT (preemption, Ctrl-C) ask the run to stop: the training loop finishes its step,
+    saves a checkpoint and returns. A Ctrl-C more than two seconds after the first stops at once
+    (quicker repeats count as one: torchrun forwards the terminal's Ctrl-C to its workers).
+
+    The handler only takes note: printing from it could land inside another print (not reentrant),
+    and system calls it interrupts are restarted, so a signal that arrives in the middle of a
+    collective or a file write does not break it."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._when = 0.0
+        self._previous: dict = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else "a stop signal on another rank"
+
+    def __enter__(self) -> "StopSignal":
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+                signal.siginterrupt(sig, False)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            if signum == signal.SIGINT and time.monotonic() - self._when > 2:
+                raise KeyboardInterrupt
+            return
+        self.signum, self._when = signum, time.monotonic()

@@ -16,11 +16,22 @@ from pathlib import Path
 import torch
 
 from configurator import ConfigError, coerce, parse_config
-from gptsuite.checkpoint import CKPT_NAME, load_checkpoint, model_from_checkpoint, newest_checkpoint, rng_state, set_rng_state, write_checkpoint
+from gptsuite.checkpoint import (
+    CKPT_NAME,
+    load_checkpoint,
+    load_sharded_optimizer,
+    model_from_checkpoint,
+    newest_checkpoint,
+    rng_state,
+    set_rng_state,
+    write_checkpoint,
+    write_sharded_checkpoint,
+)
 from gptsuite.errors import UserError
 from gptsuite.loading import checkpoint_file, load_base, lora_model, new_model
 from gptsuite.lora import LoraSettings, adapt, adapter_state, file_sha256, freeze_base_dtype
 from gptsuite.runtime import Runtime, seed_everything
+from gptsuite.sharding import fsdp_module
 from gptsuite.training import TrainConfig, TrainingData, sampler_state
 from model import GPT
 
@@ -72,11 +83,16 @@ class Start:
     def last_eval_iter(self) -> int:
         return self.ckpt.get("last_eval_iter", self.iter_num) if self.ckpt else -1  # nanoGPT saves right after an eval
 
-    def restore_optimizer(self, optimizer, scaler) -> None:
+    def restore_optimizer(self, model: GPT, optimizer, scaler) -> None:
+        """The optimizer (and loss-scaler) state; from a sharded checkpoint through DCP, onto the
+        model as it is now (sharded or not, on any number of ranks)."""
         if self.ckpt is None:
             return
         try:
-            optimizer.load_state_dict(self.ckpt["optimizer"])
+            if self.ckpt.get("sharded"):
+                load_sharded_optimizer(self.path, model, optimizer)
+            else:
+                optimizer.load_state_dict(self.ckpt["optimizer"])
             if self.ckpt.get("scaler"):
                 scaler.load_state_dict(self.ckpt["scaler"])
         except (ValueError, KeyError, TypeError, RuntimeError) as e:
@@ -257,25 +273,33 @@ class Checkpointer:
         return {"iter_num": iter_num, "rng": rng_state(self.rt.device)}
 
     def save(self, iter_num: int, policy, best: bool = False, rng: dict | None = None) -> None:
-        """Save at iter_num; `rng` replaces the current RNG state when the NaN guard saves its snapshot."""
+        """Save at iter_num; `rng` replaces the current RNG state when the NaN guard saves its snapshot.
+        Under FSDP every rank writes its shards into a sharded checkpoint folder."""
         policy.saving()
         rng_states = gather_rng_states(rng or rng_state(self.rt.device), self.rt)
-        if not self.rt.master:
-            return
-        state = {
-            "model": adapter_state(self.model) if self.lora else self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),  # read here only: it costs two reads of the device
+        meta = {
             "model_args": self.model.model_args(),
             "iter_num": iter_num,
-            "best_val_loss": policy.best_val_loss,
+            "best_val_loss": float(policy.best_val_loss),
             "last_eval_iter": policy.last_eval_iter,
             "config": {k: v for k, v in asdict(self.cfg).items() if k != "allow_data_change"},  # a permission for one run, not a setting to resume with
             "data": data_record(self.data),  # what it was trained on: resuming on other data is refused (check_resumable)
             "tokenizer": self.data.tokenizer,
             "template": self.data.meta.get("template"),  # the dataset's prompt template (templates.py), for sample.py
-            "rng": rng_states,  # one per rank
             "sampler": self.sampler | {"iter_num": iter_num},
         } | ({"lora": self.lora} if self.lora else {})
+        if fsdp_module(self.model):
+            path = write_sharded_checkpoint(self.model, self.optimizer, meta, rng_states, self.cfg.out_dir, self.cfg.keep_last, best, self.rt.master)
+            if self.rt.master:
+                print(f"saved sharded checkpoint at iter {iter_num} to {path}" + (" and best.dcp" if best else ""), flush=True)
+            return
+        if not self.rt.master:
+            return
+        state = meta | {
+            "model": adapter_state(self.model) if self.lora else self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),  # read here only: it costs two reads of the device
+            "rng": rng_states,  # one per rank
+        }
         path = write_checkpoint(state, self.cfg.out_dir, self.cfg.keep_last, best)
         print(f"saved checkpoint at iter {iter_num} to {path}" + (" and best.pt" if best else ""), flush=True)

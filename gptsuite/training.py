@@ -1,14 +1,12 @@
 """The pieces of a training run that train.py puts together: its settings (TrainConfig), the
-learning-rate schedule, the batches, one optimizer step, the loss estimate, agreement between
-DDP ranks and the stop signal. bench.py times the same step.
+learning-rate schedule, the batches, one optimizer step, the loss estimate and agreement between
+ranks. bench.py times the same step.
 """
 
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from gptsuite.lora import LORA_BIAS
 from gptsuite.metrics import Logger, require_wandb
 from gptsuite.optim import OPTIMIZERS
 from gptsuite.runtime import DTYPE_CHOICES, Runtime
+from gptsuite.sharding import PARALLEL, accumulating, full_norm
 from model import ARCHS, GPT, GPTConfig
 
 LR_SCHEDULES = ("cosine", "wsd")
@@ -95,6 +94,10 @@ class TrainConfig:
     dtype: str = option("auto", choices=DTYPE_CHOICES)  # auto: bf16 on GPUs with native bf16 (compute capability >= 8.0), else fp16; fp32 on cpu/mps
     compile: bool | None = None  # torch.compile; None: on for CUDA, off elsewhere
     backend: str = option("auto", choices=("auto", "nccl", "gloo"))  # DDP backend: auto is nccl on CUDA, gloo on CPU
+    parallel: str = option(
+        "ddp", choices=PARALLEL
+    )  # under torchrun: ddp (a whole copy per GPU) or fsdp (parameters, gradients and optimizer state sharded; gptsuite/sharding.py)
+    activation_checkpointing: bool = False  # recompute each block's activations in backward: far less activation memory for ~1/3 more compute
     seed: int = option(1337, ge=0)  # seeds the batches, the init and dropout
     threads: int = option(0, ge=0)  # CPU threads for torch on a CPU run; 0: the cores other processes leave free, re-checked every 2 s
 
@@ -286,9 +289,7 @@ def train_step(
     total = torch.zeros((), device=rt.device)
     for micro_step in range(accum_steps):
         x, y = batch
-        # DDP all-reduces gradients in backward(): only on the last micro-step
-        sync = nullcontext() if not rt.ddp or micro_step == accum_steps - 1 else model.no_sync()
-        with sync:
+        with accumulating(model, last=micro_step == accum_steps - 1):  # gradients are reduced across ranks on the last micro-step only
             with rt.autocast():
                 _, loss = model(x, y)
                 loss = loss / accum_steps  # the gradients add up over micro-steps: average them
@@ -296,7 +297,7 @@ def train_step(
             scaler.scale(loss).backward()  # scaling is a no-op unless float16
         total += loss.detach()
     scaler.unscale_(optimizer)
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else math.inf)
+    grad_norm = full_norm(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else math.inf))  # over all shards under FSDP
     loss, bad, flags = agree(total, None if scaler.is_enabled() else grad_norm, host_flags(), rt)
     if bad:
         scaler.update(scaler.get_scale())  # a bad step is the NaN guard's, not an overflow: the scale stays
@@ -368,44 +369,3 @@ class TrainLog:
             print(line)
             self.logger.log(record)
         self.t0, self.iters, self.good_steps, self.loss_sum = time.time(), 0, 0, 0.0
-
-
-class StopSignal:
-    """SIGTERM / SIGINT (preemption, Ctrl-C) ask the run to stop: the training loop finishes its step,
-    saves a checkpoint and returns. A Ctrl-C more than two seconds after the first stops at once
-    (quicker repeats count as one: torchrun forwards the terminal's Ctrl-C to its workers).
-
-    The handler only takes note: printing from it could land inside another print (not reentrant),
-    and system calls it interrupts are restarted, so a signal that arrives in the middle of a
-    collective or a file write does not break it."""
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._when = 0.0
-        self._previous: dict = {}
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum is not None else "a stop signal on another rank"
-
-    def __enter__(self) -> "StopSignal":
-        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._handle)
-                signal.siginterrupt(sig, False)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum, frame) -> None:
-        if self.signum is not None:
-            if signum == signal.SIGINT and time.monotonic() - self._when > 2:
-                raise KeyboardInterrupt
-            return
-        self.signum, self._when = signum, time.monotonic()

@@ -31,6 +31,17 @@ def run_entry(*args: str, cwd: Path | None = None, check: bool = True, env: dict
     return proc
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes pid started (Linux /proc): torchrun's workers."""
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def rank_of(pid: int) -> int | None:
+    """The torchrun RANK a worker process was started with."""
+    env = dict(kv.split("=", 1) for kv in Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0") if "=" in kv)
+    return int(env["RANK"]) if "RANK" in env else None
+
+
 @pytest.fixture
 def text_file(tmp_path: Path) -> Path:
     path = tmp_path / "input.txt"

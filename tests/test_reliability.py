@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, TINY_MODEL_ARGS
+from conftest import ROOT, TINY_MODEL_ARGS, child_pids, rank_of
 from gptsuite import checkpoint
 from gptsuite.checkpoint import load_checkpoint, newest_checkpoint
 from gptsuite.errors import UserError
@@ -144,15 +144,6 @@ def test_sigterm_finishes_the_step_saves_and_exits_0(tmp_path: Path, char_datase
     stopped_at = int(stdout.split("stopped at iter ")[1].split(";")[0])
     assert stopped_at >= 4 and load_checkpoint(out)["iter_num"] == stopped_at
     assert f"iter {stopped_at}: loss" in stdout and f"iter {stopped_at + 1}:" not in stdout
-
-
-def child_pids(pid: int) -> list[int]:
-    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
-def rank_of(pid: int) -> int | None:
-    env = dict(kv.split("=", 1) for kv in Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0") if "=" in kv)
-    return int(env["RANK"]) if "RANK" in env else None
 
 
 @pytest.mark.slow

@@ -1,0 +1,136 @@
+"""FSDP2 through torchrun on CPU (gloo): the same training as one process, sharded checkpoints
+written atomically, and resumed onto another number of processes by DCP's resharding."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, TINY_MODEL_ARGS, child_pids, rank_of, run_entry
+from gptsuite.checkpoint import SLOW_SAVE_ENV, load_checkpoint
+from gptsuite.errors import UserError
+from train import main
+
+pytestmark = pytest.mark.slow  # torchrun process groups
+
+RUN = [*TINY_MODEL_ARGS, "--eval_iters=4", "--eval_interval=5", "--warmup_iters=2", "--lr_decay_iters=10", "--learning_rate=3e-3", "--dropout=0.0"]
+RUN += ["--gradient_accumulation_steps=4", "--grad_clip=0.1"]  # 2 micro-steps per rank under 2 processes; clipping on every step
+
+
+def torchrun(n: int, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return run_entry("-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "train.py", *args, env=env)
+
+
+def curve(out: Path) -> list[dict]:
+    keep = ("iter", "loss", "train_loss", "val_loss")
+    return [{k: v for k, v in json.loads(line).items() if k in keep} for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_curve(a: list[dict], b: list[dict]) -> None:
+    assert [r["iter"] for r in a] == [r["iter"] for r in b]
+    for x, y in zip(a, b, strict=True):
+        for key in x.keys() - {"iter"}:
+            assert x[key] == pytest.approx(y[key], rel=1e-5, abs=1e-6), (key, x, y)
+
+
+def max_weight_diff(a: Path, b: Path) -> float:
+    wa, wb = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+    assert wa.keys() == wb.keys()
+    return max((wa[k].float() - wb[k].float()).abs().max().item() for k in wa)
+
+
+@pytest.mark.parametrize("variant", [[], ["--activation_checkpointing=True"]], ids=["fsdp", "fsdp-recompute"])
+def test_two_process_fsdp_matches_one_process(tmp_path: Path, char_dataset: Path, variant: list[str]):
+    args = [f"--data_dir={char_dataset}", *RUN, "--max_iters=10"]
+    proc = torchrun(2, *args, f"--out_dir={tmp_path / 'fsdp'}", "--parallel=fsdp", *variant)
+    assert "saved sharded checkpoint at iter 10" in proc.stdout
+    main([*args, f"--out_dir={tmp_path / 'one'}"])  # one process, no sharding, no recompute
+
+    assert_same_curve(curve(tmp_path / "fsdp"), curve(tmp_path / "one"))
+    diff = max_weight_diff(tmp_path / "fsdp", tmp_path / "one")
+    print(f"max weight difference, 2-process FSDP vs 1 process: {diff:.2e}")
+    assert diff < 1e-5
+    shards = sorted(p.name for p in (tmp_path / "fsdp" / "ckpt.dcp").iterdir())
+    assert shards == [".metadata", "__0_0.distcp", "__1_0.distcp", "checkpoint.json", "rng.pt"]
+
+
+def test_resume_reshards_onto_other_process_counts(tmp_path: Path, char_dataset: Path):
+    """Stopped at iter 5, resumed to 10 on 1 (sharded, and unsharded in a plain process), 2 or 4
+    processes: every one continues the uninterrupted run's curve."""
+    args = [f"--data_dir={char_dataset}", *RUN]
+    main([*args, f"--out_dir={tmp_path / 'whole'}", "--max_iters=10"])
+    whole = curve(tmp_path / "whole")
+
+    torchrun(2, *args, f"--out_dir={tmp_path / 'two'}", "--parallel=fsdp", "--max_iters=5")
+    torchrun(1, *args, f"--out_dir={tmp_path / 'one'}", "--parallel=fsdp", "--max_iters=5")
+    for src, n, name in (("two", 1, "2to1"), ("two", 0, "2to1-plain"), ("one", 2, "1to2"), ("two", 4, "2to4")):
+        out = tmp_path / name
+        subprocess.run(["cp", "-a", str(tmp_path / src), str(out)], check=True)
+        if n:
+            torchrun(n, "--init_from=resume", f"--out_dir={out}", "--max_iters=10")
+        else:
+            main(["--init_from=resume", f"--out_dir={out}", "--max_iters=10", "--parallel=ddp"])
+        assert_same_curve(curve(out), whole)
+        diff = max_weight_diff(out, tmp_path / "whole")
+        print(f"{name}: max weight difference against the uninterrupted run {diff:.2e}")
+        assert diff < 1e-5, name
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the torchrun workers through /proc (Linux)")
+def test_sigterm_under_fsdp_saves_a_whole_sharded_checkpoint(tmp_path: Path, char_dataset: Path):
+    out = tmp_path / "out"
+    args = [f"--data_dir={char_dataset}", f"--out_dir={out}", *RUN, "--parallel=fsdp", "--max_iters=100000", "--eval_interval=100000"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("iter 3:"):
+            rank1 = [p for p in child_pids(proc.pid) if rank_of(p) == 1]
+            os.kill(rank1[0], signal.SIGTERM)  # one rank is told: both stop after the same step
+            break
+    stdout, stderr = proc.communicate(timeout=120)
+    stdout = "".join(lines) + stdout
+    assert proc.returncode == 0, stderr
+    stopped_at = int(stdout.split("stopped at iter ")[1].split(";")[0])
+    ckpt = load_checkpoint(out)
+    assert ckpt["iter_num"] == stopped_at and len(ckpt["rng"]) == 2 and ckpt["sharded"]
+    assert {p.name for p in (out / "ckpt.dcp").iterdir()} >= {"__0_0.distcp", "__1_0.distcp", ".metadata"}
+
+
+def test_kill_9_mid_save_leaves_the_previous_sharded_checkpoint(tmp_path: Path, char_dataset: Path):
+    out = tmp_path / "out"
+    args = [f"--data_dir={char_dataset}", f"--out_dir={out}", *RUN, "--parallel=fsdp", "--max_iters=100", "--eval_interval=3"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", SLOW_SAVE_ENV: "3"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for line in proc.stdout:
+        if line.startswith("saved sharded checkpoint at iter 3"):
+            break
+    deadline = time.monotonic() + 60
+    while not list(out.glob(".ckpt-000006.dcp.*.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # inside the write of iter 6
+    for pid in [*child_pids(proc.pid), proc.pid]:  # the workers (torchrun starts them in their own sessions), then torchrun
+        os.kill(pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert list(out.glob(".ckpt-000006.dcp.*.tmp")) and not (out / "ckpt-000006.dcp").exists()
+
+    ckpt = load_checkpoint(out)  # ckpt.dcp still points at iter 3, whole
+    assert ckpt["iter_num"] == 3 and len(ckpt["model"]) > 0
+    proc = torchrun(1, "--init_from=resume", f"--out_dir={out}", "--max_iters=4", env={SLOW_SAVE_ENV: ""})
+    assert "removed" in proc.stdout and not list(out.glob(".*.tmp"))
+    assert load_checkpoint(out)["iter_num"] == 4
+
+
+def test_what_fsdp_cannot_do_is_refused(tmp_path: Path, char_dataset: Path):
+    args = [f"--data_dir={char_dataset}", *RUN, f"--out_dir={tmp_path / 'out'}", "--parallel=fsdp", "--max_iters=1"]
+    with pytest.raises(UserError, match="parallel=fsdp shards the model across torchrun's processes; run under torchrun"):
+        main(args)
+    proc = run_entry("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "train.py", *args, "--optimizer=muon", check=False)
+    assert proc.returncode != 0 and "parallel=fsdp: optimizer=muon" in proc.stdout + proc.stderr
