@@ -8,12 +8,15 @@ ms/iter, tokens/s, peak memory and MFU.
     python bench.py config/train_shakespeare_char_cpu.py --real_data=True  # nanoGPT's CPU recipe
     python bench.py config/train_shakespeare_char_modern_cpu.py --real_data=True  # the same with the modern preset (arch, Muon)
     python bench.py --device=cpu --compile=False --block_size=256 --batch_size=4
+    torchrun --standalone --nproc_per_node=8 bench.py --parallel=fsdp --n_layer=48 --n_head=25 --n_embd=1600 --batch_size=4  # gpt2-xl's shape, sharded
 
 Settings: train.py's (model shape and arch, optimizer, batch, dtype, compile, device, dataset) and the BenchConfig
 fields below. A step is gradient_accumulation_steps micro-batches (default 1), exactly as
 train.py runs it. MFU is the model's FLOPs (6N + 12*L*H*Q*T per token, PaLM appendix B) per
 second over the GPU's dense peak at this precision (flops.GPU_PEAK_TFLOPS, or --peak_tflops);
 on a CPU only tokens/s mean much. Peak memory: CUDA's max allocated, elsewhere the process's peak RSS.
+Under torchrun (--parallel=ddp or fsdp) tokens/s counts all ranks, MFU is per GPU, and "held per
+rank" is the bytes of parameters, gradients and optimizer state one rank keeps (its shards under FSDP).
 """
 
 import itertools
@@ -29,6 +32,7 @@ from gptsuite.flops import model_flops_per_token
 from gptsuite.loading import new_model
 from gptsuite.optim import build_optimizer
 from gptsuite.runtime import CpuThreads, Runtime, setup_runtime, teardown_runtime
+from gptsuite.sharding import check_parallel, parallelize
 from gptsuite.training import TrainConfig, check_train_config, get_batch, open_training_data, train_step
 from model import GPTConfig
 
@@ -61,14 +65,32 @@ def main(argv: list[str]) -> None:
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed, cfg.backend)
     try:
         bench(cfg, rt)
-    finally:
+    except BaseException:
         teardown_runtime(rt)
+        raise
+    teardown_runtime(rt, finished=True)  # the ranks wait for each other before the group ends
+
+
+def state_bytes(model: torch.nn.Module, optimizer) -> dict[str, int]:
+    """Bytes this rank holds of the parameters, their gradients and the optimizer state (under
+    FSDP each is its shard: DTensor.to_local)."""
+
+    def size(tensors) -> int:
+        local = [t.to_local() if hasattr(t, "to_local") else t for t in tensors if isinstance(t, torch.Tensor)]
+        return sum(t.numel() * t.element_size() for t in local)
+
+    opts = optimizer.optimizers.values() if hasattr(optimizer, "optimizers") else [optimizer]
+    return {
+        "parameters": size(model.parameters()),
+        "gradients": size(p.grad for p in model.parameters()),
+        "optimizer": size(v for opt in opts for state in opt.state.values() for v in state.values()),
+    }
 
 
 def bench(cfg: BenchConfig, rt: Runtime) -> dict:
-    if rt.ddp:
-        raise UserError("bench.py times one process; run it with python, not torchrun")
-    print_config(cfg)
+    check_parallel(cfg, rt)
+    if rt.master:
+        print_config(cfg)
     if cfg.real_data:
         data = open_training_data(cfg)
         tokenizer_meta = data.tokenizer
@@ -80,13 +102,15 @@ def bench(cfg: BenchConfig, rt: Runtime) -> dict:
 
     CpuThreads(cfg.threads, adaptive=False)  # a benchmark keeps its thread count: --threads=N, else torch's default
     model = new_model(cfg, tokenizer_meta).to(rt.device)
+    compiled = parallelize(model, rt, cfg.parallel, cfg.compile, cfg.activation_checkpointing)  # fsdp: model sharded in place
     optimizer = build_optimizer(model, cfg, rt.device_type)
     scaler = torch.amp.GradScaler(rt.device_type, enabled=rt.dtype == "float16")
-    compiled = rt.maybe_compile(model, cfg.compile)
-    tokens_per_step = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
-    print(
-        f"{model.get_num_params() / 1e6:.2f}M parameters, {cfg.gradient_accumulation_steps} x {cfg.batch_size} x {cfg.block_size} tokens per step, "
-        f"{'real data' if cfg.real_data else 'random tokens'}, device {rt.device}, {rt.dtype}, compile {'on' if compiled is not model else 'off'}"
+    tokens_per_step = rt.world_size * cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
+    parallel = f", {rt.world_size} processes ({cfg.parallel})" if rt.ddp else ""
+    say(
+        rt,
+        f"{model.get_num_params() / 1e6:.2f}M parameters, {rt.world_size} x {cfg.gradient_accumulation_steps} x {cfg.batch_size} x {cfg.block_size} tokens per step{parallel}, "
+        f"{'real data' if cfg.real_data else 'random tokens'}, device {rt.device}, {rt.dtype}, compile {'on' if rt.compiles(cfg.compile) else 'off'}",
     )
 
     def run(steps: int) -> float:
@@ -96,8 +120,13 @@ def bench(cfg: BenchConfig, rt: Runtime) -> dict:
         rt.synchronize()
         return loss if loss is not None else float("nan")
 
-    print(f"warming up for {cfg.warmup_steps} steps, then timing {cfg.timed_steps}")
+    say(rt, f"warming up for {cfg.warmup_steps} steps, then timing {cfg.timed_steps}")
     run(cfg.warmup_steps)
+    x, y = next(batches)  # one more backward, to count the gradients this rank holds before the step frees them
+    with rt.autocast():
+        compiled(x, y)[1].backward()
+    held = state_bytes(model, optimizer)
+    optimizer.zero_grad(set_to_none=True)
     t0 = time.perf_counter()
     loss = run(cfg.timed_steps)
     dt = (time.perf_counter() - t0) / cfg.timed_steps
@@ -105,15 +134,29 @@ def bench(cfg: BenchConfig, rt: Runtime) -> dict:
     memory, memory_kind = peak_memory(rt)
     peak = cfg.peak_tflops * 1e12 or rt.peak_flops()
     mfu = model_flops_per_token(model, cfg.block_size) * tokens_per_step / dt / peak if peak else None
-    result = {"ms_per_iter": dt * 1000, "tokens_per_s": tokens_per_step / dt, "peak_memory_bytes": memory, "mfu": mfu, "loss": loss}
+    mfu = mfu / rt.world_size if mfu is not None else None  # per GPU
+    result = {"ms_per_iter": dt * 1000, "tokens_per_s": tokens_per_step / dt, "peak_memory_bytes": memory, "mfu": mfu, "loss": loss, "state_bytes": held}
     where = torch.cuda.get_device_name(rt.device) if rt.device_type == "cuda" else rt.device_type
-    print(f"loss {loss:.4f}")
-    print(f"{dt * 1000:.1f} ms/iter, {tokens_per_step / dt:,.0f} tokens/s, peak memory {memory / 2**30:.2f} GiB ({memory_kind})")
+    say(rt, f"loss {loss:.4f}")
+    say(
+        rt,
+        f"{dt * 1000:.1f} ms/iter, {tokens_per_step / dt:,.0f} tokens/s, peak memory {memory / 2**30:.2f} GiB ({memory_kind}{' of rank 0' if rt.ddp else ''})",
+    )
+    mib = {k: v / 2**20 for k, v in held.items()}
+    say(
+        rt,
+        f"held per rank: parameters {mib['parameters']:.1f} MiB, gradients {mib['gradients']:.1f} MiB, optimizer state {mib['optimizer']:.1f} MiB, total {sum(mib.values()):.1f} MiB",
+    )
     if mfu is None:
-        print(f"MFU n/a: no peak FLOP/s known for {where} at {rt.dtype}; pass --peak_tflops=N to compute one")
+        say(rt, f"MFU n/a: no peak FLOP/s known for {where} at {rt.dtype}; pass --peak_tflops=N to compute one")
     else:
-        print(f"MFU {mfu * 100:.1f}% of {peak / 1e12:g} TFLOP/s ({where}, {rt.dtype})")
+        say(rt, f"MFU {mfu * 100:.1f}% of {peak / 1e12:g} TFLOP/s ({where}, {rt.dtype})")
     return result
+
+
+def say(rt: Runtime, line: str) -> None:
+    if rt.master:
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

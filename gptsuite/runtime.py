@@ -45,10 +45,14 @@ class Runtime:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device_type, dtype=PTDTYPE[self.dtype])
 
+    def compiles(self, flag: bool | None) -> bool:
+        """Whether --compile=flag compiles: if flag, or by default (None) on CUDA only: elsewhere
+        compiling costs more time than it saves."""
+        return flag if flag is not None else self.device_type == "cuda"
+
     def maybe_compile(self, model: torch.nn.Module, flag: bool | None) -> torch.nn.Module:
-        """torch.compile(model) if flag, or by default (None) on CUDA only: elsewhere compiling
-        costs more time than it saves."""
-        if not (flag if flag is not None else self.device_type == "cuda"):
+        """torch.compile(model) if self.compiles(flag)."""
+        if not self.compiles(flag):
             return model
         if self.master:
             print("compiling the model... (takes a minute)")

@@ -91,9 +91,8 @@ def parallelize(model: GPT, rt: Runtime, parallel: str, compile_flag: bool | Non
     """The model the training step runs: under FSDP the model itself, sharded in place (call
     before the optimizer is built: it must see the shards); otherwise compiled whole if asked and
     wrapped in DDP under torchrun."""
-    compile_on = compile_flag if compile_flag is not None else rt.device_type == "cuda"
     if parallel == "fsdp":
-        shard(model, rt, compile_on, activation_checkpointing)
+        shard(model, rt, rt.compiles(compile_flag), activation_checkpointing)
         return model
     if activation_checkpointing:
         for block in model.transformer.h:

@@ -23,6 +23,7 @@ from gptsuite.checkpoint import (
     model_from_checkpoint,
     newest_checkpoint,
     rng_state,
+    save_checkpoint,
     set_rng_state,
     write_checkpoint,
     write_sharded_checkpoint,
@@ -30,6 +31,7 @@ from gptsuite.checkpoint import (
 from gptsuite.errors import UserError
 from gptsuite.loading import checkpoint_file, load_base, lora_model, new_model
 from gptsuite.lora import LoraSettings, adapt, adapter_state, file_sha256, freeze_base_dtype
+from gptsuite.optim import build_optimizer
 from gptsuite.runtime import Runtime, seed_everything
 from gptsuite.sharding import fsdp_module
 from gptsuite.training import TrainConfig, TrainingData, sampler_state
@@ -303,3 +305,21 @@ class Checkpointer:
         }
         path = write_checkpoint(state, self.cfg.out_dir, self.cfg.keep_last, best)
         print(f"saved checkpoint at iter {iter_num} to {path}" + (" and best.pt" if best else ""), flush=True)
+
+
+def consolidate(path: Path, dest: Path) -> dict:
+    """A sharded checkpoint folder as one ckpt.pt that a single process resumes: the whole model,
+    and the optimizer state in torch.optim's own layout (DCP loads it onto an unsharded model and
+    its optimizer, built from the run's recorded settings). Returns what was written."""
+    ckpt = load_checkpoint(path)
+    if not ckpt.get("sharded"):
+        raise UserError(f"{path} is a single-file checkpoint already; sample.py, eval.py and export.py read it as it is")
+    if dest.exists():
+        raise UserError(f"{dest} exists; pass another --to=FILE, or move it away first")
+    cfg = dataclasses.replace(TrainConfig(), **{k: v for k, v in ckpt["config"].items() if k in {f.name for f in dataclasses.fields(TrainConfig)}})
+    model = model_from_checkpoint(ckpt, dropout=cfg.dropout)
+    optimizer = build_optimizer(model, cfg, "cpu")
+    load_sharded_optimizer(Path(ckpt["sharded"]), model, optimizer)
+    state = {k: v for k, v in ckpt.items() if k != "sharded"} | {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": {}}
+    save_checkpoint(state, dest)
+    return state

@@ -3,6 +3,7 @@ written atomically, and resumed onto another number of processes by DCP's reshar
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from conftest import ROOT, TINY_MODEL_ARGS, child_pids, rank_of, run_entry
 from gptsuite.checkpoint import SLOW_SAVE_ENV, load_checkpoint
 from gptsuite.errors import UserError
+from tools.consolidate import main as consolidate_main
 from train import main
 
 pytestmark = pytest.mark.slow  # torchrun process groups
@@ -80,6 +82,16 @@ def test_resume_reshards_onto_other_process_counts(tmp_path: Path, char_dataset:
         print(f"{name}: max weight difference against the uninterrupted run {diff:.2e}")
         assert diff < 1e-5, name
 
+    # one ckpt.pt of the sharded folder resumes in one process the same way
+    consolidate_main([f"--out_dir={tmp_path / 'two'}"])
+    out = tmp_path / "two-consolidated"
+    assert not load_checkpoint(out).get("sharded") and isinstance(load_checkpoint(out)["optimizer"]["state"], dict)
+    main(["--init_from=resume", f"--out_dir={out}", "--max_iters=10", "--parallel=ddp"])
+    assert_same_curve(curve(out), [r for r in whole if r["iter"] > 5])
+    assert max_weight_diff(out, tmp_path / "whole") < 1e-5
+    with pytest.raises(UserError, match="exists; pass another --to=FILE"):
+        consolidate_main([f"--out_dir={tmp_path / 'two'}"])
+
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the torchrun workers through /proc (Linux)")
 def test_sigterm_under_fsdp_saves_a_whole_sharded_checkpoint(tmp_path: Path, char_dataset: Path):
@@ -134,3 +146,32 @@ def test_what_fsdp_cannot_do_is_refused(tmp_path: Path, char_dataset: Path):
         main(args)
     proc = run_entry("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "train.py", *args, "--optimizer=muon", check=False)
     assert proc.returncode != 0 and "parallel=fsdp: optimizer=muon" in proc.stdout + proc.stderr
+
+
+def test_bench_counts_what_each_rank_holds(tmp_path: Path):
+    """bench.py under torchrun: DDP ranks hold every parameter, its gradient and AdamW's two
+    moments; FSDP ranks half of each (2 processes)."""
+    from model import GPT, GPTConfig
+
+    shape = [
+        "--n_layer=2",
+        "--n_head=2",
+        "--n_embd=64",
+        "--block_size=32",
+        "--batch_size=2",
+        "--warmup_steps=1",
+        "--timed_steps=1",
+        "--device=cpu",
+        "--compile=False",
+    ]
+    held = {}
+    for parallel in ("ddp", "fsdp"):
+        proc = run_entry("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "bench.py", *shape, f"--parallel={parallel}")
+        line = next(line for line in proc.stdout.splitlines() if line.startswith("held per rank"))
+        held[parallel] = [float(v) for v in re.findall(r"([\d.]+) MiB", line)]
+    n = sum(p.numel() for p in GPT(GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=32)).parameters())  # tied head counted once
+    params, grads, optim, total = held["ddp"]
+    assert (params, grads, optim) == (pytest.approx(4 * n / 2**20, abs=0.05), pytest.approx(4 * n / 2**20, abs=0.05), pytest.approx(8 * n / 2**20, abs=0.05))
+    ratio = held["fsdp"][3] / total
+    print(f"held per rank, FSDP / DDP: {ratio:.3f}")
+    assert 0.49 < ratio <= 0.55
