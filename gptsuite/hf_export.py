@@ -1,5 +1,6 @@
 """Our GPT in Hugging Face's format: a GPT2LMHeadModel folder (config.json, model.safetensors,
-generation_config.json) with GPT-2's tokenizer files, and the upload of such a folder to the hub.
+generation_config.json) with GPT-2's tokenizer files, or a LoRA run's adapter alone in peft's
+format; and the upload of such a folder to the hub.
 The reverse direction, GPT-2's weights into our GPT, is gptsuite/pretrained.py.
 """
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import torch
 
 from gptsuite.errors import UserError
-from gptsuite.pretrained import CONV1D
+from gptsuite.pretrained import CONV1D, HUB_MODELS
 from gptsuite.tokenizer import GPT2_EOT, GPT2_VOCAB_SIZE, gpt2_files
 from model import GPT
 
@@ -90,15 +91,50 @@ def export_hf(model: GPT, tok_meta: dict, dest: Path) -> None:
         )
     if model.config.vocab_size < GPT2_VOCAB_SIZE:
         raise UserError(f"the model has {model.config.vocab_size} token ids, fewer than GPT-2's {GPT2_VOCAB_SIZE}; the checkpoint is not a GPT-2 BPE model")
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise UserError(f"{dest} exists and is not an empty folder; pass a new destination")
-    dest.mkdir(parents=True, exist_ok=True)
+    new_folder(dest)
     (dest / "config.json").write_text(json.dumps(hf_config(model), indent=2) + "\n")
     save_file(hf_state_dict(model), dest / "model.safetensors", metadata={"format": "pt"})
     shutil.copymode(dest / "config.json", dest / "model.safetensors")  # safetensors writes 0600: make it as readable as the rest (the umask's)
     generation = {"bos_token_id": GPT2_EOT, "eos_token_id": GPT2_EOT, "do_sample": True, "max_length": min(model.config.block_size, 200)}
     (dest / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     write_tokenizer(dest, model.config.block_size)
+
+
+def new_folder(dest: Path) -> None:
+    """Make the destination folder, which must not exist yet or be empty: an export never replaces files."""
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise UserError(f"{dest} exists and is not an empty folder; pass a new destination")
+    dest.mkdir(parents=True, exist_ok=True)
+
+
+def export_peft_adapter(ckpt: dict, dest: Path, source: str) -> dict:
+    """A LoRA checkpoint's adapter alone, in peft's own format: adapter_config.json (written by
+    peft's LoraConfig; fan_in_fan_out, since transformers' GPT-2 keeps its weights as Conv1D) and
+    adapter_model.safetensors (peft's key names under base_model.model.), plus GPT-2's tokenizer.
+    PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(base), dest) loads it. The base must
+    be GPT-2 weights transformers can load (a hub name or a Hugging Face folder), unchanged."""
+    from safetensors.torch import save_file
+
+    from gptsuite.lora import LoraSettings, check_base
+    from gptsuite.pretrained import fetch
+
+    record = ckpt.get("lora")
+    if not record:
+        raise UserError(f"{source} is not a LoRA run (no adapters): export the whole model with --to=hf")
+    base = record["base"]["init_from"]
+    if base not in HUB_MODELS and not (Path(base) / "config.json").is_file():
+        raise UserError(
+            f"{source} adapts {base}, a checkpoint of ours, which transformers cannot load as a base model; export the merged model with --to=hf instead"
+        )
+    check_base(record["base"], fetch(base)[1], source)
+    new_folder(dest)
+    name = HUB_MODELS.get(base) or str(Path(base).resolve())
+    LoraSettings.from_record(record).peft_config(fan_in_fan_out=True, task_type="CAUSAL_LM", base_model_name_or_path=name).save_pretrained(str(dest))
+    weights = {f"base_model.model.{k}": v.detach().float().cpu().contiguous() for k, v in ckpt["model"].items()}
+    save_file(weights, dest / "adapter_model.safetensors", metadata={"format": "pt"})
+    shutil.copymode(dest / "adapter_config.json", dest / "adapter_model.safetensors")
+    write_tokenizer(dest, ckpt["model_args"]["block_size"])
+    return {"base": name, "tensors": len(weights), "parameters": sum(v.numel() for v in weights.values())}
 
 
 def push(dest: Path, repo: str) -> None:
