@@ -41,7 +41,9 @@ from gptsuite.loading import load_model
 @dataclass
 class ExportConfig:
     out_dir: str = "out"  # the training run whose newest checkpoint to export
-    to: str = option("hf", choices=("hf", "peft"))  # hf: a transformers GPT2LMHeadModel (a LoRA run's adapters merged in); peft: a LoRA run's adapter alone, in peft's format
+    to: str = option(
+        "hf", choices=("hf", "peft")
+    )  # hf: a transformers GPT2LMHeadModel (a LoRA run's adapters merged in); peft: a LoRA run's adapter alone, in peft's format
     hf_dir: str = ""  # the folder to write (or the positional argument)
     push_to_hub: str = ""  # a hub repo id (user/name) to upload the folder to
 
@@ -64,7 +66,9 @@ def main(argv: list[str]) -> None:
         raise UserError("pass the folder to write: python export.py --out_dir=out-x --to=hf DIR")
     if cfg.to == "peft":
         wrote = export_peft_adapter(load_checkpoint(cfg.out_dir), dest, cfg.out_dir)
-        print(f"wrote {dest}: a LoRA adapter for {wrote['base']} in peft's format, {wrote['parameters']:,} parameters in {wrote['tensors']} tensors, GPT-2 tokenizer")
+        print(
+            f"wrote {dest}: a LoRA adapter for {wrote['base']} in peft's format, {wrote['parameters']:,} parameters in {wrote['tensors']} tensors, GPT-2 tokenizer"
+        )
     else:
         loaded = load_model("resume", cfg.out_dir)
         model = loaded.model

@@ -96,6 +96,7 @@ def scripts() -> dict[str, Script]:
         "-m tools.bench_eval": Script(config("tools.bench_eval", "BenchEvalConfig")),
         "-m tools.bench_prepare": Script(config("tools.bench_prepare", "BenchConfig")),
         "-m tools.plot": Script(None, positionals=1, help=False),
+        "-m tools.bench_lora": Script(config("tools.bench_lora", "BenchLoraConfig")),
         "-m tools.bench_fsdp": Script(config("tools.bench_fsdp", "BenchFsdpConfig")),
         "-m tools.consolidate": Script(config("tools.consolidate", "ConsolidateConfig")),
         "experiments/modern_vs_gpt2.py": Script(None, extra=argparse_keys("experiments/modern_vs_gpt2.py")),
@@ -372,6 +373,7 @@ def test_the_docs_show_commands_for_every_entry_point():
         "tools.bench_generate",
         "tools.bench_eval",
         "tools.bench_prepare",
+        "tools.bench_lora",
         "tools.bench_fsdp",
         "tools.consolidate",
     ]:

@@ -1,2 +1,4 @@
 """Smaller entry points, run from the project root as modules: `python -m tools.plot out-x`,
-`python -m tools.novelty`, `python -m tools.bench_generate`, `python -m tools.bench_prepare`."""
+`python -m tools.novelty`, `python -m tools.consolidate` (a sharded checkpoint as one file), and the
+benchmarks `tools.bench_generate`, `tools.bench_eval`, `tools.bench_prepare`, `tools.bench_lora`,
+`tools.bench_fsdp`."""
