@@ -57,6 +57,7 @@ from gptsuite import hellaswag as hs
 from gptsuite.atomic import remove_stale_temps
 from gptsuite.errors import UserError, cli
 from gptsuite.lora import trainable_counts
+from gptsuite.memory import memory_line
 from gptsuite.metrics import Logger
 from gptsuite.optim import build_optimizer, set_lr
 from gptsuite.policy import CheckpointPolicy
@@ -123,6 +124,8 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
             f"{raw_model.get_num_params() / 1e6:.2f}M parameters{lora}, {log.tokens_per_iter:,} tokens per iteration "
             f"({rt.world_size} x {accum_steps} x {cfg.batch_size} x {cfg.block_size}), device {rt.device}, {rt.dtype}"
         )
+        estimate = {"optimizer": cfg.optimizer, "activation_checkpointing": cfg.activation_checkpointing, "trainable": trained if start.lora else None}
+        print(memory_line(raw_model.config, rt.world_size, rt.dtype, cfg.batch_size, cfg.block_size, **estimate))
         for p in remove_stale_temps(Path(cfg.out_dir)):
             print(f"removed {p}, a partial checkpoint of a run that was killed while writing it")
         if start.iter_num >= cfg.max_iters and not cfg.eval_only:

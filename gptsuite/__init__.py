@@ -12,6 +12,7 @@ model.py / configurator.py.
     templates    prompt templates (pubmed: abstract -> article)
     flops        FLOPs per token and GPU peaks (MFU, the dataset report)
     runtime      device, precision, the process group, CPU threads, the stop signal
+    memory       per-GPU memory estimates: DDP, FSDP, LoRA, activations
     sharding     FSDP2: the model sharded across ranks (parallel='fsdp'), activation checkpointing
     checkpoint   checkpoint files: atomic saves, rotation, safe loads, RNG state; sharded (DCP) folders
     pretrained   OpenAI's GPT-2 weights into our GPT

@@ -99,6 +99,7 @@ def scripts() -> dict[str, Script]:
         "-m tools.bench_lora": Script(config("tools.bench_lora", "BenchLoraConfig")),
         "-m tools.bench_fsdp": Script(config("tools.bench_fsdp", "BenchFsdpConfig")),
         "-m tools.consolidate": Script(config("tools.consolidate", "ConsolidateConfig")),
+        "-m tools.memory": Script(config("tools.memory", "MemoryConfig")),
         "experiments/modern_vs_gpt2.py": Script(None, extra=argparse_keys("experiments/modern_vs_gpt2.py")),
     }
 
@@ -376,6 +377,7 @@ def test_the_docs_show_commands_for_every_entry_point():
         "tools.bench_lora",
         "tools.bench_fsdp",
         "tools.consolidate",
+        "tools.memory",
     ]:
         assert entry in named, f"no command in README.md or docs/*.md runs {entry}"
     for path in [*(ROOT / name for name in ("prepare.py", "train.py", "sample.py", "eval.py", "export.py", "bench.py")), *(ROOT / "tools").glob("[!_]*.py")]:

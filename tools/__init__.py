@@ -1,4 +1,5 @@
 """Smaller entry points, run from the project root as modules: `python -m tools.plot out-x`,
-`python -m tools.novelty`, `python -m tools.consolidate` (a sharded checkpoint as one file), and the
+`python -m tools.novelty`, `python -m tools.consolidate` (a sharded checkpoint as one file), `python -m tools.memory`
+(memory per GPU, estimated), and the
 benchmarks `tools.bench_generate`, `tools.bench_eval`, `tools.bench_prepare`, `tools.bench_lora`,
 `tools.bench_fsdp`."""

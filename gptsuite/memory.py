@@ -1,0 +1,100 @@
+"""Per-GPU memory of a training run, before renting GPUs: parameters, gradients, optimizer state
+and activations under DDP or FSDP (sharding.py), for full fine-tuning or LoRA.
+
+The rules, per GPU, with N parameters of which T train (N for full fine-tuning), W processes and
+the compute dtype's c bytes (2 under bf16/fp16 autocast, 4 in fp32):
+- DDP: fp32 parameters (4N; a LoRA run keeps the frozen N - T in the compute dtype), fp32
+  gradients (4T) and as much again in DDP's reduction buckets (W > 1), AdamW's two fp32 moments
+  (8T; Muon keeps one, 4 bytes, for the block matrices).
+- FSDP: the same divided by W, plus the working set of unsharded tensors: two blocks' parameters
+  gathered in the compute dtype (the one running and the one prefetched) and their fp32 gradients
+  before the reduce-scatter, and the root's embeddings (the token embedding is also the head),
+  which stay gathered through the step.
+- Activations, per micro-batch of b sequences of s tokens: about 34 * s * b * h bytes per layer at
+  2 bytes per value (Korthikanti et al. 2022, "Reducing Activation Recomputation", without the
+  5 * a * s^2 * b attention-matrix term that flash attention / SDPA do not store), scaled by c / 2;
+  with activation_checkpointing each layer keeps only its input (c * s * b * h) and one layer's
+  full set exists during its recompute. Plus the loss's fp32 log-softmax of the logits.
+The allocator's fragmentation and the CUDA context (~1 GB) come on top.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from model import GPT, GPTConfig
+
+
+@dataclass
+class Estimate:
+    parameters: int
+    gradients: int
+    optimizer: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        return self.parameters + self.gradients + self.optimizer + self.activations
+
+
+def parameter_counts(config: GPTConfig) -> tuple[int, int, int]:
+    """(all parameters, one block's, the root's: embeddings, final norm), tied weights once; the
+    model is built on the meta device, so no memory is used."""
+    with torch.device("meta"):
+        model = GPT(config)
+    n = sum(p.numel() for p in model.parameters())
+    block = sum(p.numel() for p in model.transformer.h[0].parameters())
+    return n, block, n - config.n_layer * block
+
+
+def estimate(
+    config: GPTConfig,
+    world_size: int,
+    parallel: str,
+    dtype: str,
+    batch_size: int,
+    block_size: int,
+    optimizer: str = "adamw",
+    activation_checkpointing: bool = False,
+    trainable: int | None = None,
+) -> Estimate:
+    """Bytes per GPU for a run of this model and settings (see the module's rules)."""
+    n, block, root = parameter_counts(config)
+    t = n if trainable is None else trainable
+    c = 2 if dtype in ("bfloat16", "float16") else 4
+    matrices = config.n_layer * 12 * config.n_embd**2 if optimizer == "muon" else 0  # Muon's share: one moment instead of two
+    params, grads, optim = 4 * t + c * (n - t), 4 * t, 8 * t - 4 * matrices
+    if parallel == "fsdp":
+        params = params // world_size + c * (2 * block + root)
+        grads = grads // world_size + 4 * 2 * block
+        optim //= world_size
+    elif world_size > 1:
+        grads *= 2  # DDP's buckets hold a second copy while it all-reduces
+    tokens, h = batch_size * block_size, config.n_embd
+    per_layer = 34 * tokens * h * c // 2
+    layers = config.n_layer * c * tokens * h + per_layer if activation_checkpointing else config.n_layer * per_layer
+    logits = tokens * config.vocab_size * 4  # the loss's fp32 log-softmax, saved for backward
+    return Estimate(params, grads, optim, layers + logits)
+
+
+def memory_table(config: GPTConfig, world_size: int, dtype: str, batch_size: int, block_size: int, **kw) -> str:
+    """DDP and FSDP side by side, in GiB per GPU."""
+    rows = {p: estimate(config, world_size, p, dtype, batch_size, block_size, **kw) for p in ("ddp", "fsdp")}
+    gib = lambda b: f"{b / 2**30:.2f}"  # noqa: E731
+    lines = [
+        f"memory per GPU, {world_size} GPU(s), micro-batch {batch_size} x {block_size}, {dtype} (estimate, GiB):",
+        "| | DDP | FSDP |",
+        "| --- | ---: | ---: |",
+    ]
+    for field in ("parameters", "gradients", "optimizer", "activations", "total"):
+        lines.append(f"| {field} | {gib(getattr(rows['ddp'], field))} | {gib(getattr(rows['fsdp'], field))} |")
+    return "\n".join(lines)
+
+
+def memory_line(config: GPTConfig, world_size: int, dtype: str, batch_size: int, block_size: int, **kw) -> str:
+    """The estimate in one line, for train.py's start."""
+    ddp, fsdp = (estimate(config, world_size, p, dtype, batch_size, block_size, **kw).total / 2**30 for p in ("ddp", "fsdp"))
+    return (
+        f"memory per GPU (estimate for {world_size} GPU(s): parameters, gradients, optimizer state, activations): DDP {ddp:.2f} GiB, FSDP {fsdp:.2f} GiB; "
+        "python -m tools.memory for the breakdown"
+    )

@@ -1,0 +1,70 @@
+"""The per-GPU memory estimate (gptsuite/memory.py) against real models and hand counts."""
+
+import pytest
+import torch
+
+from gptsuite.memory import estimate, memory_table, parameter_counts
+from gptsuite.sharding import recompute_in_backward
+from model import GPT, GPTConfig
+
+SMALL = GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=64, vocab_size=512)
+
+
+def saved_for_backward(config: GPTConfig, batch: int, recompute: bool) -> int:
+    """Bytes of the tensors a forward with loss saves for backward (parameters left out)."""
+    torch.manual_seed(0)
+    model = GPT(config)
+    if recompute:
+        for block in model.transformer.h:
+            recompute_in_backward(block)
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    x = torch.randint(0, config.vocab_size, (batch, config.block_size))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x, x)
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    return sum(n for ptr, n in storages.items() if ptr not in params)
+
+
+def test_parameter_count_is_the_models():
+    n, block, root = parameter_counts(SMALL)
+    model = GPT(SMALL)
+    assert n == sum(p.numel() for p in model.parameters())  # the tied head once
+    assert block == sum(p.numel() for p in model.transformer.h[1].parameters())
+    assert root == 512 * 64 + 64 * 64 + 64  # wte (= lm_head), wpe, ln_f
+
+
+def test_ddp_and_fsdp_state_by_hand():
+    n, block, root = parameter_counts(SMALL)
+    ddp = estimate(SMALL, 2, "ddp", "float32", 1, 64)
+    assert (ddp.parameters, ddp.gradients, ddp.optimizer) == (4 * n, 8 * n, 8 * n)
+    for world in (2, 8):
+        fsdp = estimate(SMALL, world, "fsdp", "bfloat16", 1, 64)
+        assert fsdp.parameters == 4 * n // world + 2 * (2 * block + root)
+        assert fsdp.gradients == 4 * n // world + 8 * block
+        assert fsdp.optimizer == 8 * n // world
+    big = GPTConfig(n_layer=48, n_head=25, n_embd=1600, vocab_size=50257)  # gpt2-xl: FSDP on 8 needs far less than DDP
+    assert estimate(big, 8, "fsdp", "bfloat16", 4, 1024).total < 0.5 * estimate(big, 8, "ddp", "bfloat16", 4, 1024).total
+
+
+@pytest.mark.parametrize("recompute", [False, True], ids=["stored", "recomputed"])
+def test_activations_are_near_what_a_forward_saves(recompute: bool):
+    got = saved_for_backward(SMALL, 2, recompute)
+    est = estimate(SMALL, 1, "ddp", "float32", 2, 64, activation_checkpointing=recompute).activations
+    if recompute:  # the estimate also holds the one layer rebuilt during backward, which the forward does not save
+        est -= 34 * 2 * 64 * 64 * 4 // 2
+    print(f"activations saved by a forward: {got:,} bytes, estimated {est:,}")
+    assert 0.7 * got <= est <= 1.3 * got
+
+
+def test_lora_and_muon_hold_less_and_the_table_prints_both():
+    n, _, _ = parameter_counts(SMALL)
+    full, lora = estimate(SMALL, 1, "ddp", "bfloat16", 1, 64), estimate(SMALL, 1, "ddp", "bfloat16", 1, 64, trainable=1000)
+    assert lora.parameters == 4 * 1000 + 2 * (n - 1000) and lora.optimizer == 8000 < full.optimizer
+    assert estimate(SMALL, 1, "ddp", "float32", 1, 64, optimizer="muon").optimizer == 8 * n - 4 * 2 * 12 * 64**2
+    table = memory_table(SMALL, 2, "bfloat16", 1, 64)
+    assert "| total |" in table and "DDP | FSDP" in table
