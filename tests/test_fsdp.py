@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+import sample
 from conftest import ROOT, TINY_MODEL_ARGS, child_pids, rank_of, run_entry
+from eval import main as eval_main
 from gptsuite.checkpoint import SLOW_SAVE_ENV, load_checkpoint
 from gptsuite.errors import UserError
 from tools.consolidate import main as consolidate_main
@@ -62,7 +64,7 @@ def test_two_process_fsdp_matches_one_process(tmp_path: Path, char_dataset: Path
     assert shards == [".metadata", "__0_0.distcp", "__1_0.distcp", "checkpoint.json", "rng.pt"]
 
 
-def test_resume_reshards_onto_other_process_counts(tmp_path: Path, char_dataset: Path):
+def test_resume_reshards_onto_other_process_counts(tmp_path: Path, char_dataset: Path, capsys):
     """Stopped at iter 5, resumed to 10 on 1 (sharded, and unsharded in a plain process), 2 or 4
     processes: every one continues the uninterrupted run's curve."""
     args = [f"--data_dir={char_dataset}", *RUN]
@@ -80,8 +82,16 @@ def test_resume_reshards_onto_other_process_counts(tmp_path: Path, char_dataset:
             main(["--init_from=resume", f"--out_dir={out}", "--max_iters=10", "--parallel=ddp"])
         assert_same_curve(curve(out), whole)
         diff = max_weight_diff(out, tmp_path / "whole")
-        print(f"{name}: max weight difference against the uninterrupted run {diff:.2e}")
+        with capsys.disabled():
+            print(f"{name}: max weight difference against the uninterrupted run {diff:.2e}")
         assert diff < 1e-5, name
+
+    # sample.py and eval.py read the sharded folder as it is, the same model as its consolidated file
+    capsys.readouterr()
+    eval_main([f"--out_dir={tmp_path / '2to4'}", "--device=cpu"])
+    sample.main([f"--out_dir={tmp_path / '2to4'}", "--device=cpu", "--start=All:", "--max_new_tokens=5", "--num_samples=1"])
+    out = capsys.readouterr().out
+    assert "2to4: val loss" in out and "All:" in out
 
     # one ckpt.pt of the sharded folder resumes in one process the same way
     consolidate_main([f"--out_dir={tmp_path / 'two'}"])
