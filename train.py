@@ -118,14 +118,13 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
     saver = Checkpointer(raw_model, optimizer, scaler, cfg, data, rt, start.lora)
     log = TrainLog(Logger(cfg.out_dir, asdict(cfg), cfg.wandb_log, cfg.wandb_project, cfg.wandb_run_name, enabled=rt.master), cfg, rt, raw_model)
     if rt.master:
-        trained, total = trainable_counts(raw_model)
-        lora = f" (LoRA rank {cfg.lora_rank}: {trained:,} of {total:,} train, {100 * trained / total:.2f}%)" if start.lora else ""
-        print(
-            f"{raw_model.get_num_params() / 1e6:.2f}M parameters{lora}, {log.tokens_per_iter:,} tokens per iteration "
-            f"({rt.world_size} x {accum_steps} x {cfg.batch_size} x {cfg.block_size}), device {rt.device}, {rt.dtype}"
+        describe_run(
+            cfg,
+            rt,
+            raw_model,
+            start.lora is not None,
+            f"{log.tokens_per_iter:,} tokens per iteration ({rt.world_size} x {accum_steps} x {cfg.batch_size} x {cfg.block_size})",
         )
-        estimate = {"optimizer": cfg.optimizer, "activation_checkpointing": cfg.activation_checkpointing, "trainable": trained if start.lora else None}
-        print(memory_line(raw_model.config, rt.world_size, rt.dtype, cfg.batch_size, cfg.block_size, **estimate))
         for p in remove_stale_temps(Path(cfg.out_dir)):
             print(f"removed {p}, a partial checkpoint of a run that was killed while writing it")
         if start.iter_num >= cfg.max_iters and not cfg.eval_only:
@@ -181,6 +180,16 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict
         log.maybe_log(iter_num, lr)
     log.logger.close()
     return {"iter_num": iter_num, "best_val_loss": policy.best_val_loss, "skipped_steps": log.skipped, **{f"{k}_loss": v for k, v in losses.items()}}
+
+
+def describe_run(cfg: TrainConfig, rt: Runtime, model, lora: bool, tokens: str) -> None:
+    """The run's size in one line, and on GPUs the memory estimate per GPU (gptsuite/memory.py)."""
+    trained, total = trainable_counts(model)
+    adapters = f" (LoRA rank {cfg.lora_rank}: {trained:,} of {total:,} train, {100 * trained / total:.2f}%)" if lora else ""
+    print(f"{model.get_num_params() / 1e6:.2f}M parameters{adapters}, {tokens}, device {rt.device}, {rt.dtype}")
+    if rt.device_type == "cuda" or rt.ddp:  # what renting GPUs is about
+        estimate = {"optimizer": cfg.optimizer, "activation_checkpointing": cfg.activation_checkpointing, "trainable": trained if lora else None}
+        print(memory_line(model.config, rt.world_size, rt.dtype, cfg.batch_size, cfg.block_size, **estimate))
 
 
 if __name__ == "__main__":
