@@ -39,31 +39,23 @@ from gptsuite import templates
 from gptsuite import tokenizer as tokenizers
 from gptsuite.datafiles import resolve_data_dir
 from gptsuite.errors import cli
-from gptsuite.generate import cut_at_stop, encode_prompt, generate_texts, read_prompt
+from gptsuite.generate import SamplingConfig, cut_at_stop, encode_prompt, generate_texts, read_prompt
 from gptsuite.loading import check_init_from, load_model
-from gptsuite.runtime import DTYPE_CHOICES, setup_runtime
+from gptsuite.runtime import DTYPE_CHOICES, seed_everything, setup_runtime
 
 SEPARATOR = "---------------"
 
 
 @dataclass
-class SampleConfig:
+class SampleConfig(SamplingConfig):
     init_from: str = "resume"  # 'resume' (the newest checkpoint in out_dir), or gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2, or a directory
     out_dir: str = "out"  # the training run whose checkpoint to sample
     start: str = "\n"  # prompt text, or FILE:path
     num_samples: int = option(10, gt=0)  # drawn together, as one batch
-    max_new_tokens: int = option(500, gt=0)  # tokens generated per sample, at most
-    temperature: float = option(0.8, ge=0)  # 1.0 as trained, < 1 more conservative, 0 greedy
-    top_k: int | None = option(200, gt=0)  # keep only the top_k most likely tokens; None keeps all
-    top_p: float | None = option(None, gt=0, le=1)  # nucleus sampling: keep the most likely tokens up to this probability mass
-    stop: str = ""  # end a sample at this text (not included in the output)
-    stop_at_eot: bool = True  # end a sample at <|endoftext|> (tokenizers that have one)
     stream: bool = False  # print tokens as they are generated
     interactive: bool = False  # read prompts from stdin, one per line, until EOF
     check_novelty: bool = False  # report overlap of each sample with the training data
     data_dir: str = ""  # the data the model was trained on (for --check_novelty, and the vocabulary of a nanoGPT checkpoint); default: the checkpoint's dataset
-    use_cache: bool = True  # KV cache; False recomputes the whole context for every token
-    seed: int = option(1337, ge=0)
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     dtype: str = option("auto", choices=DTYPE_CHOICES)  # auto: bf16 on GPUs with native bf16 (compute capability >= 8.0), else fp16; fp32 on cpu/mps
     compile: bool = False  # torch.compile the model for decoding: the first sample waits for the compile (tens of seconds), later tokens come faster
@@ -86,6 +78,7 @@ def main(argv: list[str]) -> None:
         from gptsuite import novelty
 
         index = novelty.open_index(resolve_data_dir(cfg.data_dir, trained_on=loaded.train_config), tok_meta)
+    seed_everything(cfg.seed)  # again, after loading: a seed gives the same samples here and on the playground page
 
     def run(prompt: str) -> None:
         if template:  # e.g. pubmed: the prompt is an abstract, the model writes the article

@@ -1,5 +1,5 @@
 """The library under the entry points (prepare.py, train.py, sample.py, eval.py, export.py,
-bench.py and tools/). One concern a module; imports point one way: entry points -> gptsuite ->
+serve.py, bench.py and tools/). One concern a module; imports point one way: entry points -> gptsuite ->
 model.py / configurator.py.
 
     errors       UserError and the one-line command-line wrapper
@@ -24,8 +24,10 @@ model.py / configurator.py.
     train_state  what a training checkpoint holds and how a run starts from one
     policy       when a run evaluates and saves; the NaN guard's state
     metrics      metrics.jsonl (and wandb), read back into loss curves
-    generate     sampling text: prompts, stop rules, streaming
+    generate     sampling text: the settings, prompts, stop rules, streaming
     evaluation   scoring every token of a split (loss, perplexity, bits per byte)
     hellaswag    HellaSwag's items and their completion-style scoring (acc, acc_norm)
     novelty      the n-gram index of train.bin: was a sample copied?
+    playground   the page's models and requests: side by side, seen in training, the runs
+    page         the playground page (Gradio) over playground
 """

@@ -1,16 +1,33 @@
 """Text generation around GPT.generate_stream: prompts from the command line or a file, sampling
 in a batch, stop rules (<|endoftext|>, a stop text) and streaming output that never shows a
-partial character or the start of the stop text. sample.py and anything else that generates
-text go through here.
+partial character or the start of the stop text. sample.py and the playground page
+(serve.py) generate through here.
 """
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from configurator import option
 from gptsuite.datafiles import read_text
 from gptsuite.errors import UserError
 from model import GPT
+
+
+@dataclass
+class SamplingConfig:
+    """How to sample: the settings sample.py and the playground page (serve.py) share."""
+
+    max_new_tokens: int = option(500, gt=0)  # tokens generated per sample, at most
+    temperature: float = option(0.8, ge=0)  # 1.0 as trained, < 1 more conservative, 0 greedy
+    top_k: int | None = option(200, gt=0)  # keep only the top_k most likely tokens; None keeps all
+    top_p: float | None = option(None, gt=0, le=1)  # nucleus sampling: keep the most likely tokens up to this probability mass
+    stop: str = ""  # end a sample at this text (not included in the output)
+    stop_at_eot: bool = True  # end a sample at <|endoftext|> (tokenizers that have one)
+    use_cache: bool = True  # KV cache; False recomputes the whole context for every token
+    seed: int = option(1337, ge=0)  # torch's generator is seeded with it right before the first token
 
 
 def read_prompt(start: str) -> str:
@@ -49,15 +66,21 @@ def printable(text: str, stop: str) -> str:
     return text
 
 
-def generate_texts(model: GPT, tok, prompt_ids: list[int], num_samples: int, cfg, device: str, stream=None) -> list[list[int]]:
-    """Draw num_samples continuations of prompt_ids in one batch; return each one's generated
-    token ids, ended at <|endoftext|> (when cfg.stop_at_eot) or at the text cfg.stop. With
-    `stream` (a file, batch of one), the text is written there as it comes."""
+def visible(tok, row: list[int], stop: str, final: bool = False) -> str:
+    """The text of a sample's generated ids so far, cut at the stop text; while it is still growing
+    (final=False) only the part that is safe to show (printable)."""
+    text = cut_at_stop(tok.decode(row), stop)[0]
+    return text if final else printable(text, stop)
+
+
+def sample_rows(model: GPT, tok, prompt_ids: list[int], num_samples: int, cfg, device: str) -> Iterator[list[list[int]]]:
+    """Draw num_samples continuations of prompt_ids in one batch, yielding after every step the
+    generated ids of each sample so far, ended at <|endoftext|> (when cfg.stop_at_eot) or at the
+    text cfg.stop. Stops after cfg.max_new_tokens, or once every sample has ended."""
     x = torch.tensor(prompt_ids, dtype=torch.long, device=device)[None, :].repeat(num_samples, 1)
     eot = tok.eot_token if cfg.stop_at_eot else None
     rows: list[list[int]] = [[] for _ in range(num_samples)]
     done = [False] * num_samples
-    shown = 0
     tail = 4 * len(cfg.stop) + 1  # enough tokens to hold the stop text (a character is at most 4 tokens)
     steps = model.generate_stream(x, cfg.max_new_tokens, cfg.temperature, cfg.top_k, tok.vocab_size, cfg.top_p, cfg.use_cache)
     for step in steps:
@@ -70,13 +93,22 @@ def generate_texts(model: GPT, tok, prompt_ids: list[int], num_samples: int, cfg
             rows[r].append(t)
             if cfg.stop and cut_at_stop(tok.decode(rows[r][-tail:]), cfg.stop)[1]:
                 done[r] = True
+        yield rows
+        if all(done):
+            break
+
+
+def generate_texts(model: GPT, tok, prompt_ids: list[int], num_samples: int, cfg, device: str, stream=None) -> list[list[int]]:
+    """Draw num_samples continuations of prompt_ids in one batch (sample_rows); return each one's
+    generated token ids. With `stream` (a file, batch of one), the text is written there as it comes."""
+    rows: list[list[int]] = [[] for _ in range(num_samples)]
+    shown = 0
+    for rows in sample_rows(model, tok, prompt_ids, num_samples, cfg, device):
         if stream is not None:
-            text = printable(cut_at_stop(tok.decode(rows[0]), cfg.stop)[0], cfg.stop)
+            text = visible(tok, rows[0], cfg.stop)
             stream.write(text[shown:])
             stream.flush()
             shown = max(shown, len(text))
-        if all(done):
-            break
     if stream is not None:  # what was held back: a partial stop text that never completed, a last character
-        stream.write(cut_at_stop(tok.decode(rows[0]), cfg.stop)[0][shown:])
+        stream.write(visible(tok, rows[0], cfg.stop, final=True)[shown:])
     return rows

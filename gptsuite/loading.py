@@ -64,10 +64,10 @@ def check_init_from(init_from: str, also: tuple[str, ...] = ("resume",), checkpo
     checkpoints=True, a checkpoint of ours)."""
     if init_from in also or is_pretrained(init_from) or (checkpoints and checkpoint_file(init_from)):
         return
-    modes = ", ".join(f"'{m}'" for m in also)
+    modes = "".join(f"'{m}', " for m in also)
     ours = ", a training run's folder or .pt checkpoint" if checkpoints else ""
     raise UserError(
-        f"unknown init_from '{init_from}'; use {modes}, one of {', '.join(HUB_MODELS)}{ours}, or a directory holding config.json and model.safetensors"
+        f"unknown init_from '{init_from}'; use {modes}one of {', '.join(HUB_MODELS)}{ours}, or a directory holding config.json and model.safetensors"
     )
 
 

@@ -204,6 +204,11 @@ class NgramIndex:
                 return True
         return False
 
+    def found(self, ids) -> np.ndarray:
+        """For each n-gram of ids, whether it occurs in train.bin (by its hash, as the report's share)."""
+        h = hash_ngrams(np.asarray(ids, dtype=np.int64), self.n)
+        return np.searchsorted(self.keys, h, side="right") > np.searchsorted(self.keys, h, side="left")
+
     def report(self, ids) -> NoveltyReport:
         """Longest span of ids found in train.bin and the share of its n-grams found there."""
         s = np.asarray(ids, dtype=np.int64)

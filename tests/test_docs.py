@@ -89,6 +89,7 @@ def scripts() -> dict[str, Script]:
         "eval.py": Script(config("eval", "EvalConfig"), extra=frozenset({"compare"})),
         "export.py": Script(config("export", "ExportConfig"), positionals=1),
         "bench.py": Script(config("bench", "BenchConfig")),
+        "serve.py": Script(config("serve", "ServeConfig"), positionals=4),  # the models, as eval.py's --compare names them
         "prepare.py": Script(None),  # its first argument names the dataset, whose Config it takes
         "tests/stress_kill.py": Script(None, extra=frozenset({"trials", "seed"}), help=False),  # reads these two itself
         "-m tools.novelty": Script(config("tools.novelty", "NoveltyConfig")),
@@ -98,6 +99,7 @@ def scripts() -> dict[str, Script]:
         "-m tools.plot": Script(None, positionals=1, help=False),
         "-m tools.bench_lora": Script(config("tools.bench_lora", "BenchLoraConfig")),
         "-m tools.bench_fsdp": Script(config("tools.bench_fsdp", "BenchFsdpConfig")),
+        "-m tools.bench_serve": Script(config("tools.bench_serve", "BenchServeConfig")),
         "-m tools.consolidate": Script(config("tools.consolidate", "ConsolidateConfig")),
         "-m tools.memory": Script(config("tools.memory", "MemoryConfig")),
         "experiments/modern_vs_gpt2.py": Script(None, extra=argparse_keys("experiments/modern_vs_gpt2.py")),
@@ -369,6 +371,7 @@ def test_the_docs_show_commands_for_every_entry_point():
         "eval.py",
         "export.py",
         "bench.py",
+        "serve.py",
         "tools.plot",
         "tools.novelty",
         "tools.bench_generate",
@@ -376,11 +379,15 @@ def test_the_docs_show_commands_for_every_entry_point():
         "tools.bench_prepare",
         "tools.bench_lora",
         "tools.bench_fsdp",
+        "tools.bench_serve",
         "tools.consolidate",
         "tools.memory",
     ]:
         assert entry in named, f"no command in README.md or docs/*.md runs {entry}"
-    for path in [*(ROOT / name for name in ("prepare.py", "train.py", "sample.py", "eval.py", "export.py", "bench.py")), *(ROOT / "tools").glob("[!_]*.py")]:
+    for path in [
+        *(ROOT / name for name in ("prepare.py", "train.py", "sample.py", "eval.py", "export.py", "bench.py", "serve.py")),
+        *(ROOT / "tools").glob("[!_]*.py"),
+    ]:
         assert commands_of(path), f"{path.relative_to(ROOT)}: its docstring shows no usage line"
 
 

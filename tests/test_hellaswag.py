@@ -82,6 +82,9 @@ class BigramStandIn(nn.Module):
         return torch.stack([self.row(int(t)) for t in idx.flatten()]).view(*idx.shape, -1), None
 
 
+TOL = 1e-3  # the endings' losses differ by tenths of a nat; float32 rounding here: ~2e-5 a token with AVX-512, 2.1e-4 for 4 tokens with AVX2
+
+
 @pytest.fixture(scope="module")
 def rt() -> Runtime:
     return setup_runtime("cpu", "float32")
@@ -107,9 +110,9 @@ def test_sum_and_per_token_loss_pick_different_endings(rt: Runtime):
     assert all(tok.encode(item.ctx)[-1:] != [t] for item in HAND_ITEMS for t in BIGRAM if t)  # contexts end in none of them
     model = BigramStandIn()
     sum_loss, avg_loss = item_losses(model, HAND_ITEMS, rt)
-    for i in range(len(HAND_ITEMS)):  # to 1e-4: a float32 softmax over 50,257 ids is good to ~2e-5 a token
-        assert sum_loss[i].tolist() == pytest.approx(SUM_LOSS, abs=1e-4)
-        assert avg_loss[i].tolist() == pytest.approx(AVG_LOSS, abs=1e-4)
+    for i in range(len(HAND_ITEMS)):  # to TOL: a float32 log-softmax sums 50,257 terms, in an order set by the CPU's vectors
+        assert sum_loss[i].tolist() == pytest.approx(SUM_LOSS, abs=TOL)
+        assert avg_loss[i].tolist() == pytest.approx(AVG_LOSS, abs=TOL)
     assert sum_loss.argmin(1).tolist() == [1, 1, 1, 1] and avg_loss.argmin(1).tolist() == [0, 0, 0, 0]
 
     for batch_items in (1, 3, 4):
@@ -124,11 +127,11 @@ def test_a_long_row_keeps_its_ending(rt: Runtime):
     # every ending token is still scored after the token before it, so the losses are unchanged
     item = [HAND_ITEMS[0]]
     sum4, avg4 = item_losses(BigramStandIn(block_size=4), item, rt)
-    assert sum4[0].tolist() == pytest.approx(SUM_LOSS, abs=1e-4) and avg4[0].tolist() == pytest.approx(AVG_LOSS, abs=1e-4)
+    assert sum4[0].tolist() == pytest.approx(SUM_LOSS, abs=TOL) and avg4[0].tolist() == pytest.approx(AVG_LOSS, abs=TOL)
     # block 3: the 4-token ending loses its first token (x after ":", 2 ln2): 3 x's after x, ln2 each
     sum3, avg3 = item_losses(BigramStandIn(block_size=3), item, rt)
-    assert sum3[0].tolist() == pytest.approx([3 * LN2, *SUM_LOSS[1:]], abs=1e-4)
-    assert avg3[0].tolist() == pytest.approx([LN2, *AVG_LOSS[1:]], abs=1e-4)
+    assert sum3[0].tolist() == pytest.approx([3 * LN2, *SUM_LOSS[1:]], abs=TOL)
+    assert avg3[0].tolist() == pytest.approx([LN2, *AVG_LOSS[1:]], abs=TOL)
 
 
 def reference_losses(model: GPT, item: Item) -> tuple[list[float], list[float]]:

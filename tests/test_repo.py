@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ENTRY_POINTS = ["prepare", "train", "sample", "eval", "export", "bench"] + [
+ENTRY_POINTS = ["prepare", "train", "sample", "eval", "export", "bench", "serve"] + [
     f"tools.{p.stem}" for p in sorted((ROOT / "tools").glob("*.py")) if p.stem != "__init__"
 ]
 LIBRARY = [f"gptsuite.{p.stem}" for p in sorted((ROOT / "gptsuite").glob("*.py")) if p.stem != "__init__"]

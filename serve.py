@@ -1,0 +1,103 @@
+"""
+A local page to try models in a browser: write with up to four models side by side, see which
+spans of a sample occur in the training data, and watch the loss curves of runs as they train.
+
+    python serve.py --out_dir=out-shakespeare-char-small            # then open the address it prints
+    python serve.py out-pubmed gpt2 out-pubmed-scratch               # three models side by side
+    python serve.py out-pubmed --max_new_tokens_limit=2000 --port=8000
+    python serve.py out-pubmed --host=0.0.0.0                        # reachable from other machines: on purpose only
+
+The models are named like eval.py's --compare: a training run's folder (its newest checkpoint;
+a newer one saved while the page is open is loaded before the next generation), a .pt file,
+gpt2 ... gpt2-xl, or a Hugging Face folder; with none, --init_from / --out_dir name one as in
+sample.py. A model whose weights would not fit the device's free memory (or --memory_limit) is
+refused with a message, here and when loaded from the page. A checkpoint trained on a dataset
+with a prompt template (pubmed) asks for its prompt field (the abstract) and writes the article;
+the other models on the page get the same formatted prompt.
+
+Generation is sample.py's (gptsuite/generate.py): the same prompt, seed and settings give the same
+sample as `python sample.py --num_samples=1`. Requests queue for one worker, in arrival order
+(--queue_size of them wait at most); no request may ask for more than --max_new_tokens_limit
+tokens. The page binds to 127.0.0.1 unless --host says otherwise.
+"""
+
+import os
+import socket
+from dataclasses import dataclass, fields
+
+from configurator import option, parse_config
+from gptsuite.errors import UserError, cli
+from gptsuite.generate import SamplingConfig
+from gptsuite.runtime import DTYPE_CHOICES, setup_runtime
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class ServeConfig(SamplingConfig):  # the sampling settings are the page's starting values
+    init_from: str = "resume"  # with no models named: 'resume' (the newest checkpoint in out_dir) or GPT-2 weights, as in sample.py
+    out_dir: str = "out"
+    host: str = "127.0.0.1"  # the address the page listens on; 0.0.0.0 exposes it to the network
+    port: int = option(7860, ge=0, le=65535)  # 0: any free port
+    max_new_tokens_limit: int = option(1000, gt=0)  # no request may ask for more tokens than this
+    memory_limit: float = option(0.0, ge=0)  # GB the page's model weights may take in all; 0: what the device has free
+    queue_size: int = option(64, gt=0)  # requests that may wait for the worker; more are turned away
+    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
+    dtype: str = option("auto", choices=DTYPE_CHOICES)
+
+
+def split_models(argv: list[str]) -> tuple[list[str], list[str]]:
+    """The model names among the arguments (anything that is neither a --key=value nor a .py config
+    file), and the rest."""
+    names = [a for a in argv if not a.startswith("--") and not a.endswith(".py")]
+    return names, [a for a in argv if a not in names]
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def main(argv: list[str]) -> None:
+    names, argv = split_models(argv)
+    cfg = parse_config(ServeConfig(), argv)
+    if cfg.max_new_tokens > cfg.max_new_tokens_limit:
+        raise UserError(f"max_new_tokens={cfg.max_new_tokens} is above max_new_tokens_limit={cfg.max_new_tokens_limit}; lower it or raise the limit")
+    names = names or [cfg.out_dir if cfg.init_from == "resume" else cfg.init_from]
+    if len(names) > 4:
+        raise UserError(f"the page shows at most 4 models side by side, got {len(names)}: {' '.join(names)}")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
+    from gptsuite.page import THEME, build_page  # gradio takes seconds to import: after the settings are checked
+    from gptsuite.playground import Playground
+
+    rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
+    pg = Playground(rt, cfg.max_new_tokens_limit, cfg.memory_limit)
+    refused = []
+    for name in names:
+        try:
+            model = pg.load(name)
+            print(f"loaded {name} ({model.nbytes / 2**20:,.0f} MB of weights) on {rt.device}", flush=True)
+        except UserError as e:
+            refused.append(str(e))
+            print(f"refused: {e}", flush=True)
+    if not pg.models:
+        raise UserError(f"no model could be loaded: {'; '.join(refused)}")
+    defaults = SamplingConfig(**{f.name: getattr(cfg, f.name) for f in fields(SamplingConfig)})
+    page = build_page(pg, defaults, notes="\n\n".join(f"refused: {r}" for r in refused))
+    port = cfg.port or free_port(cfg.host)
+    try:
+        page.queue(default_concurrency_limit=1, max_size=cfg.queue_size).launch(
+            server_name=cfg.host, server_port=port, theme=THEME, quiet=True, prevent_thread_lock=True, show_error=False
+        )
+    except OSError as e:
+        raise UserError(f"cannot listen on {cfg.host}:{port} ({e}); pass another --port, or --port=0 for any free one") from None
+    host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+    print(f"the playground is at http://{host}:{port} (Ctrl-C stops it)", flush=True)
+    if cfg.host not in LOCAL_HOSTS:
+        print(f"note: --host={cfg.host} makes the page reachable from other machines; anyone who reaches it can run the models", flush=True)
+    page.block_thread()
+
+
+if __name__ == "__main__":
+    cli(main)

@@ -1,0 +1,196 @@
+"""The playground page as its users meet it: `python serve.py` in a subprocess, driven through
+gradio_client (generate, stream, compare, stop, bad inputs, 8 clients at once) and through a real
+headless Chromium (selenium), which types a prompt, clicks Generate and waits for the text."""
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from test_playground import char_data, char_model, sample_py
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+gradio_client = pytest.importorskip("gradio_client")
+psutil = pytest.importorskip("psutil")
+
+LIMIT = 400  # serve.py --max_new_tokens_limit
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, request):
+    """serve.py with three small character models side by side; (url, process, models folder)."""
+    tmp = tmp_path_factory.mktemp("page")
+    data = char_data(tmp)
+    models = [str(char_model(tmp / name, data, seed)) for name, seed in (("scratch", 1), ("tuned", 2), ("other", 3))]
+    char_model(tmp / "big", data, 4, n_embd=256)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    args = [*models, "--port=0", "--device=cpu", f"--max_new_tokens_limit={LIMIT}", "--memory_limit=0.001", "--max_new_tokens=200"]
+    proc = subprocess.Popen([sys.executable, "serve.py", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines, url = [], None
+    deadline = time.time() + 120
+    while url is None and time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        lines.append(line)
+        if line.startswith("the playground is at "):
+            url = line.split()[4]
+    if url is None:
+        proc.kill()
+        pytest.fail("serve.py did not come up:\n" + "".join(lines))
+    threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep its pipe drained
+    yield url, proc, tmp, models
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def settings(models, prompt="First Citizen:", temperature=0.8, top_k=200, top_p=1.0, max_new=200, seed=1337, stop=""):
+    return [prompt, models, temperature, top_k, top_p, max_new, seed, stop]
+
+
+def client(url):
+    return gradio_client.Client(url, verbose=False)
+
+
+def test_generate_streams_what_sample_py_writes(served, capsys):
+    url, proc, tmp, models = served
+    job = client(url).submit(*settings(models[:1], max_new=LIMIT, seed=3), api_name="/generate")
+    updates = [out[0]["value"] if isinstance(out[0], dict) else out[0] for out in job]  # the first names the box: an update
+    final = job.outputs()[-1]
+    text = final[0]
+    assert len(updates) > 2 and all(text.startswith(u) for u in updates)  # it grew in front of the reader
+    assert "First Citizen:" + text == sample_py(capsys, Path(models[0]), "First Citizen:", f"--max_new_tokens={LIMIT}", "--seed=3")
+    assert f"{LIMIT} tokens" in final[4] and "(done)" in final[4]
+
+
+def test_three_models_side_by_side(served, capsys):
+    url, proc, tmp, models = served
+    final = client(url).predict(*settings(models, max_new=60, seed=5), api_name="/generate")
+    for out, text in zip(models, final[:3], strict=True):
+        assert "First Citizen:" + text == sample_py(capsys, Path(out), "First Citizen:", "--max_new_tokens=60", "--seed=5")
+    assert len(set(final[:3])) == 3 and final[4].count("(done)") == 3
+
+
+def test_bad_inputs_are_messages_and_the_server_goes_on(served):
+    url, proc, tmp, models = served
+    c = client(url)
+    cases = [
+        (settings(models[:1], prompt=""), "the prompt is empty"),
+        (settings(models[:1], prompt="First Citizen: " * 5), "the prompt is 75 tokens, but .* reads at most 64"),
+        (settings(models[:1], top_p=1.5), r"top_p must be in \(0, 1\]"),
+        (settings(models[:1], max_new=LIMIT + 1), f"greater than maximum value {LIMIT}"),  # the slider's own bound
+        (settings([]), "choose at least one model"),
+    ]
+    for args, message in cases:
+        with pytest.raises(gradio_client.exceptions.AppError, match=message):
+            c.predict(*args, api_name="/generate")
+    with pytest.raises(gradio_client.exceptions.AppError, match=r"needs 0.00 GB for its weights.*--memory_limit"):
+        c.predict(str(tmp / "big"), models, api_name="/load")
+    gone = tmp / "gone"
+    shutil.copytree(models[0], gone)
+    c.predict(str(gone), models[:1], api_name="/load")
+    (gone / "ckpt.pt").unlink()
+    final = c.predict(*settings([str(gone)], max_new=10), api_name="/generate")
+    assert "no longer on disk" in final[5] and "10 tokens" in final[4]
+    with pytest.raises(gradio_client.exceptions.AppError, match="holds 4 models already"):
+        c.predict(str(tmp / "big"), models, api_name="/load")
+    assert proc.poll() is None
+
+
+def test_stop_ends_a_generation_and_the_next_one_runs(served):
+    url, proc, tmp, models = served
+    c = client(url)
+    job = c.submit(*settings(models, max_new=LIMIT, temperature=1.0), api_name="/generate")
+    while not job.outputs():
+        time.sleep(0.01)
+    job.cancel()
+    final = c.predict(*settings(models[:1], max_new=20), api_name="/generate")
+    assert "20 tokens" in final[4]
+
+
+def test_runs_view_and_seen_in_training(served):
+    url, proc, tmp, models = served
+    c = client(url)
+    c.predict(*settings(models[:1], max_new=50), api_name="/generate")
+    pieces, line = c.predict(models[0], "First Citizen:\nBefore we proceed any further", api_name="/seen")
+    assert [p["class_or_confidence"] for p in pieces] == ["longest"] and "longest span also in train.bin: 44 tokens" in line
+    plot, reports = c.predict(api_name="/runs")
+    assert "was trained on" in reports
+
+
+def test_eight_clients_at_once_all_finish_in_bounded_memory(served):
+    url, proc, tmp, models = served
+    server = psutil.Process(proc.pid)
+    client(url).predict(*settings(models[:1], max_new=100), api_name="/generate")  # warm
+    before = server.memory_info().rss
+    latencies, finals, peak = [], [], [before]
+
+    def one(i):
+        start = time.perf_counter()
+        final = client(url).predict(*settings(models[:1], max_new=100, seed=i), api_name="/generate")
+        latencies.append(time.perf_counter() - start)
+        finals.append(final)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        peak.append(server.memory_info().rss)
+        time.sleep(0.05)
+    assert len(finals) == 8 and all("100 tokens" in f[4] and "(done)" in f[4] for f in finals)
+    growth = (max(peak) - before) / 2**20
+    p50, p95 = statistics.median(latencies), statistics.quantiles(latencies, n=20)[-1]
+    print(f"8 clients: p50 {p50:.2f} s, p95 {p95:.2f} s; server RSS {before / 2**20:.0f} MB, peak {max(peak) / 2**20:.0f} MB")
+    assert growth < 100, f"the server grew by {growth:.0f} MB serving 8 clients"
+
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+def test_in_a_real_browser(served, tmp_path):
+    """Chromium loads the page, a prompt is typed, Generate clicked, the three columns fill; an
+    empty prompt shows its message (the error check can fail), and a screenshot is saved."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, proc, tmp, models = served
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1600,1200", "--disable-background-networking"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    shot = Path(os.environ.get("PAGE_SCREENSHOT_DIR", tmp_path)) / "playground.png"
+    try:
+        wait = WebDriverWait(driver, 60)
+        driver.get(url)
+        prompt = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#prompt textarea"))
+        errors = lambda d: [e.get_attribute("textContent") for e in d.find_elements(By.CSS_SELECTOR, ".toast-body.error")]  # noqa: E731
+        driver.find_element(By.ID, "generate").click()  # an empty prompt first: its message must show
+        shown = wait.until(errors)
+        assert any("the prompt is empty" in e for e in shown), shown
+        for close in driver.find_elements(By.CSS_SELECTOR, ".toast-close"):
+            close.click()
+        wait.until(lambda d: not errors(d))
+        prompt.send_keys("First Citizen:")
+        driver.find_element(By.ID, "generate").click()
+        boxes = [f"#out{i} textarea" for i in range(3)]
+        wait.until(lambda d: all(d.find_element(By.CSS_SELECTOR, b).get_attribute("value") for b in boxes))
+        wait.until(lambda d: d.find_element(By.ID, "stats").text.count("(done)") == 3)
+        texts = [driver.find_element(By.CSS_SELECTOR, b).get_attribute("value") for b in boxes]
+        driver.save_screenshot(str(shot))
+        assert not errors(driver), errors(driver)
+        assert len(set(texts)) == 3 and all(len(t) > 50 for t in texts)
+        assert not any(e.is_displayed() for e in driver.find_elements(By.ID, "out3"))  # three models: three columns
+    finally:
+        driver.quit()
+    assert shot.stat().st_size > 10_000
