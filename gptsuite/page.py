@@ -53,7 +53,7 @@ class Page:
             with gr.Tab("Seen in training?"):
                 self.seen_tab()
             with gr.Tab("Runs"):
-                self.curves = gr.LinePlot(x="iteration", y="loss", color="curve", label="loss", height=420, elem_id="curves")
+                self.curves = gr.LinePlot(x="iteration", y="loss", color="curve", label="loss", elem_id="curves")
                 self.reports = gr.Markdown(elem_id="reports")
                 timer = gr.Timer(REFRESH_EVERY)
             self.wire(page, timer)

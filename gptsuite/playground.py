@@ -308,28 +308,25 @@ class Playground:
         return rows
 
     def dataset_reports(self) -> str:
-        """The dataset report of the data each loaded run was trained on, as markdown."""
+        """The dataset report of the data the loaded runs were trained on, as markdown."""
         from gptsuite.report import format_report
 
-        parts, seen = [], set()
+        parts, trained_on = [], {}
         for model in list(self.models.values()):
             if not model.loaded.train_config:
                 continue
             try:
-                data_dir = self.data_dir(model)
+                trained_on.setdefault(self.data_dir(model), []).append(model.name)
             except UserError as e:
                 parts.append(f"**{model.name}**: {e}")
-                continue
-            if data_dir in seen:
-                continue
-            seen.add(data_dir)
-            path = data_dir / "report.json"
+        for data_dir, names in trained_on.items():
+            who = ", ".join(f"**{n}**" for n in names) + (" was" if len(names) == 1 else " were")
             try:
-                text = format_report(json.loads(path.read_text(encoding="utf-8")), data_dir)
+                text = format_report(json.loads((data_dir / "report.json").read_text(encoding="utf-8")), data_dir)
             except (OSError, ValueError, KeyError):
-                parts.append(f"**{model.name}** was trained on {data_dir}, which has no dataset report (prepare.py writes report.json)")
+                parts.append(f"{who} trained on {data_dir}, which has no dataset report (prepare.py writes report.json)")
                 continue
-            parts.append(f"**{model.name}** was trained on {data_dir}:\n\n```\n{text}\n```")
+            parts.append(f"{who} trained on {data_dir}:\n\n```\n{text}\n```")
         return "\n\n".join(parts) or "no loaded model was trained here: load a training run's folder to see its data"
 
 

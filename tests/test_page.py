@@ -194,3 +194,13 @@ def test_in_a_real_browser(served, tmp_path):
     finally:
         driver.quit()
     assert shot.stat().st_size > 10_000
+
+
+def test_bench_serve_times_both_sides_and_the_clients(served):
+    """tools.bench_serve on a small model: both sides timed, every client answered."""
+    from conftest import run_entry
+
+    url, proc, tmp, models = served
+    out = run_entry("-m", "tools.bench_serve", f"--out_dir={models[0]}", "--start=First Citizen:", "--max_new_tokens=40", "--repeats=1", "--clients=2").stdout
+    assert "| sample.py --stream |" in out and "| the page (gradio_client) |" in out and "| page / sample.py |" in out
+    assert "2 clients at once: 2/2 complete answers" in out and "server memory (RSS)" in out
