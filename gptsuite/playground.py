@@ -331,13 +331,14 @@ class Playground:
 
 
 class Rows:
-    """One model's sample_rows, drawing from its own random stream: torch's generator state (the
-    only one sampling draws from) is swapped in for each step and out again after it."""
+    """One model's sample_rows, drawing from its own random stream: torch's generator states (the
+    CPU's and the device's, all that sampling draws from) are swapped in for each step and out
+    again after it."""
 
     def __init__(self, pg: Playground, model: Model, ids: list[int], cfg):
-        self.cuda = torch.device(pg.rt.device) if pg.rt.device.startswith("cuda") else None
+        self.device = pg.rt.device
         outside = self._state()
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # seeds the CPU's and the devices' generators, as sample.py's seed_everything
         self.state = self._state()
         self._set(outside)
         self.last: list[int] = []
@@ -345,12 +346,18 @@ class Rows:
         self._steps = sample_rows(model.loaded.model, model.tok, ids, 1, cfg, pg.rt.device)
 
     def _state(self) -> tuple:
-        return torch.get_rng_state(), torch.cuda.get_rng_state(self.cuda) if self.cuda else None
+        if self.device.startswith("cuda"):
+            return torch.get_rng_state(), torch.cuda.get_rng_state(self.device)
+        if self.device == "mps":
+            return torch.get_rng_state(), torch.mps.get_rng_state()
+        return torch.get_rng_state(), None
 
     def _set(self, state: tuple) -> None:
         torch.set_rng_state(state[0])
-        if self.cuda:
-            torch.cuda.set_rng_state(state[1], self.cuda)
+        if self.device.startswith("cuda"):
+            torch.cuda.set_rng_state(state[1], self.device)
+        elif self.device == "mps":
+            torch.mps.set_rng_state(state[1])
 
     def __iter__(self):
         return self
