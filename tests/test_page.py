@@ -122,7 +122,8 @@ def test_runs_view_and_seen_in_training(served):
     pieces, line = c.predict(models[0], "First Citizen:\nBefore we proceed any further", api_name="/seen")
     assert [p["class_or_confidence"] for p in pieces] == ["longest"] and "longest span also in train.bin: 44 tokens" in line
     plot, reports = c.predict(api_name="/runs")
-    assert f"**{models[0]}**, **{models[1]}**, **{models[2]}** were trained on {tmp / 'data'}" in reports
+    runs = reports.split(f" were trained on {tmp / 'data'}")[0]  # with any a test before loaded
+    assert runs.startswith(f"**{models[0]}**, **{models[1]}**, **{models[2]}**"), reports
 
 
 def test_eight_clients_at_once_all_finish_in_bounded_memory(served):
