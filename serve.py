@@ -78,9 +78,10 @@ def main(argv: list[str]) -> None:
             print(f"loaded {name} ({model.nbytes / 2**20:,.0f} MB of weights) on {rt.device}", flush=True)
         except UserError as e:
             refused.append(str(e))
-            print(f"refused: {e}", flush=True)
     if not pg.models:
-        raise UserError(f"no model could be loaded: {'; '.join(refused)}")
+        raise UserError(refused[0] if len(refused) == 1 else f"no model could be loaded: {'; '.join(refused)}")
+    for reason in refused:  # the others are served; the page shows these too
+        print(f"refused: {reason}", flush=True)
     defaults = SamplingConfig(**{f.name: getattr(cfg, f.name) for f in fields(SamplingConfig)})
     page = build_page(pg, defaults, notes="\n\n".join(f"refused: {r}" for r in refused))
     port = cfg.port or free_port(cfg.host)
