@@ -24,6 +24,7 @@ import eval as evaluate
 import export
 import prepare
 import sample
+import serve
 import train
 from configurator import ConfigError
 from conftest import ROOT, TEXT, run_entry
@@ -40,6 +41,7 @@ ENTRIES = {
     "bench_generate": bench_generate.main,
     "novelty": novelty.main,
     "plot": plot.main,
+    "serve": serve.main,
 }
 TINY = "--device=cpu --compile=False --n_layer=2 --n_head=2 --n_embd=32 --block_size=16 --batch_size=4 --gradient_accumulation_steps=1 --eval_iters=2".split()
 TRAIN = ["--data_dir={data}", "--out_dir={out}", *TINY, "--max_iters=2", "--eval_interval=2"]
@@ -159,6 +161,16 @@ CASES = [
     ("plot", ["{bad}/noout"], ["no metrics", "noout"]),
     ("plot", ["{bad}/badmetrics"], ["line 2 is not JSON"]),
     ("plot", ["{bad}/latin1metrics"], ["not UTF-8"]),
+    ("serve", ["{bad}/noout"], ["no model", "noout", "a training run's folder"]),
+    ("serve", ["{bad}/afile"], ["no model", "afile"]),
+    ("serve", ["{bad}/truncated"], ["corrupt or truncated"]),
+    ("serve", ["{bad}/evil"], ["refusing to load"]),
+    ("serve", ["{out}", "{out}", "{out}", "{out}", "{out}"], ["at most 4 models"]),
+    ("serve", ["{out}", "--port=abc"], ["port", "int"]),
+    ("serve", ["{out}", "--port=70000"], ["port must be in [0, 65535]"]),
+    ("serve", ["{out}", "--top_p=2"], ["top_p must be in (0, 1]"]),
+    ("serve", ["{out}", "--memory_limit=0.000001"], ["needs", "--memory_limit"]),
+    ("serve", ["{out}", "--max_new_tokens_limit=0"], ["max_new_tokens_limit must be positive"]),
 ]
 
 
