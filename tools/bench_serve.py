@@ -45,6 +45,15 @@ class BenchServeConfig:
     device: str = "cpu"
 
 
+def per_second(tokens: int, seconds: float) -> float:
+    """tokens/s, or nan when they all arrived in one read (too few tokens to time)."""
+    return tokens / seconds if seconds > 0 else float("nan")
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b > 0 else "n/a"
+
+
 def env() -> dict:
     return {**os.environ, "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
 
@@ -69,7 +78,7 @@ def time_sample_py(cfg: BenchServeConfig, seed: int) -> tuple[float, float, floa
             end = now
     if proc.wait() != 0 or None in (start, first, end):
         raise UserError(f"sample.py failed: {proc.stderr.read().decode(errors='replace').strip().splitlines()[-1:]}")
-    return first - start, first - launch, (cfg.max_new_tokens - 1) / (end - first)
+    return first - start, first - launch, per_second(cfg.max_new_tokens - 1, end - first)
 
 
 def start_server(cfg: BenchServeConfig) -> tuple[subprocess.Popen, str]:
@@ -104,7 +113,7 @@ def time_page(cfg: BenchServeConfig, url: str, seed: int) -> tuple[float, float]
     stats = job.outputs()[-1][4]
     if f"{cfg.max_new_tokens} tokens" not in stats:
         raise UserError(f"the page did not write {cfg.max_new_tokens} tokens: {stats}")
-    return first - start, (cfg.max_new_tokens - 1) / (end - first)
+    return first - start, per_second(cfg.max_new_tokens - 1, end - first)
 
 
 def load_test(cfg: BenchServeConfig, url: str, pid: int) -> None:
@@ -158,7 +167,7 @@ def main(argv: list[str]) -> None:
         print("| | first token, from the request | from the command | tokens/s |\n| --- | ---: | ---: | ---: |")
         print(f"| sample.py --stream | {cli_first * 1e3:.0f} ms (the prompt printed) | {cli_cold * 1e3:.0f} ms | {cli_rate:.0f} |")
         print(f"| the page (gradio_client) | {page_first * 1e3:.0f} ms | {page_first * 1e3:.0f} ms (loaded once) | {page_rate:.0f} |")
-        print(f"| page / sample.py | {page_first / cli_first:.2f}x | {page_first / cli_cold:.2f}x | {page_rate / cli_rate:.2f}x |\n")
+        print(f"| page / sample.py | {ratio(page_first, cli_first)} | {ratio(page_first, cli_cold)} | {ratio(page_rate, cli_rate)} |\n")
         if cfg.clients:
             load_test(cfg, url, proc.pid)
     finally:
