@@ -28,6 +28,7 @@ from dataclasses import dataclass, fields
 from configurator import option, parse_config
 from gptsuite.errors import UserError, cli
 from gptsuite.generate import SamplingConfig
+from gptsuite.playground import MAX_MODELS, Playground
 from gptsuite.runtime import DTYPE_CHOICES, setup_runtime
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -63,11 +64,10 @@ def main(argv: list[str]) -> None:
     names, argv = split_models(argv)
     cfg = parse_config(ServeConfig(), argv)
     names = names or [cfg.out_dir if cfg.init_from == "resume" else cfg.init_from]
-    if len(names) > 4:
-        raise UserError(f"the page shows at most 4 models side by side, got {len(names)}: {' '.join(names)}")
+    if len(names) > MAX_MODELS:
+        raise UserError(f"the page shows at most {MAX_MODELS} models side by side, got {len(names)}: {' '.join(names)}")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
     from gptsuite.page import THEME, build_page  # gradio takes seconds to import: after the settings are checked
-    from gptsuite.playground import Playground
 
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
     pg = Playground(rt, cfg.max_new_tokens_limit, cfg.memory_limit)

@@ -27,10 +27,10 @@ def refuse(e: Exception) -> gr.Error:
     return gr.Error(str(e), duration=None, print_exception=False)
 
 
-def number(value, what: str, kind=float):
-    """A number field's value (None when it is empty), or a message naming the field."""
+def number(value, what: str, kind=float, empty=None):
+    """A number field's value (`empty` when it is empty), or a message naming the field."""
     if value is None or value == "":
-        return None
+        return empty
     try:
         return kind(value)
     except (TypeError, ValueError):
@@ -108,15 +108,16 @@ class Page:
 
     def write(self, text, models, temperature, top_k, top_p, max_new, seed, stop, last):
         """Generate: the columns as they grow, an update every STREAM_EVERY seconds."""
-        pg = self.pg
+        pg, defaults = self.pg, self.defaults
         try:
+            top_p = number(top_p, "top-p", float, 1.0)
             cfg = pg.settings(
-                self.defaults,
-                temperature=number(temperature, "temperature"),
+                defaults,
+                temperature=number(temperature, "temperature", float, defaults.temperature),
                 top_k=number(top_k, "top-k", int) or None,  # 0 or empty: every token
-                top_p=None if number(top_p, "top-p") in (None, 1.0) else number(top_p, "top-p"),  # 1 or empty: off, as sample.py's None
-                max_new_tokens=number(max_new, "max new tokens", int),
-                seed=self.defaults.seed if number(seed, "seed", int) is None else number(seed, "seed", int),
+                top_p=None if top_p == 1.0 else top_p,  # 1 or empty: off, as sample.py's None
+                max_new_tokens=number(max_new, "max new tokens", int, defaults.max_new_tokens),
+                seed=number(seed, "seed", int, defaults.seed),
                 stop=(stop or "").replace("\\n", "\n"),
             )
             refreshed = [pg.refresh(pg.models[n]) for n in models or [] if n in pg.models]

@@ -194,7 +194,7 @@ class Playground:
     # --- requests ------------------------------------------------------------------------------
 
     def settings(self, defaults, **values):
-        """`defaults` (sample.py's SampleConfig) with a request's values, checked against the same
+        """`defaults` (a SamplingConfig) with a request's values, checked against the same
         bounds as sample.py's flags and against the server's cap on new tokens."""
         cfg = replace(defaults, **values)
         try:
@@ -202,7 +202,7 @@ class Playground:
         except ConfigError as e:
             raise UserError(str(e)) from None
         if cfg.max_new_tokens > self.max_new_tokens:
-            raise UserError(f"max_new_tokens must be at most {self.max_new_tokens} on this page (serve.py --max_new_tokens), got {cfg.max_new_tokens}")
+            raise UserError(f"max_new_tokens must be at most {self.max_new_tokens} on this page (serve.py --max_new_tokens_limit), got {cfg.max_new_tokens}")
         return cfg
 
     def chosen(self, names: list[str]) -> list[Model]:
@@ -234,7 +234,7 @@ class Playground:
         models = self.chosen(names)
         prompts = [self.prompt_ids(m, text) for m in models]
         columns = [Column(m.name, p) for m, (p, _) in zip(models, prompts, strict=True)]
-        streams = [self._stream(m, ids, cfg) for m, (_, ids) in zip(models, prompts, strict=True)]
+        streams = [Rows(self, m, ids, cfg) for m, (_, ids) in zip(models, prompts, strict=True)]
         start = time.perf_counter()
         while not all(c.done for c in columns):
             self.threads.adjust()
@@ -253,9 +253,6 @@ class Playground:
         for col, model, stream in zip(columns, models, streams, strict=True):  # what was held back at the end
             col.text = visible(model.tok, stream.last, cfg.stop, final=True)
         yield columns
-
-    def _stream(self, model: Model, ids: list[int], cfg) -> "Rows":
-        return Rows(self, model, ids, cfg)
 
     # --- seen in training? ---------------------------------------------------------------------
 
