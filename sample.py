@@ -21,6 +21,8 @@ another). --interactive reads prompts from stdin, one a line, until EOF. In --st
 interactive prompts, \\n stands for a newline. --check_novelty reports for each sample the
 longest token span also found in the training data and the share of its 8-grams found there
 (see gptsuite/novelty.py; the index is built once and cached beside the data).
+--seed seeds torch once the model is loaded, right before the first token: a prompt, a seed and the
+settings give the same first sample here as on the playground page (serve.py).
 A checkpoint trained on a dataset with a prompt template (pubmed) formats --start into it, e.g.
 `--start=FILE:abstract.txt` becomes "ABSTRACT:\n...\n\nARTICLE:\n", and the sample is the article,
 ended at <|endoftext|> (or after max_new_tokens).
