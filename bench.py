@@ -8,11 +8,12 @@ ms/iter, tokens/s, peak memory and MFU.
     python bench.py config/train_shakespeare_char_cpu.py --real_data=True  # nanoGPT's CPU recipe
     python bench.py config/train_shakespeare_char_modern_cpu.py --real_data=True  # the same with the modern preset (arch, Muon)
     python bench.py --device=cpu --compile=False --block_size=256 --batch_size=4
-    torchrun --standalone --nproc_per_node=8 bench.py --parallel=fsdp --n_layer=48 --n_head=25 --n_embd=1600 --batch_size=4  # gpt2-xl's shape, sharded
+    torchrun --standalone --nproc_per_node=8 bench.py --parallel=fsdp --n_layer=48 --n_head=25 --n_embd=1600 --batch_size=4 --gradient_accumulation_steps=8  # gpt2-xl's shape, sharded
 
-Settings: train.py's (model shape and arch, optimizer, batch, dtype, compile, device, dataset) and the BenchConfig
-fields below. A step is gradient_accumulation_steps micro-batches (default 1), exactly as
-train.py runs it. MFU is the model's FLOPs (6N + 12*L*H*Q*T per token, PaLM appendix B) per
+Settings: the parts of train.py's it uses (model shape and arch, optimizer, data and batch, device
+and dtype, parallelism and compile) and the bench keys below; a train.py config file may set
+others, which bench ignores. A step is gradient_accumulation_steps micro-batches in all (default
+1; under torchrun a multiple of the process count, as in train.py), exactly as train.py runs it. MFU is the model's FLOPs (6N + 12*L*H*Q*T per token, PaLM appendix B) per
 second over the GPU's dense peak at this precision (flops.GPU_PEAK_TFLOPS, or --peak_tflops);
 on a CPU only tokens/s mean much. Peak memory: CUDA's max allocated, elsewhere the process's peak RSS.
 Under torchrun (--parallel=ddp or fsdp) tokens/s counts all ranks, MFU is per GPU, and "held per
@@ -26,26 +27,37 @@ from dataclasses import dataclass
 
 import torch
 
-from configurator import option, parse_config, print_config
-from gptsuite.errors import UserError, cli
+from configurator import config_keys, option, parse_config, part, print_config
+from gptsuite.batches import Batches, DataConfig, open_training_data
+from gptsuite.errors import cli
 from gptsuite.flops import model_flops_per_token
 from gptsuite.loading import new_model
-from gptsuite.optim import build_optimizer
-from gptsuite.runtime import CpuThreads, Runtime, setup_runtime, teardown_runtime
-from gptsuite.sharding import check_parallel, parallelize
-from gptsuite.training import TrainConfig, check_train_config, get_batch, open_training_data, train_step
+from gptsuite.objectives import MicroBatches, Objective, Stepper
+from gptsuite.optim import OptimConfig
+from gptsuite.parallel import ParallelConfig, check_parallel, parallelize
+from gptsuite.runtime import CpuThreads, Runtime, SystemConfig, setup_runtime, teardown_runtime
+from gptsuite.settings import TrainConfig
 from model import GPTConfig
 
 
 @dataclass
-class BenchConfig(TrainConfig):
+class BenchConfig:
     # bench
-    gradient_accumulation_steps: int = option(1, gt=0)  # micro-batches per timed step
-    real_data: bool = False  # batches from the prepared dataset (dataset, data_dir), else random tokens
-    vocab_size: int = option(GPTConfig.vocab_size, gt=0)  # of the random tokens: GPT-2's 50257 padded to a multiple of 64
+    real_data: bool = False  # batches from the prepared dataset (dataset, data_dir), else random tokens (of vocab_size)
     warmup_steps: int = option(10, ge=0)  # untimed: compilation, the allocator and kernel choice settle here
     timed_steps: int = option(20, gt=0)  # steps timed after the warm-up
     peak_tflops: float = option(0.0, ge=0)  # the accelerator's dense peak TFLOP/s at this dtype; 0 looks the GPU up
+    model: GPTConfig = part(GPTConfig)
+    data: DataConfig = part(DataConfig, gradient_accumulation_steps=1)
+    optim: OptimConfig = part(OptimConfig)
+    system: SystemConfig = part(SystemConfig)
+    parallel: ParallelConfig = part(ParallelConfig)
+
+
+# train.py's config files set keys bench has no use for: ignored there, refused as flags
+TRAIN_ONLY = dict.fromkeys(config_keys(TrainConfig()), "") | {
+    "init_from": "bench.py times a freshly initialized model (weights do not change the speed); drop --init_from and set --n_layer, --n_head, --n_embd instead"
+}
 
 
 def peak_memory(rt: Runtime) -> tuple[int, str]:
@@ -58,11 +70,8 @@ def peak_memory(rt: Runtime) -> tuple[int, str]:
 
 
 def main(argv: list[str]) -> None:
-    cfg = parse_config(BenchConfig(), argv)
-    check_train_config(cfg)
-    if cfg.init_from != "scratch":
-        raise UserError("bench.py times a freshly initialized model (weights do not change the speed); drop init_from and set n_layer, n_head, n_embd instead")
-    rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed, cfg.backend)
+    cfg = parse_config(BenchConfig(), argv, tolerate=TRAIN_ONLY)
+    rt = setup_runtime(cfg.system.device, cfg.system.dtype, cfg.system.seed, cfg.system.backend)
     try:
         bench(cfg, rt)
     except BaseException:
@@ -88,43 +97,47 @@ def state_bytes(model: torch.nn.Module, optimizer) -> dict[str, int]:
 
 
 def bench(cfg: BenchConfig, rt: Runtime) -> dict:
-    check_parallel(cfg, rt)
+    check_parallel(cfg.parallel, rt)
     if rt.master:
         print_config(cfg)
+    shape, accum_steps = cfg.model, cfg.data.accum_steps(rt.world_size)
     if cfg.real_data:
-        data = open_training_data(cfg)
+        data = open_training_data(cfg.data, shape.block_size)
         tokenizer_meta = data.tokenizer
-        batches = (get_batch(data.dir / "train.bin", data.dtype, cfg.batch_size, cfg.block_size, (cfg.seed, 0, k), rt) for k in itertools.count())
+        batches = Batches(data, cfg.data, shape.block_size, cfg.system.seed, rt).train(0)
     else:
-        tokenizer_meta = {"kind": "random", "vocab_size": cfg.vocab_size}
-        tokens = (torch.randint(0, cfg.vocab_size, (cfg.batch_size, cfg.block_size + 1), device=rt.device) for _ in itertools.count())
+        tokenizer_meta = {"kind": "random", "vocab_size": shape.vocab_size}
+        tokens = (torch.randint(0, shape.vocab_size, (cfg.data.batch_size, shape.block_size + 1), device=rt.device) for _ in itertools.count())
         batches = ((t[:, :-1], t[:, 1:].contiguous()) for t in tokens)
 
-    CpuThreads(cfg.threads, adaptive=False)  # a benchmark keeps its thread count: --threads=N, else torch's default
-    model = new_model(cfg, tokenizer_meta).to(rt.device)
-    compiled = parallelize(model, rt, cfg.parallel, cfg.compile, cfg.activation_checkpointing)  # fsdp: model sharded in place
-    optimizer = build_optimizer(model, cfg, rt.device_type)
+    CpuThreads(cfg.system.threads, adaptive=False)  # a benchmark keeps its thread count: --threads=N, else torch's default
+    model = new_model(shape, tokenizer_meta).to(rt.device)
+    placed = parallelize(model, rt, cfg.parallel)  # fsdp: model sharded in place
+    optimizer = placed.build_optimizer(cfg.optim, rt.device_type)
     scaler = torch.amp.GradScaler(rt.device_type, enabled=rt.dtype == "float16")
-    tokens_per_step = rt.world_size * cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
-    parallel = f", {rt.world_size} processes ({cfg.parallel})" if rt.ddp else ""
+    stepper = Stepper(placed.model, Objective(None), optimizer, scaler, accum_steps, cfg.optim.grad_clip, rt)  # next-token loss on the batches below
+    micro = MicroBatches(batches)
+    tokens_per_step = cfg.data.gradient_accumulation_steps * cfg.data.batch_size * shape.block_size
+    parallel = f", {rt.world_size} processes ({cfg.parallel.parallel})" if rt.distributed else ""
     say(
         rt,
-        f"{model.get_num_params() / 1e6:.2f}M parameters, {rt.world_size} x {cfg.gradient_accumulation_steps} x {cfg.batch_size} x {cfg.block_size} tokens per step{parallel}, "
-        f"{'real data' if cfg.real_data else 'random tokens'}, device {rt.device}, {rt.dtype}, compile {'on' if rt.compiles(cfg.compile) else 'off'}",
+        f"{model.get_num_params() / 1e6:.2f}M parameters, {rt.world_size} x {accum_steps} x {cfg.data.batch_size} x {shape.block_size} tokens per step{parallel}, "
+        f"{'real data' if cfg.real_data else 'random tokens'}, device {rt.device}, {rt.dtype}, compile {'on' if rt.compiles(cfg.parallel.compile) else 'off'}",
     )
 
     def run(steps: int) -> float:
-        batch, loss = next(batches), None
+        loss = None
         for _ in range(steps):
-            loss, _, _, batch = train_step(compiled, optimizer, scaler, batch, batches, cfg.gradient_accumulation_steps, cfg.grad_clip, rt)
+            loss = stepper.step(micro).loss
         rt.synchronize()
         return loss if loss is not None else float("nan")
 
     say(rt, f"warming up for {cfg.warmup_steps} steps, then timing {cfg.timed_steps}")
     run(cfg.warmup_steps)
-    x, y = next(batches)  # one more backward, to count the gradients this rank holds before the step frees them
+    x, y = micro.take()  # one more backward, to count the gradients this rank holds before the step frees them
+    micro.fetch()
     with rt.autocast():
-        compiled(x, y)[1].backward()
+        placed.model(x, y)[1].backward()
     held = state_bytes(model, optimizer)
     optimizer.zero_grad(set_to_none=True)
     t0 = time.perf_counter()
@@ -133,14 +146,14 @@ def bench(cfg: BenchConfig, rt: Runtime) -> dict:
 
     memory, memory_kind = peak_memory(rt)
     peak = cfg.peak_tflops * 1e12 or rt.peak_flops()
-    mfu = model_flops_per_token(model, cfg.block_size) * tokens_per_step / dt / peak if peak else None
+    mfu = model_flops_per_token(model, shape.block_size) * tokens_per_step / dt / peak if peak else None
     mfu = mfu / rt.world_size if mfu is not None else None  # per GPU
     result = {"ms_per_iter": dt * 1000, "tokens_per_s": tokens_per_step / dt, "peak_memory_bytes": memory, "mfu": mfu, "loss": loss, "state_bytes": held}
     where = torch.cuda.get_device_name(rt.device) if rt.device_type == "cuda" else rt.device_type
     say(rt, f"loss {loss:.4f}")
     say(
         rt,
-        f"{dt * 1000:.1f} ms/iter, {tokens_per_step / dt:,.0f} tokens/s, peak memory {memory / 2**30:.2f} GiB ({memory_kind}{' of rank 0' if rt.ddp else ''})",
+        f"{dt * 1000:.1f} ms/iter, {tokens_per_step / dt:,.0f} tokens/s, peak memory {memory / 2**30:.2f} GiB ({memory_kind}{' of rank 0' if rt.distributed else ''})",
     )
     mib = {k: v / 2**20 for k, v in held.items()}
     say(

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-class ConfigError(Exception):
+class ConfigError(ValueError):
     """A bad key, value or config file: one line for the user (errors.cli prints it) and exit code 2."""
 
     exit_code = 2
@@ -62,16 +62,81 @@ def describe_bounds(f: dataclasses.Field) -> str:
     return " and ".join(f"{words[k]} {v:g}" for k, v in bounds.items())
 
 
-def check_bounds(cfg: Any) -> None:
-    """Refuse any field of cfg whose value is outside the bounds declared with option()."""
+def part(cls: type, *, hide: tuple[str, ...] = (), **defaults: Any) -> Any:
+    """A field holding a part of a composed config: the part's keys are the config's keys, flat
+    (with the part class's KEY_PREFIX in front, e.g. LoRA's 'lora_'); `hide` leaves some out (a
+    model's vocab_size, which a training run takes from its dataset); `defaults` replace the
+    part's own."""
+    return dataclasses.field(default_factory=lambda: cls(**defaults), metadata={"part": True, "hide": tuple(hide)})
+
+
+@dataclasses.dataclass(frozen=True)
+class Key:
+    """Where a flat key lives in a composed config: the part (attribute path) and field."""
+
+    path: tuple[str, ...]  # attribute names from the config to the part holding the field
+    field: dataclasses.Field
+    hint: Any  # the field's annotation
+    default: Any  # its value in the config the keys were read from
+
+
+def config_keys(cfg: Any) -> dict[str, Key]:
+    """Every flat key of a config dataclass (an instance), its parts' keys included."""
+    keys: dict[str, Key] = {}
+    hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):
-        value, bounds, choices = getattr(cfg, f.name), f.metadata.get("bounds", {}), f.metadata.get("choices", ())
+        value = getattr(cfg, f.name)
+        if not f.metadata.get("part"):
+            keys[f.name] = Key((), f, hints.get(f.name), value)
+            continue
+        prefix = getattr(type(value), "KEY_PREFIX", "")
+        for name, key in config_keys(value).items():
+            if key.path or key.field.name not in f.metadata["hide"]:
+                if prefix + name in keys:
+                    raise TypeError(f"{type(cfg).__name__}: the key {prefix + name} is declared twice")
+                keys[prefix + name] = dataclasses.replace(key, path=(f.name, *key.path))
+    return keys
+
+
+def get_key(cfg: Any, key: Key) -> Any:
+    for attr in key.path:
+        cfg = getattr(cfg, attr)
+    return getattr(cfg, key.field.name)
+
+
+def flatten(cfg: Any) -> dict[str, Any]:
+    """The config's settings as one flat dict of keys (what checkpoints and logs record)."""
+    return {name: get_key(cfg, key) for name, key in config_keys(cfg).items()}
+
+
+def with_values(cfg: Any, values: dict[str, Any]) -> Any:
+    """A copy of cfg with the flat keys in `values` set (not checked; parse_config checks)."""
+    keys = config_keys(cfg)
+    changes = {(*keys[k].path, keys[k].field.name): v for k, v in values.items()}
+
+    def replace(obj: Any, changes: dict[tuple, Any]) -> Any:
+        direct = {p[0]: v for p, v in changes.items() if len(p) == 1}
+        for attr in {p[0] for p in changes if len(p) > 1}:
+            direct[attr] = replace(getattr(obj, attr), {p[1:]: v for p, v in changes.items() if len(p) > 1 and p[0] == attr})
+        return dataclasses.replace(obj, **direct)
+
+    try:
+        return replace(cfg, changes)
+    except ValueError as e:  # a part's own check (__post_init__), e.g. n_embd not divisible by n_head
+        raise ConfigError(str(e)) from None
+
+
+def check_bounds(cfg: Any) -> None:
+    """Refuse any key of cfg whose value is outside the bounds declared with option()."""
+    for name, key in config_keys(cfg).items():
+        f = key.field
+        value, bounds, choices = get_key(cfg, key), f.metadata.get("bounds", {}), f.metadata.get("choices", ())
         if value is None or not (bounds or choices):
             continue
         ok = value in choices if choices else all({"ge": value >= b, "gt": value > b, "lt": value < b, "le": value <= b}[k] for k, b in bounds.items())
         if not ok:
             words = describe_bounds(f)
-            raise ConfigError(f"{f.name} must {'not be ' + words[4:] if words.startswith('not ') else 'be ' + words}, got {value!r}")
+            raise ConfigError(f"{name} must {'not be ' + words[4:] if words.startswith('not ') else 'be ' + words}, got {value!r}")
 
 
 def _suggest(name: str, valid: list[str], value: str | None = None) -> str:
@@ -123,39 +188,61 @@ def parse_value(raw: str) -> Any:
         return raw
 
 
-def _exec_config_file(path: str, namespace: dict[str, Any], seen: tuple[str, ...] = ()) -> None:
+def _assigned_names(tree: ast.Module) -> set[str]:
+    """The names a config file assigns at its top level (x = ..., x += ..., a, b = ...)."""
+    names: set[str] = set()
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+        for target in targets:
+            names |= {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+    return names
+
+
+def _exec_config_file(path: str, namespace: dict[str, Any], seen: tuple[str, ...] = ()) -> set[str]:
+    """Run a config file in namespace; the names it (and what it includes) assigned."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {path} not found; check the path (the recipes are in config/, relative to the project folder)")
     if str(p.resolve()) in seen:
         raise ConfigError(f"config file {path} includes itself")
     seen = (*seen, str(p.resolve()))
-    namespace["include"] = lambda other: _exec_config_file(other, namespace, seen)
+    assigned: set[str] = set()
+    namespace["include"] = lambda other: assigned.update(_exec_config_file(other, namespace, seen))
     try:
-        exec(compile(p.read_text(encoding="utf-8"), str(p), "exec"), namespace)
+        tree = ast.parse(p.read_text(encoding="utf-8"), str(p))
+        exec(compile(tree, str(p), "exec"), namespace)
     except ConfigError:
         raise
     except Exception as e:
         raise ConfigError(f"config file {path} failed: {type(e).__name__}: {e}") from None
+    return assigned | _assigned_names(tree)
 
 
-def _apply_config_file(path: str, values: dict[str, Any], defaults: dict[str, Any], hints: dict[str, Any]) -> None:
+def _apply_config_file(path: str, values: dict[str, Any], keys: dict[str, Key], tolerate: frozenset = frozenset()) -> dict[str, Any]:
+    """What the config file sets, coerced; it sees `values`, the settings so far. Keys in
+    `tolerate` are another script's, and ignored."""
     namespace: dict[str, Any] = dict(values)
-    _exec_config_file(path, namespace)
-    for name, value in namespace.items():
-        if name.startswith("_") or name == "include" or isinstance(value, (types.ModuleType, types.FunctionType, type)):
+    assigned = _exec_config_file(path, namespace)
+    out = {}
+    for name in assigned:
+        value = namespace.get(name)
+        if name.startswith("_") or name == "include" or isinstance(value, (types.ModuleType, types.FunctionType, type)) or name in tolerate:
             continue
-        if name not in defaults:
-            raise ConfigError(f"config file {path} sets unknown key '{name}'{_suggest(name, list(defaults))}")
-        values[name] = coerce(name, value, defaults[name], hints.get(name))
+        if name not in keys:
+            raise ConfigError(f"config file {path} sets unknown key '{name}'{_suggest(name, list(keys))}")
+        out[name] = coerce(name, value, keys[name].default, keys[name].hint)
+    return out
 
 
-def parse_config(defaults: T, argv: list[str], prog: str = "") -> T:
-    """Apply config files then --key=value overrides from argv to the dataclass `defaults`."""
-    fields = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(defaults)}
-    valid = list(fields)
-    hints = typing.get_type_hints(type(defaults))
-    values = dict(fields)
+def read_args(defaults: Any, argv: list[str], prog: str = "", tolerate: dict[str, str] | None = None) -> dict[str, Any]:
+    """What argv sets, as {key: value}: config files (each executed once, seeing the settings so
+    far) and --key=value flags, in order, each value checked against its key's type. Config files
+    may also set the keys in `tolerate` (bench.py reads train.py's configs), which are ignored; as
+    a flag, such a key is refused with its message there (or a generic one)."""
+    tolerate = tolerate or {}
+    keys = config_keys(defaults)
+    valid = list(keys)
+    values, set_now = flatten(defaults), {}
     for arg in argv:
         if arg in ("-h", "--help"):
             print(help_text(defaults, prog))
@@ -163,26 +250,40 @@ def parse_config(defaults: T, argv: list[str], prog: str = "") -> T:
         if not arg.startswith("--"):
             key, eq, raw = arg.lstrip("-").partition("=")
             if eq and not arg.endswith(".py"):  # max_iters=10 or -max_iters=10 meant as a setting
-                close = key if key in fields else next(iter(difflib.get_close_matches(key, valid, n=1, cutoff=0.5)), None)
+                close = key if key in keys else next(iter(difflib.get_close_matches(key, valid, n=1, cutoff=0.5)), None)
                 hint = f"write --{close}={raw}" if close else "a setting is written --key=value with a key that --help lists"
                 raise ConfigError(f"argument {arg} is neither a config file nor a --key=value setting; {hint}")
-            _apply_config_file(arg, values, fields, hints)
+            found = _apply_config_file(arg, values, keys, frozenset(tolerate) - set(keys))
+            values |= found
+            set_now |= found
             continue
         key, eq, raw = arg[2:].partition("=")
-        if not eq and key in fields and (isinstance(fields[key], bool) or bool in typing.get_args(hints.get(key))):
-            values[key] = True  # a bare --flag switches a bool key on
+        if not eq and key in keys and (isinstance(keys[key].default, bool) or bool in typing.get_args(keys[key].hint)):
+            values[key] = set_now[key] = True  # a bare --flag switches a bool key on
             continue
         if not eq:
             raise ConfigError(f"argument {arg} needs a value: write --{key}=VALUE")
-        if key not in fields:
+        if key not in keys and key in tolerate:
+            raise ConfigError(tolerate[key] or f"--{key} is not a setting of this command (it reads train.py's config files and ignores their {key}); drop it")
+        if key not in keys:
             raise ConfigError(f"unknown key '{key}'{_suggest(key, valid, raw)}")
         value = parse_value(raw)
-        if isinstance(fields[key], str) and not isinstance(value, str):
+        if isinstance(keys[key].default, str) and not isinstance(value, str):
             value = raw  # --start=123 is the text "123" where a string is expected
-        values[key] = coerce(key, value, fields[key], hints.get(key))
-    cfg = dataclasses.replace(defaults, **values)
+        values[key] = set_now[key] = coerce(key, value, keys[key].default, keys[key].hint)
+    return set_now
+
+
+def apply_values(defaults: T, values: dict[str, Any]) -> T:
+    """defaults with the flat key values set, every key checked against its bounds."""
+    cfg = with_values(defaults, values)
     check_bounds(cfg)
     return cfg
+
+
+def parse_config(defaults: T, argv: list[str], prog: str = "", tolerate: dict[str, str] | None = None) -> T:
+    """Apply config files then --key=value overrides from argv to the dataclass `defaults`."""
+    return apply_values(defaults, read_args(defaults, argv, prog, tolerate))
 
 
 FIELD_LINE = re.compile(r"^\s+(\w+)\s*:\s*(.+?)\s*=\s*.*?(?:\s\s#\s*(.*))?$")
@@ -190,20 +291,25 @@ SECTION_LINE = re.compile(r"^\s+#\s*(.+)$")
 
 
 def documented_fields(cls: type) -> dict[str, tuple[str, str, str]]:
-    """{field: (section, annotation, comment)} read from the source of cls and the dataclasses it
-    extends: a comment line starts a section, the comment after a field explains it."""
+    """{key: (section, annotation, comment)} read from the source of cls, the dataclasses it
+    extends and its parts: a comment line starts a section, the comment after a field explains it."""
     found: dict[str, tuple[str, str, str]] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("part"):
+            found |= documented_fields(hints[f.name])  # with the part's KEY_PREFIX
     for klass in reversed([c for c in cls.__mro__ if dataclasses.is_dataclass(c)]):
         try:
             lines = inspect.getsource(klass).splitlines()
         except (OSError, TypeError):
             continue
         section = klass.__name__.removesuffix("Config").lower() or "dataset options"  # a dataset plugin's Config
+        prefix = getattr(klass, "KEY_PREFIX", "")
         for line in lines[1:]:
             if m := SECTION_LINE.match(line):
                 section = m.group(1)
             elif m := FIELD_LINE.match(line):
-                name, annotation, comment = m.group(1), m.group(2), m.group(3) or ""
+                name, annotation, comment = prefix + m.group(1), m.group(2), m.group(3) or ""
                 old = found.get(name)
                 found[name] = (old[0] if old else section, annotation, comment or (old[2] if old else ""))
     return found
@@ -216,11 +322,12 @@ def help_text(defaults: Any, prog: str = "", description: str = "") -> str:
     prog = prog or (f"-m tools.{script.stem}" if script.parent.name == "tools" else script.name)  # tools run as modules
     docs = documented_fields(type(defaults))
     sections: dict[str, list[str]] = {}
-    for f in dataclasses.fields(defaults):
-        section, annotation, comment = docs.get(f.name, ("settings", getattr(f.type, "__name__", str(f.type)), ""))
+    for name, key in config_keys(defaults).items():
+        f = key.field
+        section, annotation, comment = docs.get(name, ("settings", getattr(f.type, "__name__", str(f.type)), ""))
         bounds = describe_bounds(f) if f.metadata.get("bounds") or f.metadata.get("choices") else ""
         kind = annotation + (f", {bounds}" if bounds else "")
-        row = f"  --{f.name}={getattr(defaults, f.name)!r}".ljust(34) + f" {kind}".ljust(26) + f" {comment}"
+        row = f"  --{name}={key.default!r}".ljust(34) + f" {kind}".ljust(26) + f" {comment}"
         sections.setdefault(section, []).append(row.rstrip())
     out = [f"usage: python {prog} [config files ...] [--key=value ...]"]
     main = sys.modules.get("__main__")
@@ -233,6 +340,8 @@ def help_text(defaults: Any, prog: str = "", description: str = "") -> str:
 
 
 def print_config(cfg: Any) -> None:
-    changed = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != f.default}
+    """The settings that differ from the defaults, in one line."""
+    defaults = flatten(type(cfg)())
+    changed = {k: v for k, v in flatten(cfg).items() if v != defaults.get(k)}
     if changed:
         print("config:", ", ".join(f"{k}={v!r}" for k, v in changed.items()))

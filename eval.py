@@ -54,7 +54,7 @@ from configurator import option, parse_config
 from gptsuite import hellaswag
 from gptsuite import tokenizer as tokenizers
 from gptsuite.checkpoint import load_checkpoint
-from gptsuite.datafiles import check_token_ids, load_meta, open_split, resolve_data_dir
+from gptsuite.datafiles import check_token_ids, load_meta, open_split, resolve_data_dir, token_dtype
 from gptsuite.errors import UserError, cli
 from gptsuite.evaluation import ContextDocs, EvalResult, evaluate, token_byte_lengths
 from gptsuite.loading import Loaded, load_model
@@ -98,7 +98,7 @@ def run_eval(cfg: EvalConfig, rt: Runtime, data_dir: Path, loaded: Loaded) -> tu
     if note := other_data_note(cfg, data_dir, meta):
         print(note, flush=True)
     tok = tokenizers.from_meta(meta["tokenizer"])
-    dtype = meta.get("dtype", "uint16")
+    dtype = token_dtype(meta)
     data = open_split(data_dir, cfg.split, dtype)
     if cfg.max_tokens:
         data = data[: cfg.max_tokens]

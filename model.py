@@ -38,6 +38,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from configurator import ConfigError, check_bounds, option
+
 ARCHS = ("gpt2", "modern")
 LOGIT_SOFTCAP = 15.0  # arch='modern': logits stay within +-15
 ROPE_BASE = 10000.0  # arch='modern': the rotary frequencies' base, as in RoFormer and Llama
@@ -45,25 +47,23 @@ ROPE_BASE = 10000.0  # arch='modern': the rotary frequencies' base, as in RoForm
 
 @dataclass
 class GPTConfig:
-    block_size: int = 1024
-    vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64 for speed
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0
-    bias: bool = False  # bias in Linears and LayerNorms: GPT-2 has them (its weights load with True); without is a bit better and faster
-    arch: str = "gpt2"  # 'gpt2': GPT-2's architecture (pretrained weights, nanoGPT checkpoints); 'modern': the preset above
+    """The model's shape: the one place it is declared. A training run's --n_layer etc. are these
+    fields (configurator.part); checkpoints record them as model_args."""
+
+    # model (GPT-2's weights and checkpoints bring their own shape: these keys are ignored with them)
+    block_size: int = option(1024, gt=0)  # context length in tokens
+    vocab_size: int = option(50304, gt=0)  # token ids (embedding rows): GPT-2's 50257 padded up to a multiple of 64 for speed
+    n_layer: int = option(12, gt=0)  # transformer blocks
+    n_head: int = option(12, gt=0)  # attention heads; n_embd must be a multiple
+    n_embd: int = option(768, gt=0)  # width of the residual stream
+    dropout: float = option(0.0, ge=0, lt=1)  # 0 for pretraining, 0.1+ for fine-tuning
+    bias: bool = False  # biases in Linears and LayerNorms (GPT-2 has them; without is a bit better and faster)
+    arch: str = option("gpt2", choices=ARCHS)  # gpt2: GPT-2's architecture (its weights, nanoGPT checkpoints); modern: RoPE, RMSNorm, QK-norm, ReLU², untied head, soft-capped logits (for training from scratch; see above)
 
     def __post_init__(self):
-        if self.arch not in ARCHS:
-            raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
-        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        check_bounds(self)
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; pick an n_embd that is a multiple of n_head")
 
 
 class CausalSelfAttention(nn.Module):

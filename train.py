@@ -43,153 +43,165 @@ else float16 with a gradient scaler (T4, V100); float32 on cpu and mps (--dtype=
 cpu too). --compile is on by default on CUDA.
 On a CPU the thread count follows the cores other processes leave free; --threads=N fixes it.
 
-Settings: the TrainConfig fields (gptsuite/training.py); `python train.py --help` lists them with
-what each does. Override them with config files and --key=value.
+Settings: TrainConfig (gptsuite/settings.py), made of the parts that use them; `python train.py
+--help` lists every key by section with what it does. Override them with config files and
+--key=value. What a step computes from a batch is the objective (--objective, gptsuite/objectives.py).
 """
 
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from configurator import parse_config, print_config
-from gptsuite import hellaswag as hs
+from configurator import print_config
+from gptsuite import hellaswag
 from gptsuite.atomic import remove_stale_temps
+from gptsuite.batches import Batches, check_model_fits_data, open_training_data
+from gptsuite.checkpointer import Checkpointer, NanGuard
 from gptsuite.errors import UserError, cli
+from gptsuite.flops import model_flops_per_token
 from gptsuite.lora import trainable_counts
 from gptsuite.memory import memory_line
-from gptsuite.metrics import Logger
-from gptsuite.optim import build_optimizer, set_lr
+from gptsuite.metrics import Logger, TrainLog
+from gptsuite.objectives import MicroBatches, Objective, Reference, Stepper, estimate_loss, objective_class
+from gptsuite.optim import get_lr, set_lr
+from gptsuite.parallel import check_parallel, parallelize
 from gptsuite.policy import CheckpointPolicy
 from gptsuite.runtime import CpuThreads, Runtime, StopSignal, setup_runtime, teardown_runtime
-from gptsuite.sharding import check_parallel, parallelize
-from gptsuite.train_state import Checkpointer, resume_config, start_run
-from gptsuite.training import (
-    TrainConfig,
-    TrainLog,
-    check_model_fits_data,
-    check_train_config,
-    estimate_loss,
-    eval_batches,
-    get_lr,
-    open_training_data,
-    train_batches,
-    train_step,
-)
+from gptsuite.settings import Resumed, TrainConfig, check_train_config, read_settings
+from gptsuite.start import start_run
+from model import GPT
 
 
 def main(argv: list[str]) -> None:
-    cfg = resume_config(parse_config(TrainConfig(), argv), argv)  # a resumed run takes its recorded settings
+    cfg, resumed = read_settings(argv)  # a resumed run takes its checkpoint's settings, with argv's on top
     check_train_config(cfg)
-    rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed, cfg.backend)
+    rt = setup_runtime(cfg.system.device, cfg.system.dtype, cfg.system.seed, cfg.system.backend)
     try:
         with StopSignal() as stop:
-            train(cfg, rt, stop)
+            train(cfg, rt, stop, resumed)
     except BaseException:
         teardown_runtime(rt)
         raise
     teardown_runtime(rt, finished=True)
 
 
-def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None) -> dict:
-    if rt.master:
-        print_config(cfg)
-    if cfg.gradient_accumulation_steps % rt.world_size:
-        raise UserError(
-            f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} is not divisible by the {rt.world_size} DDP processes; make it a multiple of {rt.world_size}"
-        )
-    check_parallel(cfg, rt)
-    accum_steps = cfg.gradient_accumulation_steps // rt.world_size
-    stop = stop or StopSignal()  # not installed: nothing asks to stop
+@dataclass(frozen=True)
+class Run:
+    """What the loop works with, built by setup() in the one order that works."""
 
-    # data and model: new, GPT-2's weights, or the checkpoint to resume
-    data = open_training_data(cfg)
-    hellaswag = hs.load_for_training(cfg, data.tokenizer, data.dir)  # None unless hellaswag_interval
-    start = start_run(cfg, data, rt)
-    check_model_fits_data(start.model, cfg, data)
-    raw_model = start.model.to(rt.device)  # checkpoints are saved from raw_model: no compile or DDP wrappers in its keys
-    model = parallelize(raw_model, rt, cfg.parallel, cfg.compile, cfg.activation_checkpointing)  # fsdp: raw_model sharded in place
+    model: torch.nn.Module  # what the step runs (compiled, DDP, FSDP)
+    raw_model: GPT  # the GPT under it: what is saved and scored on HellaSwag
+    optimizer: torch.optim.Optimizer
+    objective: Objective
+    stepper: Stepper
+    policy: CheckpointPolicy
+    saver: Checkpointer
+    guard: NanGuard
+    log: TrainLog
+    hellaswag: list | None  # HellaSwag's items, if the run scores them
+    threads: CpuThreads
+    start_iter: int
+
+
+def setup(cfg: TrainConfig, rt: Runtime, resumed: Resumed | None) -> Run:
+    """Data, model (new, trained weights, or the checkpoint resumed), objective, optimizer and
+    the rest, in order: the reference model from the starting weights, the model placed on the
+    ranks (sharded under FSDP) before the optimizer is built from it, the RNG state restored last."""
+    check_parallel(cfg.parallel, rt)
+    accum_steps = cfg.data.accum_steps(rt.world_size)
+    data = open_training_data(cfg.data, cfg.model.block_size)
+    items = hellaswag.load_for_training(cfg.hellaswag, data.tokenizer, data.dir)  # None unless hellaswag_interval
+    start = start_run(cfg, resumed, data, rt)
+    check_model_fits_data(start.model, cfg.model.block_size, data)
+    raw_model = start.model.to(rt.device)
+    objective_cls = objective_class(cfg.objective)
+    reference = None
+    if objective_cls.needs_reference:
+        if resumed is not None and start.lora is None:
+            raise UserError(f"objective={cfg.objective} compares with the starting weights, which a resumed full fine-tuning run no longer holds; resume with --lora_rank runs")
+        reference = Reference(raw_model, lora=start.lora is not None)
+    placed = parallelize(raw_model, rt, cfg.parallel)
     scaler = torch.amp.GradScaler(rt.device_type, enabled=rt.dtype == "float16")
-    optimizer = build_optimizer(raw_model, cfg, rt.device_type)  # over the shards under FSDP
+    optimizer = placed.build_optimizer(cfg.optim, rt.device_type)
     start.restore_optimizer(raw_model, optimizer, scaler)
 
-    threads = CpuThreads(cfg.threads, adaptive=rt.device_type == "cpu")  # fewer threads while other processes need the cores
-    policy = CheckpointPolicy(cfg, start.iter_num, start.best_val_loss, start.last_eval_iter)
-    saver = Checkpointer(raw_model, optimizer, scaler, cfg, data, rt, start.lora)
-    log = TrainLog(Logger(cfg.out_dir, asdict(cfg), cfg.wandb_log, cfg.wandb_project, cfg.wandb_run_name, enabled=rt.master), cfg, rt, raw_model)
+    batches = Batches(data, cfg.data, cfg.model.block_size, cfg.system.seed, rt)
+    objective = objective_cls(batches, reference)
+    stepper = Stepper(placed.model, objective, optimizer, scaler, accum_steps, cfg.optim.grad_clip, rt)
+    policy = CheckpointPolicy(cfg.checkpoint, cfg.evals, cfg.schedule.max_iters, cfg.hellaswag.interval, start.iter_num, start.best_val_loss, start.last_eval_iter)
+    saver = Checkpointer(raw_model, optimizer, scaler, cfg, data, batches.sampler_state(), rt, start.lora)
+    tokens = cfg.data.gradient_accumulation_steps * cfg.data.batch_size * cfg.model.block_size
+    flops = model_flops_per_token(raw_model, cfg.model.block_size) * tokens / rt.world_size  # per rank
+    logger = Logger(cfg.out_dir, cfg.record(), cfg.log.wandb_log, cfg.log.wandb_project, cfg.log.wandb_run_name, enabled=rt.master)
+    log = TrainLog(logger, cfg.log.log_interval, tokens, flops, rt.peak_flops(), rt.master)
     if rt.master:
-        describe_run(
-            cfg,
-            rt,
-            raw_model,
-            start.lora is not None,
-            f"{log.tokens_per_iter:,} tokens per iteration ({rt.world_size} x {accum_steps} x {cfg.batch_size} x {cfg.block_size})",
-        )
+        describe_run(cfg, rt, raw_model, start.lora is not None, f"{tokens:,} tokens per iteration ({rt.world_size} x {accum_steps} x {cfg.data.batch_size} x {cfg.model.block_size})")
         for p in remove_stale_temps(Path(cfg.out_dir)):
             print(f"removed {p}, a partial checkpoint of a run that was killed while writing it")
-        if start.iter_num >= cfg.max_iters and not cfg.eval_only:
-            print(f"the run is at iter {start.iter_num} and max_iters={cfg.max_iters}: nothing to train; raise --max_iters to go on")
-    start.restore_rng(cfg, rt)  # last: nothing above may draw from the generators
+        if start.iter_num >= cfg.schedule.max_iters and not cfg.evals.eval_only:
+            print(f"the run is at iter {start.iter_num} and max_iters={cfg.schedule.max_iters}: nothing to train; raise --max_iters to go on")
+    threads = CpuThreads(cfg.system.threads, adaptive=rt.device_type == "cpu")  # fewer threads while other processes need the cores
+    start.restore_rng(cfg.system.seed, rt)  # last: nothing above may draw from the generators after it
+    guard = NanGuard(cfg.checkpoint.max_bad_steps, saver, policy.progress)
+    return Run(placed.model, raw_model, optimizer, objective, stepper, policy, saver, guard, log, items, threads, start.iter_num)
 
-    iter_num, losses = start.iter_num, {}
-    batches, evals = train_batches(data, cfg, rt, iter_num), eval_batches(data, cfg, rt)
-    batch = next(batches)
+
+def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None, resumed: Resumed | None = None) -> dict:
+    if rt.master:
+        print_config(cfg)
+    stop = stop or StopSignal()  # not installed: nothing asks to stop
+    run = setup(cfg, rt, resumed)
+    policy, log, evals = run.policy, run.log, cfg.evals
+
+    iter_num, losses = run.start_iter, {}
+    micro = MicroBatches(run.objective.train_batches(iter_num))
     stopping = clock_due = False
     while True:
-        lr = get_lr(iter_num, cfg)
-        set_lr(optimizer, lr)
+        lr = get_lr(iter_num, cfg.schedule, cfg.optim.learning_rate)
+        set_lr(run.optimizer, lr)
 
         # evaluate (not when stopping: a preempted machine has seconds left), then save if the policy says so
         evaluated = improved = False
-        if cfg.eval_only or (policy.eval_due(iter_num) and not stopping):
+        if evals.eval_only or (policy.eval_due(iter_num) and not stopping):
             with log.paused():  # ms/iter counts training steps only
-                losses = estimate_loss(model, evals, cfg.eval_iters, rt)
+                losses = estimate_loss(run.model, run.objective, evals.eval_iters, rt)
             log.eval(iter_num, losses, lr)
             evaluated, improved = True, policy.record_eval(iter_num, losses["val"])
-        if hellaswag is not None and (cfg.eval_only or policy.hellaswag_due(iter_num)) and not stopping:
+        if run.hellaswag is not None and (evals.eval_only or policy.hellaswag_due(iter_num)) and not stopping:
             with log.paused():  # the ranks share the items; the plain model: no DDP collectives per forward
-                log.hellaswag(iter_num, hs.evaluate_hellaswag(raw_model, hellaswag, rt, cfg.hellaswag_items))
-        if policy.save_due(iter_num, evaluated, improved, stopping, clock_due):
-            saver.save(iter_num, policy, best=improved)
+                log.hellaswag(iter_num, hellaswag.evaluate_hellaswag(run.raw_model, run.hellaswag, rt, cfg.hellaswag.items))
+        if policy.save_due(iter_num, evaluated, improved, stopping, clock_due, bad_run=run.guard.bad_steps > 0):
+            run.saver.save(iter_num, policy.progress(), best=improved)
+            policy.saved()
         if stopping:
             if rt.master:
                 again = f"train.py --init_from=resume --out_dir={cfg.out_dir}"
-                again = f"your torchrun command with {again}" if rt.ddp else f"python {again}"
+                again = f"your torchrun command with {again}" if rt.distributed else f"python {again}"
                 print(f"{stop.name} received: stopped at iter {iter_num}; continue with: {again}", flush=True)
             break
-        if cfg.eval_only or iter_num >= cfg.max_iters:
+        if evals.eval_only or iter_num >= cfg.schedule.max_iters:
             break
 
-        if policy.bad_steps == 0:  # what the NaN guard saves if this step starts a run of bad ones
-            policy.good = saver.snapshot(iter_num)
-        # every rank must take the same branches: the step's one read of the device also agrees on a stop signal and the clock
-        loss, stepped, (stopping, clock_due), batch = train_step(
-            model, optimizer, scaler, batch, batches, accum_steps, cfg.grad_clip, rt, lambda: [stop.requested, policy.clock_due()]
-        )
-        too_many_bad = policy.record_step(stepped)
-        log.step(iter_num, loss, stepped, policy.bad_steps)
-        if too_many_bad:
-            good = policy.good
-            saver.save(good["iter_num"], policy, rng=good["rng"])
-            raise UserError(
-                f"the loss or gradient norm was not finite for {policy.bad_steps} steps in a row (iters {good['iter_num']}-{iter_num}, more than max_bad_steps={cfg.max_bad_steps}); "
-                f"{cfg.out_dir} holds the state from before (iter {good['iter_num']}): lower --learning_rate or set --grad_clip, then --init_from=resume"
-            )
+        # one optimizer step; every rank takes the same branches: the step's one read of the device also agrees on a stop signal and the clock
+        step = run.guard.step(iter_num, lambda: run.stepper.step(micro, lambda: [stop.requested, policy.clock_due()]))
+        stopping, clock_due = step.flags
+        log.step(iter_num, step.loss, step.stepped, step.metrics, run.guard.bad_steps)
         iter_num += 1
-        threads.adjust()
+        run.threads.adjust()
         log.maybe_log(iter_num, lr)
     log.logger.close()
     return {"iter_num": iter_num, "best_val_loss": policy.best_val_loss, "skipped_steps": log.skipped, **{f"{k}_loss": v for k, v in losses.items()}}
 
 
-def describe_run(cfg: TrainConfig, rt: Runtime, model, lora: bool, tokens: str) -> None:
+def describe_run(cfg: TrainConfig, rt: Runtime, model: GPT, lora: bool, tokens: str) -> None:
     """The run's size in one line, and on GPUs the memory estimate per GPU (gptsuite/memory.py)."""
     trained, total = trainable_counts(model)
-    adapters = f" (LoRA rank {cfg.lora_rank}: {trained:,} of {total:,} train, {100 * trained / total:.2f}%)" if lora else ""
+    adapters = f" (LoRA rank {cfg.lora.rank}: {trained:,} of {total:,} train, {100 * trained / total:.2f}%)" if lora else ""
     print(f"{model.get_num_params() / 1e6:.2f}M parameters{adapters}, {tokens}, device {rt.device}, {rt.dtype}")
-    if rt.device_type == "cuda" or rt.ddp:  # what renting GPUs is about
-        estimate = {"optimizer": cfg.optimizer, "activation_checkpointing": cfg.activation_checkpointing, "trainable": trained if lora else None}
-        print(memory_line(model.config, rt.world_size, rt.dtype, cfg.batch_size, cfg.block_size, **estimate))
+    if rt.device_type == "cuda" or rt.distributed:  # what renting GPUs is about
+        estimate = {"optimizer": cfg.optim.optimizer, "activation_checkpointing": cfg.parallel.activation_checkpointing, "trainable": trained if lora else None}
+        print(memory_line(model.config, rt.world_size, rt.dtype, cfg.data.batch_size, cfg.model.block_size, **estimate))
 
 
 if __name__ == "__main__":

@@ -13,17 +13,20 @@ model.py / configurator.py.
     flops        FLOPs per token and GPU peaks (MFU, the dataset report)
     runtime      device, precision, the process group, CPU threads, the stop signal
     memory       per-GPU memory estimates: DDP, FSDP, LoRA, activations
-    sharding     FSDP2: the model sharded across ranks (parallel='fsdp'), activation checkpointing
+    parallel     how the model runs on the ranks: DDP, or FSDP2 sharding; activation checkpointing, compile
     checkpoint   checkpoint files: atomic saves, rotation, safe loads, RNG state; sharded (DCP) folders
     pretrained   OpenAI's GPT-2 weights into our GPT
     hf_export    our GPT out to a Hugging Face folder
     lora         LoRA adapters through peft: adapt, save, merge; the base's sha256
     loading      a model from a checkpoint folder or a GPT-2 name (sample, eval, export, bench)
-    optim        the optimizers: AdamW, or Muon on the block matrices with AdamW on the rest
-    training     TrainConfig, the schedule, batches, one step, the loss estimate
-    train_state  what a training checkpoint holds and how a run starts from one
-    policy       when a run evaluates and saves; the NaN guard's state
-    metrics      metrics.jsonl (and wandb), read back into loss curves
+    optim        the optimizers (AdamW, or Muon with AdamW) and the learning-rate schedule
+    settings     TrainConfig, made of the parts above that use them; the one layered parse (resume)
+    batches      a prepared dataset opened for training, and the batches drawn from it
+    objectives   what a step computes from a batch (next-token, ...); one optimizer step; the loss estimate
+    start        where a run starts: new, trained weights, or the checkpoint it resumes, checked
+    checkpointer what a run saves; the NaN guard; a sharded checkpoint consolidated
+    policy       when a run evaluates and saves
+    metrics      metrics.jsonl (and wandb), the training log, read back into loss curves
     generate     sampling text: the settings, prompts, stop rules, streaming
     evaluation   scoring every token of a split (loss, perplexity, bits per byte)
     hellaswag    HellaSwag's items and their completion-style scoring (acc, acc_norm)

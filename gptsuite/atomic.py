@@ -7,11 +7,21 @@ with SIGKILL leaves its temp file (or folder) behind, and `remove_stale_temps` c
 """
 
 import contextlib
+import hashlib
 import os
 import shutil
 from pathlib import Path
 
 from gptsuite.errors import UserError
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, read in 16 MB blocks (memory stays flat on large files)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_folder(path: str | os.PathLike, what: str) -> None:

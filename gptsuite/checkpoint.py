@@ -12,6 +12,12 @@ A training run's out_dir holds:
     best.pt            the checkpoint with the lowest validation loss so far
 ckpt.pt is written first (temp file + fsync + rename), the other names are links to it, so a
 run killed at any moment leaves ckpt.pt complete and at least as new as anything else there.
+
+Under FSDP (parallel.py) a checkpoint is a folder, ckpt-<iter>.dcp, written with
+torch.distributed.checkpoint (DCP): each rank writes its own shards, rank 0 the metadata
+(checkpoint.json) and every rank's RNG state (rng.pt). DCP records each tensor's global shape, so
+a checkpoint reloads onto any number of processes (2 -> 1, 1 -> 2, 2 -> 4), sharded or not;
+sample.py, eval.py and export.py read it whole.
 """
 
 import errno
@@ -30,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from configurator import ConfigError
 from gptsuite.atomic import atomic_path, link_atomic, replace_folder, temp_path
 from gptsuite.datafiles import load_meta, resolve_data_dir
 from gptsuite.errors import UserError
@@ -271,7 +278,7 @@ def model_from_checkpoint(ckpt: dict, **overrides) -> GPT:
     args.update(overrides)
     try:
         model = GPT(GPTConfig(**args))
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, ConfigError) as e:
         raise UserError(f"checkpoint model_args are invalid ({e})") from None
     state = {k: v for k, v in ckpt["model"].items() if not k.endswith(".attn.bias")}  # nanoGPT's causal-mask buffer
     try:

@@ -22,6 +22,11 @@ from gptsuite.errors import UserError
 from gptsuite.tokenizer import GPT2_META
 
 DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
+
+
+def token_dtype(meta: dict) -> str:
+    """The token ids' dtype a dataset's meta.json names: uint16 where it names none (nanoGPT's)."""
+    return meta.get("dtype", "uint16")
 SPLITS = ("train", "val")  # train.bin and val.bin
 DATA_ROOT = Path("data")  # prepared datasets: data/<name>, relative to where the commands run
 
@@ -203,7 +208,7 @@ def check_meta(meta, path: Path) -> None:
         problem = f"tokenizer vocab_size {size!r} is not a positive integer"
     elif tok["kind"] == "char" and (not isinstance(tok.get("vocab"), list) or len(tok["vocab"]) != size or not all(isinstance(c, str) for c in tok["vocab"])):
         problem = f"the char vocabulary is not a list of {size} strings"
-    elif meta.get("dtype", "uint16") not in DTYPES:
+    elif token_dtype(meta) not in DTYPES:
         problem = f"dtype {meta['dtype']!r} is not one of {', '.join(DTYPES)}"
     if problem:
         raise UserError(f"{path} is corrupt: {problem}; prepare the dataset again")

@@ -23,11 +23,13 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from configurator import option
 from gptsuite.atomic import atomic_path
 from gptsuite.errors import UserError
 from gptsuite.runtime import Runtime
@@ -137,14 +139,25 @@ def load_items(path: str | None = None) -> list[Item]:
     return read_items(cached) if cached.exists() else download(cached)
 
 
-def load_for_training(cfg, tokenizer_meta: dict, data_dir) -> list[Item] | None:
-    """The items a training run scores every cfg.hellaswag_interval steps (None if 0), loaded
-    (downloaded once) before training starts, so that a missing file stops the run now, not hours in."""
-    if not cfg.hellaswag_interval:
+@dataclass
+class HellaswagConfig:
+    """A training run's HellaSwag scoring (its --hellaswag_* keys)."""
+
+    KEY_PREFIX: ClassVar[str] = "hellaswag_"
+    # evaluation
+    interval: int = option(0, ge=0)  # every this many iterations also score HellaSwag (acc, acc_norm; GPT-2 BPE data only); 0: off
+    items: int = option(0, ge=0)  # score only the first this many of its 10,042 validation items; 0: all
+    file: str = ""  # a local copy of hellaswag_val.jsonl; default: downloaded once and cached
+
+
+def load_for_training(cfg: HellaswagConfig, tokenizer_meta: dict, data_dir) -> list[Item] | None:
+    """The items a training run scores every cfg.interval steps (None if 0), loaded (downloaded
+    once) before training starts, so that a missing file stops the run now, not hours in."""
+    if not cfg.interval:
         return None
     if tokenizer_meta["kind"] != "gpt2":
         raise UserError(f"HellaSwag is scored with GPT-2 BPE, and {data_dir} is {tokenizer_meta['kind']}-level; drop --hellaswag_interval")
-    return load_items(cfg.hellaswag_file or None)
+    return load_items(cfg.file or None)
 
 
 def check_gpt2(tokenizer_meta: dict, name: str) -> None:
@@ -230,7 +243,7 @@ def evaluate_hellaswag(model: torch.nn.Module, items: list[Item], rt: Runtime, l
             counts += torch.stack([(sum_loss.argmin(1) == labels).sum(), (avg_loss.argmin(1) == labels).sum(), torch.tensor(len(batch))])
     finally:
         model.train(training)
-    if rt.ddp:
+    if rt.distributed:
         counts = counts.to(rt.device)
         torch.distributed.all_reduce(counts)
         counts = counts.cpu()

@@ -115,7 +115,7 @@ def export_peft_adapter(ckpt: dict, dest: Path, source: str) -> dict:
     be GPT-2 weights transformers can load (a hub name or a Hugging Face folder), unchanged."""
     from safetensors.torch import save_file
 
-    from gptsuite.lora import LoraSettings, check_base
+    from gptsuite.lora import LoraConfig, check_base
     from gptsuite.pretrained import fetch
 
     record = ckpt.get("lora")
@@ -129,7 +129,7 @@ def export_peft_adapter(ckpt: dict, dest: Path, source: str) -> dict:
     check_base(record["base"], fetch(base)[1], source)
     new_folder(dest)
     name = HUB_MODELS.get(base) or str(Path(base).resolve())
-    LoraSettings.from_record(record).peft_config(fan_in_fan_out=True, task_type="CAUSAL_LM", base_model_name_or_path=name).save_pretrained(str(dest))
+    LoraConfig.from_record(record).peft_config(fan_in_fan_out=True, task_type="CAUSAL_LM", base_model_name_or_path=name).save_pretrained(str(dest))
     weights = {f"base_model.model.{k}": v.detach().float().cpu().contiguous() for k, v in ckpt["model"].items()}
     save_file(weights, dest / "adapter_model.safetensors", metadata={"format": "pt"})
     shutil.copymode(dest / "adapter_config.json", dest / "adapter_model.safetensors")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gptsuite.checkpoint import checkpoint_tokenizer_meta, load_checkpoint, model_from_checkpoint, newest_checkpoint
 from gptsuite.errors import UserError
-from gptsuite.lora import LoraSettings, adapt, check_base, load_adapter, merge
+from gptsuite.lora import LoraConfig, adapt, check_base, load_adapter, merge
 from gptsuite.pretrained import HUB_MODELS, fetch, from_pretrained, is_pretrained
 from gptsuite.tokenizer import GPT2_META
 from model import GPT, GPTConfig
@@ -33,19 +33,9 @@ def padded_vocab_size(tokenizer_meta: dict) -> int:
     return (n + 63) // 64 * 64 if tokenizer_meta["kind"] == "gpt2" else n
 
 
-def model_config(cfg, **overrides) -> GPTConfig:
-    """A GPTConfig from the fields of any config (TrainConfig, BenchConfig, ...) that share its
-    names, by keyword; `overrides` win."""
-    args = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(GPTConfig) if hasattr(cfg, f.name)} | overrides
-    try:
-        return GPTConfig(**args)
-    except ValueError as e:
-        raise UserError(f"bad model config: {e}") from None
-
-
-def new_model(cfg, tokenizer_meta: dict) -> GPT:
-    """A freshly initialized GPT of the configured shape, for this tokenizer's vocabulary."""
-    return GPT(model_config(cfg, vocab_size=padded_vocab_size(tokenizer_meta)))
+def new_model(shape: GPTConfig, tokenizer_meta: dict) -> GPT:
+    """A freshly initialized GPT of this shape, for this tokenizer's vocabulary."""
+    return GPT(dataclasses.replace(shape, vocab_size=padded_vocab_size(tokenizer_meta)))
 
 
 def checkpoint_file(init_from: str) -> Path | None:
@@ -104,7 +94,7 @@ def lora_model(ckpt: dict, source: str, dropout: float = 0.0, merged: bool = Tru
     record = ckpt["lora"]
     base = load_base(record["base"]["init_from"], dropout=dropout, block_size=ckpt["model_args"]["block_size"])
     check_base(record["base"], base.weights, source)
-    model = adapt(base.model, LoraSettings.from_record(record))
+    model = adapt(base.model, LoraConfig.from_record(record))
     load_adapter(model, ckpt["model"], source)
     return merge(model) if merged else model
 

@@ -12,12 +12,15 @@ file read and its sha256. Whatever loads it (resume, sample.py, eval.py, export.
 base from that reference and refuses a base whose file no longer has that sha256.
 """
 
-import hashlib
-from dataclasses import asdict, dataclass
+import contextlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
+from configurator import option
+from gptsuite.atomic import file_sha256
 from gptsuite.errors import UserError
 from model import GPT
 
@@ -35,41 +38,48 @@ def require_peft():
 
 
 @dataclass(frozen=True)
-class LoraSettings:
-    rank: int
-    alpha: float
-    dropout: float
-    targets: tuple[str, ...]
-    bias: str = "none"
+class LoraConfig:
+    """A run's LoRA settings (its --lora_* keys), and what a LoRA checkpoint records of them."""
+
+    KEY_PREFIX: ClassVar[str] = "lora_"
+    # LoRA (gptsuite/lora.py): train low-rank adapters on a frozen init_from instead of every weight
+    rank: int = option(0, ge=0)  # the adapters' rank R; 0: off (full fine-tuning)
+    alpha: float = option(16.0, gt=0)  # the adapters' output is scaled by lora_alpha / lora_rank
+    dropout: float = option(0.05, ge=0, lt=1)  # dropout on the adapters' input
+    targets: str = "c_attn,c_proj,c_fc"  # comma-separated Linear names to adapt: attention (c_attn, c_proj) and MLP (c_fc, c_proj)
+    bias: str = option("none", choices=LORA_BIAS)  # which biases train too: none, lora_only (of the adapted layers), all
+
+    LAYOUT: ClassVar[tuple[str, ...]] = ("rank", "targets", "bias")  # what a resumed run must keep: the adapters' shapes and what trains
+
+    def __post_init__(self):
+        object.__setattr__(self, "targets", ",".join(self.target_names))  # "c_attn, c_fc" is "c_attn,c_fc"
+
+    @property
+    def target_names(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.targets.split(",") if t.strip())
 
     @classmethod
-    def from_config(cls, cfg) -> "LoraSettings":
-        """From a TrainConfig's lora_* fields."""
-        targets = tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip())
-        return cls(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, targets, cfg.lora_bias)
-
-    @classmethod
-    def from_record(cls, record: dict) -> "LoraSettings":
+    def from_record(cls, record: dict) -> "LoraConfig":
         """From what a checkpoint's 'lora' entry recorded (the base reference besides)."""
-        return cls(record["rank"], record["alpha"], record["dropout"], tuple(record["targets"]), record.get("bias", "none"))
+        return cls(record["rank"], record["alpha"], record["dropout"], ",".join(record["targets"]), record.get("bias", "none"))
 
     def record(self) -> dict:
-        return asdict(self) | {"targets": list(self.targets)}
+        return {"rank": self.rank, "alpha": self.alpha, "dropout": self.dropout, "targets": list(self.target_names), "bias": self.bias}
 
     def peft_config(self, **extra):
         return require_peft().LoraConfig(
-            r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=list(self.targets), bias=self.bias, **extra
+            r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=list(self.target_names), bias=self.bias, **extra
         )
 
 
-def adapt(model: GPT, lora: LoraSettings) -> GPT:
+def adapt(model: GPT, lora: LoraConfig) -> GPT:
     """Put LoRA layers on the targeted Linears of model (in place; it stays a GPT) and freeze all
     but the adapters (and the biases lora.bias names)."""
     names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and name != "lm_head"}
-    unknown = [t for t in lora.targets if t not in names]
-    if unknown or not lora.targets:
+    unknown = [t for t in lora.target_names if t not in names]
+    if unknown or not lora.target_names:
         raise UserError(
-            f"lora_targets={','.join(lora.targets)} names no Linear layer of this GPT ({', '.join(unknown) or 'empty'}); pick from {','.join(sorted(names))}"
+            f"lora_targets={','.join(lora.target_names)} names no Linear layer of this GPT ({', '.join(unknown) or 'empty'}); pick from {','.join(sorted(names))}"
         )
     return require_peft().inject_adapter_in_model(lora.peft_config(), model, adapter_name=ADAPTER)  # marks only peft's trainables as requiring grad
 
@@ -106,6 +116,20 @@ def merge(model: GPT) -> GPT:
     return model
 
 
+@contextlib.contextmanager
+def adapters_off(model: GPT):
+    """Inside, an adapted model computes what its frozen base does (peft's adapter layers
+    switched off): a DPO reference without a second copy of the weights."""
+    layers = [m for m in model.modules() if isinstance(m, require_peft().tuners.tuners_utils.BaseTunerLayer)]
+    for m in layers:
+        m.enable_adapters(False)
+    try:
+        yield model
+    finally:
+        for m in layers:
+            m.enable_adapters(True)
+
+
 def freeze_base_dtype(model: GPT, dtype: torch.dtype) -> None:
     """Keep the frozen weights in dtype (bf16 or fp16: half their memory; autocast computes in it
     anyway); the trained adapters stay float32 for the optimizer (and the GradScaler)."""
@@ -118,14 +142,6 @@ def trainable_counts(model: GPT) -> tuple[int, int]:
     """(trainable, all) parameters; tied weights counted once."""
     params = {id(p): p for p in model.parameters()}.values()
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_base(recorded: dict, path: Path, source: str) -> None:

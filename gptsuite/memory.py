@@ -1,5 +1,5 @@
 """Per-GPU memory of a training run, before renting GPUs: parameters, gradients, optimizer state
-and activations under DDP or FSDP (sharding.py), for full fine-tuning or LoRA.
+and activations under DDP or FSDP (parallel.py), for full fine-tuning or LoRA.
 
 The rules, per GPU, with N parameters of which T train (N for full fine-tuning), W processes and
 the compute dtype's c bytes (2 under bf16/fp16 autocast, 4 in fp32):

@@ -1,5 +1,5 @@
-"""Metrics: every run appends to out_dir/metrics.jsonl (wandb too when asked); reading them back
-into loss curves and a PNG (tools/plot.py, and anything that shows a run).
+"""Metrics: every run appends to out_dir/metrics.jsonl (wandb too when asked); the training loop's
+log lines (TrainLog); reading them back into loss curves and a PNG (tools/plot.py, the page).
 
 A no-op stands in for wandb when it is off, so the training loop has no wandb branches.
 wandb is optional (pip install wandb); WANDB_MODE=offline logs to out_dir/wandb without an
@@ -7,11 +7,24 @@ account, and `wandb sync` uploads that later. Only the rank-0 process logs.
 """
 
 import json
+import math
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+from configurator import option
 from gptsuite.atomic import atomic_path
 from gptsuite.errors import UserError
+
+
+@dataclass
+class LogConfig:
+    # logging (metrics always go to out_dir/metrics.jsonl; wandb is optional)
+    log_interval: int = option(1, gt=0)  # print and log the training loss every this many iterations
+    wandb_log: bool = False  # also log to Weights & Biases (pip install wandb)
+    wandb_project: str = "owt"  # the wandb project to log to
+    wandb_run_name: str = "gpt2"  # the run's name in it
 
 
 def require_wandb():
@@ -48,6 +61,70 @@ class Logger:
     def close(self) -> None:
         if self.wandb is not None:
             self.wandb.finish()
+
+
+class TrainLog:
+    """The loop's timing and logging: the mean loss (and the objective's metrics) of the good steps
+    since the last log line, ms/iter and tokens/s of the training steps (evals left out), MFU where
+    the GPU's peak is known, and the count of skipped steps, printed and appended to metrics.jsonl
+    (and wandb) every log_interval iterations by rank 0 (master)."""
+
+    def __init__(self, logger: Logger, log_interval: int, tokens_per_iter: int, flops_per_iter: float, peak: float | None, master: bool):
+        self.logger, self.log_interval, self.master = logger, log_interval, master
+        self.tokens_per_iter, self.flops_per_iter, self.peak = tokens_per_iter, flops_per_iter, peak
+        self.sums: dict[str, float] = {}
+        self.t0, self.iters, self.good_steps, self.skipped = time.time(), 0, 0, 0
+
+    @contextmanager
+    def paused(self):
+        """Time spent inside (an eval) does not count in ms/iter and tokens/s."""
+        start = time.time()
+        try:
+            yield
+        finally:
+            self.t0 += time.time() - start
+
+    def eval(self, iter_num: int, losses: dict, lr: float) -> None:
+        if self.master:
+            print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+            self.logger.log({"iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr})
+
+    def hellaswag(self, iter_num: int, result) -> None:
+        if self.master:
+            print(f"step {iter_num}: hellaswag acc_norm {result.acc_norm:.4f}, acc {result.acc:.4f} ({result.items:,} items)")
+            self.logger.log({"iter": iter_num, "hellaswag_acc": result.acc, "hellaswag_acc_norm": result.acc_norm, "hellaswag_items": result.items})
+
+    def step(self, iter_num: int, loss: float, stepped: bool, metrics: dict[str, float], bad_steps: int) -> None:
+        """Count one training step (iteration iter_num): its mean loss and metrics."""
+        self.iters += 1
+        if stepped:
+            for k, v in {"loss": loss, **metrics}.items():
+                self.sums[k] = self.sums.get(k, 0.0) + v
+            self.good_steps += 1
+            return
+        self.skipped += 1
+        if self.master:
+            print(f"iter {iter_num}: loss {loss:.4f}, the loss or gradient norm is not finite: update skipped ({bad_steps} in a row)")
+
+    def maybe_log(self, iter_num: int, lr: float) -> None:
+        """At every log_interval: log the iterations since the last line, then start over."""
+        if iter_num % self.log_interval:
+            return
+        if self.master:
+            means = {k: v / self.good_steps for k, v in self.sums.items()} if self.good_steps else {"loss": math.nan}  # each step read the device, so the timing is real
+            dt = (time.time() - self.t0) / self.iters
+            record = {"iter": iter_num, **means, "lr": lr, "ms_per_iter": dt * 1000, "tokens_per_s": self.tokens_per_iter / dt}
+            line = f"iter {iter_num}: loss {means['loss']:.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms, {self.tokens_per_iter / dt:,.0f} tok/s"
+            line += "".join(f", {k} {v:.4f}" for k, v in means.items() if k != "loss")
+            if self.peak:
+                record["mfu"] = self.flops_per_iter / dt / self.peak
+                line += f", mfu {record['mfu'] * 100:.1f}%"
+            if self.skipped:
+                record["skipped_steps"] = self.skipped
+                line += f", {self.skipped} skipped steps"
+            print(line)
+            self.logger.log(record)
+        self.t0, self.iters, self.good_steps, self.sums = time.time(), 0, 0, {}
 
 
 SERIES = {  # metrics.jsonl key: label, line style

@@ -18,7 +18,6 @@ the longest span grows one token at a time, and each candidate is checked agains
 itself from the positions of its rarest n-gram, so a hash collision never counts as a match.
 """
 
-import hashlib
 import json
 import math
 import sys
@@ -27,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gptsuite.atomic import publish, temp_path
-from gptsuite.datafiles import load_meta, open_split
+from gptsuite.atomic import file_sha256, publish, temp_path
+from gptsuite.datafiles import load_meta, open_split, token_dtype
 from gptsuite.errors import UserError
 
 VERSION = 1
@@ -56,14 +55,6 @@ def hash_ngrams(tokens: np.ndarray, n: int) -> np.ndarray:
     return h
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 24):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass
 class NoveltyReport:
     tokens: int  # tokens in the text
@@ -89,7 +80,7 @@ class NgramIndex:
         self.keys_path = self.index_dir / f"ngram{n}.keys.bin"
         self.pos_path = self.index_dir / f"ngram{n}.pos.bin"
         self.chunk, self.bucket = chunk, bucket
-        dtype = load_meta(self.data_dir).get("dtype", "uint16")
+        dtype = token_dtype(load_meta(self.data_dir))
         self.train = open_split(self.data_dir, "train", dtype, min_tokens=1)
 
     def fingerprint(self, with_sha: bool) -> dict:
@@ -97,7 +88,7 @@ class NgramIndex:
         st = path.stat()
         fp = {"version": VERSION, "n": self.n, "train_bytes": st.st_size, "train_mtime_ns": st.st_mtime_ns}
         if with_sha:
-            fp["train_sha256"] = sha256_file(path)
+            fp["train_sha256"] = file_sha256(path)
         return fp
 
     def is_current(self) -> bool:
@@ -112,7 +103,7 @@ class NgramIndex:
         if any(stored.get(k) != v for k, v in now.items()):
             if stored.get("version") != VERSION or stored.get("train_bytes") != now["train_bytes"]:
                 return False
-            if stored.get("train_sha256") != sha256_file(self.data_dir / "train.bin"):
+            if stored.get("train_sha256") != file_sha256(self.data_dir / "train.bin"):
                 return False
             stored["train_mtime_ns"] = now["train_mtime_ns"]  # same content, touched: keep the index
             self._write_meta(stored)

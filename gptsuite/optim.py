@@ -9,12 +9,63 @@ the training loop, the gradient scaler and checkpoints see a single optimizer. U
 gradients are all-reduced in backward(), so every rank orthogonalizes the same global gradient.
 """
 
+import math
+from dataclasses import dataclass
+
 import torch
 
+from configurator import option
 from model import GPT
 
 OPTIMIZERS = ("adamw", "muon")
+LR_SCHEDULES = ("cosine", "wsd")
 FUSED_ADAMW_DEVICES = ("cuda", "cpu", "mps")  # device types with a fused AdamW kernel (torch >= 2.4)
+
+
+@dataclass
+class OptimConfig:
+    # optimizer
+    optimizer: str = option("adamw", choices=OPTIMIZERS)  # adamw, or muon: Muon on the hidden matrices, AdamW on the rest (see gptsuite/optim.py)
+    learning_rate: float = option(6e-4, gt=0)  # AdamW's peak learning rate, after warmup
+    weight_decay: float = option(1e-1, ge=0)  # on matrices only, not on biases and gains
+    beta1: float = option(0.9, ge=0, lt=1)  # AdamW's decay of the gradient mean
+    beta2: float = option(0.95, ge=0, lt=1)  # and of its square
+    muon_lr: float = option(0.02, gt=0)  # Muon's peak learning rate (optimizer=muon), scheduled in proportion to learning_rate
+    muon_momentum: float = option(0.95, ge=0, lt=1)  # Muon's (Nesterov) momentum
+    grad_clip: float = option(1.0, ge=0)  # clip the global gradient norm at this value; 0 disables clipping
+
+
+@dataclass
+class ScheduleConfig:
+    # learning rate schedule: linear warmup, then cosine decay to min_lr, or constant then a linear cooldown (wsd)
+    max_iters: int = option(600000, ge=0)  # total optimizer steps
+    decay_lr: bool = True  # False: a constant learning_rate
+    lr_schedule: str = option("cosine", choices=LR_SCHEDULES)  # cosine, or wsd: warmup-stable-decay, constant until the last cooldown_frac of lr_decay_iters
+    warmup_iters: int = option(2000, ge=0)  # iterations of linear warmup from 0
+    lr_decay_iters: int = option(600000, ge=0)  # where the decay reaches min_lr: ~= max_iters per Chinchilla
+    cooldown_frac: float = option(0.4, gt=0, le=1)  # wsd: the fraction of lr_decay_iters spent decaying linearly to min_lr
+    min_lr: float = option(6e-5, ge=0)  # ~= learning_rate / 10 per Chinchilla
+
+
+def get_lr(it: int, schedule: ScheduleConfig, learning_rate: float) -> float:
+    """Linear warmup to learning_rate for warmup_iters, then down to min_lr at lr_decay_iters
+    (cosine; or for wsd, constant until the cooldown, then linear), then min_lr."""
+    s = schedule
+    if not s.decay_lr:
+        return learning_rate
+    if it < s.warmup_iters:
+        return learning_rate * (it + 1) / (s.warmup_iters + 1)
+    if it >= s.lr_decay_iters:
+        return s.min_lr
+    if s.lr_schedule == "wsd":
+        cooldown_start = max(s.warmup_iters, s.lr_decay_iters - round(s.cooldown_frac * s.lr_decay_iters))
+        if it < cooldown_start:
+            return learning_rate
+        coeff = (s.lr_decay_iters - it) / (s.lr_decay_iters - cooldown_start)  # 1 -> 0
+        return s.min_lr + coeff * (learning_rate - s.min_lr)
+    ratio = (it - s.warmup_iters) / (s.lr_decay_iters - s.warmup_iters)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))  # 1 -> 0
+    return s.min_lr + coeff * (learning_rate - s.min_lr)
 
 
 class Optimizers:
@@ -64,9 +115,9 @@ def adamw(named: list, weight_decay: float, learning_rate: float, betas: tuple[f
     return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type in FUSED_ADAMW_DEVICES)
 
 
-def build_optimizer(model: GPT, cfg, device_type: str):
-    """The optimizer cfg asks for (cfg.optimizer, learning_rate, weight_decay, beta1, beta2,
-    muon_lr, muon_momentum) over the trainable parameters of model."""
+def build_optimizer(model: GPT, cfg: OptimConfig, device_type: str):
+    """The optimizer cfg asks for over the trainable parameters of model (under FSDP: build it
+    on the sharded model, so that it holds the shards)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     betas = (cfg.beta1, cfg.beta2)
     if cfg.optimizer == "adamw":

@@ -15,10 +15,12 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 
+from configurator import option
 from gptsuite.errors import UserError
 from gptsuite.flops import peak_tflops
 
@@ -27,11 +29,23 @@ DTYPE_CHOICES = ("auto", *PTDTYPE)  # what --dtype takes
 
 
 @dataclass
+class SystemConfig:
+    # system
+    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
+    dtype: str = option("auto", choices=DTYPE_CHOICES)  # auto: bf16 on GPUs with native bf16 (compute capability >= 8.0), else fp16; fp32 on cpu/mps
+    backend: str = option("auto", choices=("auto", "nccl", "gloo"))  # DDP backend: auto is nccl on CUDA, gloo on CPU
+    seed: int = option(1337, ge=0)  # seeds the batches, the init and dropout
+    threads: int = option(0, ge=0)  # CPU threads for torch on a CPU run; 0: the cores other processes leave free, re-checked every 2 s
+
+    MACHINE: ClassVar[tuple[str, ...]] = ("device", "backend", "threads")  # where a run executes, not what it is: a resume never inherits them
+
+
+@dataclass
 class Runtime:
     device: str  # 'cuda:0', 'cpu', 'mps'
     device_type: str  # 'cuda', 'cpu', 'mps'
     dtype: str  # 'float32', 'bfloat16', 'float16'
-    ddp: bool = False
+    distributed: bool = False  # one of torchrun's processes (DDP or FSDP)
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
@@ -128,7 +142,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def setup_runtime(device: str = "auto", dtype: str = "auto", seed: int = 1337, backend: str = "auto") -> Runtime:
+def setup_runtime(device: str = SystemConfig.device, dtype: str = SystemConfig.dtype, seed: int = SystemConfig.seed, backend: str = SystemConfig.backend) -> Runtime:
     """Pick the device and precision, join the torchrun process group if there is one, seed RNGs
     (seed + rank, so each rank draws different batches) and enable TF32 matmuls on CUDA."""
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
@@ -212,7 +226,7 @@ def teardown_runtime(rt: Runtime, finished: bool = False) -> None:
     each other: a gloo rank that tears down while rank 0 still writes the last checkpoint could
     abort ('terminate called without an active exception'; 1 of 12 two-process runs under load).
     After an error there is no waiting: the other ranks may never get here."""
-    if rt.ddp and torch.distributed.is_initialized():
+    if rt.distributed and torch.distributed.is_initialized():
         if finished:
             torch.distributed.barrier()
         torch.distributed.destroy_process_group()

@@ -22,6 +22,23 @@ TEXT = (
 TINY_MODEL_ARGS = ["--device=cpu", "--compile=False", "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=4"]
 
 
+def train_config(**flat):
+    """A TrainConfig from flat keys, as on the command line: train_config(learning_rate=1e-3)."""
+    from configurator import apply_values
+    from gptsuite.settings import TrainConfig
+
+    return apply_values(TrainConfig(), flat)
+
+
+def train_step(model, optimizer, scaler, batches: list, accum_steps: int, grad_clip: float, rt):
+    """One optimizer step of next-token loss over `batches` (one more than the step takes: the
+    Stepper reads one ahead): its StepResult, and the micro-batches."""
+    from gptsuite.objectives import MicroBatches, Objective, Stepper
+
+    micro = MicroBatches(iter(batches))
+    return Stepper(model, Objective(None), optimizer, scaler, accum_steps, grad_clip, rt).step(micro), micro
+
+
 def run_entry(*args: str, cwd: Path | None = None, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run one of the entry points (python prepare.py ..., train.py, sample.py) as a user would."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}

@@ -4,11 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import BenchConfig, bench, main
-from configurator import parse_config
+from bench import TRAIN_ONLY, BenchConfig, bench, main
+from configurator import ConfigError, parse_config
 from conftest import TINY_MODEL_ARGS
 from gptsuite.datafiles import load_meta
-from gptsuite.errors import UserError
 from gptsuite.runtime import setup_runtime
 
 TINY = [
@@ -43,6 +42,11 @@ def test_bench_on_real_data_with_a_peak_override(char_dataset: Path):
     assert abs(result["loss"] - math.log(vocab)) < 0.5 and result["peak_memory_bytes"] > 2**20
 
 
-def test_bench_refuses_pretrained_weights():
-    with pytest.raises(UserError, match="n_layer"):
+def test_bench_refuses_pretrained_weights_and_ignores_train_only_keys_of_a_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="freshly initialized.*--n_layer"):
         main(["--init_from=gpt2"])
+    with pytest.raises(ConfigError, match="--eval_interval is not a setting of this command"):
+        main(["--eval_interval=5"])
+    config = tmp_path / "c.py"
+    config.write_text("eval_interval = 5\nwandb_log = True\nn_layer = 3\n")  # train.py's keys bench does not use, and one it does
+    assert parse_config(BenchConfig(), [str(config)], tolerate=TRAIN_ONLY).model.n_layer == 3

@@ -7,7 +7,6 @@ import pytest
 
 from configurator import parse_config
 from gptsuite.errors import UserError
-from gptsuite.lora import LoraSettings
 from tools.bench_lora import BenchLoraConfig, bench, main, param_counts, run_measured, table
 
 # a 2-layer, 32-wide base of context 16, trained on sequences of 8 tokens (its position embeddings cropped)
@@ -27,9 +26,9 @@ def test_trainable_parameters_are_rank_times_in_plus_out_of_each_adapted_linear(
     cfg = tiny()
     adapters = 2 * sum(8 * (i + o) for i, o in LINEARS)  # rank 8 on c_attn, c_proj (both) and c_fc of 2 blocks
     assert param_counts(cfg, None) == (BASE, BASE)
-    assert param_counts(cfg, LoraSettings.from_config(cfg)) == (adapters, BASE + adapters)
+    assert param_counts(cfg, cfg.lora) == (adapters, BASE + adapters)
     cfg = tiny("--lora_rank=4", "--lora_targets=c_attn")
-    assert param_counts(cfg, LoraSettings.from_config(cfg)) == (2 * 4 * (D + 3 * D), BASE + 2 * 4 * (D + 3 * D))
+    assert param_counts(cfg, cfg.lora) == (2 * 4 * (D + 3 * D), BASE + 2 * 4 * (D + 3 * D))
 
 
 def test_peak_rss_is_the_childs_own_not_its_parents_or_an_earlier_childs(tmp_path: Path):

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from configurator import ConfigError, parse_config
-from gptsuite.training import TrainConfig
+from configurator import ConfigError, config_keys, flatten, parse_config
+from gptsuite.settings import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,8 +95,9 @@ def test_every_config_file_loads(path: Path, monkeypatch):
     cfg = parse_config(TrainConfig(), [str(path.relative_to(ROOT))])
     values = assignments(path)
     assert values, f"{path.name} sets nothing"
+    flat = flatten(cfg)
     for key, value in values.items():
-        assert getattr(cfg, key) == value, key
+        assert flat[key] == value, key
 
 
 @pytest.mark.parametrize(
@@ -153,16 +154,21 @@ def test_help_lists_every_key_by_section_with_type_bounds_and_comment(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    for key in TrainConfig.__dataclass_fields__:
+    keys = config_keys(TrainConfig())
+    assert len(keys) > 50 and "vocab_size" not in keys  # the model's vocabulary is the dataset's
+    for key in keys:
         assert sum(line.lstrip().startswith(f"--{key}=") for line in lines) == 1, key
+    assert not any(line.lstrip().startswith(f"--{part}=") for part in ("model", "optim", "lora") for line in lines)  # parts are not keys
     batch = next(line for line in lines if line.lstrip().startswith("--batch_size="))
-    assert "--batch_size=12" in batch and "int, positive" in batch and "micro-batch size per rank" in batch
+    assert "--batch_size=12" in batch and "int, positive" in batch and "micro-batch size per process" in batch
+    rank = next(line for line in lines if line.lstrip().startswith("--lora_rank="))
+    assert "int, not negative" in rank and "the adapters' rank" in rank
     compile_line = next(line for line in lines if line.lstrip().startswith("--compile="))
     assert "bool | None" in compile_line and "torch.compile" in compile_line
     keys_from = next(i for i, line in enumerate(lines) if line.endswith("Keys:")) + 1
     sections = [line for line in lines[keys_from:] if line and not line.startswith(" ") and line.endswith(":")]
-    assert sections[:3] == ["I/O:", "logging (metrics always go to out_dir/metrics.jsonl; wandb is optional):", "data:"]
-    assert lines.index("data:") < lines.index(batch) < lines.index(next(s for s in sections if s.startswith("model")))
+    assert sections[:3] == ["run:", "model (GPT-2's weights and checkpoints bring their own shape: these keys are ignored with them):", "data and batches:"]
+    assert lines.index("data and batches:") < lines.index(batch) < lines.index("optimizer:")
 
 
 @pytest.mark.parametrize("entry", ["train", "sample", "eval", "export", "bench", "tools.novelty", "tools.bench_generate", "tools.bench_prepare"])

@@ -318,10 +318,10 @@ def test_count_words_matches_split_on_ascii():
 @pytest.mark.parametrize("name", ["finetune_pubmed", "train_azure_docs", "finetune_azure_docs"])
 def test_dataset_configs_parse(name: str):
     from configurator import parse_config
-    from gptsuite.training import TrainConfig
+    from gptsuite.settings import TrainConfig
 
     cfg = parse_config(TrainConfig(), [str(Path(__file__).resolve().parents[1] / "config" / f"{name}.py")])
-    assert cfg.dataset in ("pubmed", "azure_docs") and cfg.block_size == 1024
+    assert cfg.data.dataset in ("pubmed", "azure_docs") and cfg.model.block_size == 1024
     assert cfg.init_from == ("scratch" if name.startswith("train") else "gpt2")
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from configurator import ConfigError, parse_config
+from configurator import ConfigError, config_keys, parse_config
 from gptsuite.datafiles import PrepareConfig
 from gptsuite.sources import available_datasets, load_dataset_module
 
@@ -74,6 +74,7 @@ class Script:
     extra: frozenset = frozenset()  # keys the script reads itself (eval.py's --compare)
     positionals: int = 0  # arguments that are not keys or config files (export.py's destination)
     help: bool = True  # takes --help
+    tolerate: dict = dataclasses.field(default_factory=dict)  # another script's keys its config files may set (bench.py: train.py's)
 
 
 @functools.cache
@@ -84,11 +85,11 @@ def scripts() -> dict[str, Script]:
         return getattr(importlib.import_module(module), name)
 
     return {
-        "train.py": Script(config("gptsuite.training", "TrainConfig")),
+        "train.py": Script(config("gptsuite.settings", "TrainConfig")),
         "sample.py": Script(config("sample", "SampleConfig")),
         "eval.py": Script(config("eval", "EvalConfig"), extra=frozenset({"compare"})),
         "export.py": Script(config("export", "ExportConfig"), positionals=1),
-        "bench.py": Script(config("bench", "BenchConfig")),
+        "bench.py": Script(config("bench", "BenchConfig"), tolerate=config("bench", "TRAIN_ONLY")),
         "serve.py": Script(config("serve", "ServeConfig"), positionals=4),  # the models, as eval.py's --compare names them
         "prepare.py": Script(None),  # its first argument names the dataset, whose Config it takes
         "tests/stress_kill.py": Script(None, extra=frozenset({"trials", "seed"}), help=False),  # reads these two itself
@@ -284,8 +285,8 @@ def check_script(script: str, args: list[str]) -> list[str]:
         else:
             config = dataset_config(dataset)
         name = f"prepare.py {dataset}"
-    fields = {f.name: f for f in dataclasses.fields(config)} if config else {}
-    hints = typing.get_type_hints(config) if config else {}
+    fields = config_keys(config()) if config else {}
+    hints = {k: key.hint for k, key in fields.items()}
     problems, argv, positionals = [], [], []
     compare = False
     for arg in args:
@@ -302,7 +303,7 @@ def check_script(script: str, args: list[str]) -> list[str]:
             if key in spec.extra:
                 compare = key == "compare"
                 continue
-            if key not in fields:
+            if key not in fields and key not in spec.tolerate:
                 what = config.__name__ if config else f"it takes {', '.join('--' + k for k in sorted(spec.extra))}" if spec.extra else "no --key=value settings"
                 problems.append(f"{name}: unknown key --{key} ({what}){suggest(key, [*fields, *spec.extra])}")
                 continue
@@ -328,7 +329,7 @@ def check_script(script: str, args: list[str]) -> list[str]:
         problems.append(f"{name}: unexpected argument{'s' if len(extra) > 1 else ''} {' '.join(extra)}")
     if config is not None and not problems:
         try:  # as the script takes it: the config files run, every value checked against its field
-            parse_config(config(), argv)
+            parse_config(config(), argv, tolerate=spec.tolerate)
         except ConfigError as e:
             problems.append(f"{name}: {e}")
     return problems

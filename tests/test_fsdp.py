@@ -174,6 +174,7 @@ def test_bench_counts_what_each_rank_holds(tmp_path: Path):
         "--timed_steps=1",
         "--device=cpu",
         "--compile=False",
+        "--gradient_accumulation_steps=2",  # one micro-batch per process: the count is over all of them, as in train.py
     ]
     held = {}
     for parallel in ("ddp", "fsdp"):

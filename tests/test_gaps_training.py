@@ -9,12 +9,16 @@ import numpy as np
 import pytest
 import torch
 
+import conftest
 import train
-from conftest import TINY_MODEL_ARGS
+from conftest import TINY_MODEL_ARGS, train_config
+from gptsuite.batches import Batches, TrainingData, get_batch
 from gptsuite.checkpoint import load_checkpoint
+from gptsuite.objectives import Objective, estimate_loss
+from gptsuite.optim import get_lr
 from gptsuite.runtime import Runtime
-from gptsuite.train_state import start_run
-from gptsuite.training import TrainConfig, TrainingData, estimate_loss, eval_batches, get_batch, get_lr, sampler_state, train_batches, train_step
+from gptsuite.settings import read_settings
+from gptsuite.start import start_run
 from model import GPT, GPTConfig
 
 CPU = Runtime("cpu", "cpu", "float32")
@@ -35,6 +39,10 @@ def no_scaler():
     return torch.amp.GradScaler("cpu", enabled=False)
 
 
+def train_step(model, optimizer, batches: list, accum_steps: int, grad_clip: float):
+    return conftest.train_step(model, optimizer, no_scaler(), batches, accum_steps, grad_clip, CPU)
+
+
 # 1. gradient accumulation averages the micro-steps' gradients
 
 
@@ -50,9 +58,9 @@ def test_accumulated_gradient_is_the_gradient_of_the_mean_loss():
     expected = {n: (p.detach() - p.grad).clone() for n, p in ref.named_parameters()}  # SGD, lr=1
 
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.0)
-    loss, stepped, _, nxt = train_step(model, optimizer, no_scaler(), b1, iter([b2, leftover]), 2, 0.0, CPU)
-    assert stepped and nxt is leftover
-    assert loss == pytest.approx(ref_loss.item(), rel=1e-6)  # the step sums its loss in float32
+    result, micro = train_step(model, optimizer, [b1, b2, leftover], 2, 0.0)
+    assert result.stepped and micro.ahead is leftover
+    assert result.loss == pytest.approx(ref_loss.item(), rel=1e-6)  # the step sums its loss in float32
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.detach(), expected[n], rtol=1e-10, atol=1e-12, msg=n)
 
@@ -65,10 +73,10 @@ def test_inf_gradient_with_finite_loss_skips_the_step_and_leaves_weights():
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     handle = model.transformer.h[0].mlp.c_fc.weight.register_hook(lambda g: g * math.inf)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    loss, stepped, _, _ = train_step(model, optimizer, no_scaler(), random_batch(1), iter([random_batch(2)]), 1, 1.0, CPU)
+    result, _ = train_step(model, optimizer, [random_batch(1), random_batch(2)], 1, 1.0)
     handle.remove()
-    assert math.isfinite(loss)
-    assert not stepped
+    assert math.isfinite(result.loss)
+    assert not result.stepped
     for n, p in model.named_parameters():
         assert torch.equal(p.detach(), before[n]), n
         assert p.grad is None, n  # the bad gradients are dropped, not carried into the next step
@@ -76,9 +84,8 @@ def test_inf_gradient_with_finite_loss_skips_the_step_and_leaves_weights():
     # and the next, clean step is exactly the step a fresh model takes
     fresh = tiny_model()
     fresh_opt = torch.optim.SGD(fresh.parameters(), lr=0.1)
-    train_step(fresh, fresh_opt, no_scaler(), random_batch(4), iter([random_batch(5)]), 1, 1.0, CPU)
-    _, stepped, _, _ = train_step(model, optimizer, no_scaler(), random_batch(4), iter([random_batch(5)]), 1, 1.0, CPU)
-    assert stepped
+    train_step(fresh, fresh_opt, [random_batch(4), random_batch(5)], 1, 1.0)
+    assert train_step(model, optimizer, [random_batch(4), random_batch(5)], 1, 1.0)[0].stepped
     for (n, p), q in zip(model.named_parameters(), fresh.parameters(), strict=True):
         assert torch.equal(p.detach(), q.detach()), n
 
@@ -90,11 +97,11 @@ def scripted_val_losses(monkeypatch, losses: dict[int, float]) -> None:
     """estimate_loss returns losses[iter] for the iteration being evaluated (read from get_lr)."""
     current = {}
 
-    def fake_get_lr(it, cfg):
+    def fake_get_lr(it, schedule, learning_rate):
         current["it"] = it
-        return get_lr(it, cfg)
+        return get_lr(it, schedule, learning_rate)
 
-    def fake_estimate_loss(model, batch_fns, eval_iters, rt):
+    def fake_estimate_loss(model, objective, eval_iters, rt):
         v = losses[current["it"]]
         return {"train": v, "val": v}
 
@@ -174,10 +181,15 @@ def test_get_batch_windows_and_shifted_targets(tmp_path: Path):
 
 def fake_data(tmp_path: Path, n: int = 5000) -> TrainingData:
     path = tmp_path / "data"
-    path.mkdir()
+    path.mkdir(parents=True)
     for s in ("train", "val"):
         np.arange(n, dtype=np.uint16).tofile(path / f"{s}.bin")
     return TrainingData(path, {"dtype": "uint16"}, n)
+
+
+def batches(data: TrainingData, rt: Runtime = CPU, **flat) -> Batches:
+    cfg = train_config(**flat)
+    return Batches(data, cfg.data, cfg.model.block_size, cfg.system.seed, rt)
 
 
 def take(it, k: int) -> list:
@@ -187,16 +199,16 @@ def take(it, k: int) -> list:
 def test_ddp_ranks_split_the_micro_batches_of_a_single_process_run(tmp_path: Path):
     """Iteration n's global batch is the same for 1 or 2 ranks: rank r takes its contiguous share."""
     data = fake_data(tmp_path)
-    cfg = TrainConfig(gradient_accumulation_steps=4, batch_size=2, block_size=8, seed=3)
-    single = take(train_batches(data, cfg, CPU, 5), 8)  # iterations 5 and 6
-    ranks = [take(train_batches(data, cfg, Runtime("cpu", "cpu", "float32", rank=r, world_size=2), 5), 4) for r in (0, 1)]
+    cfg = dict(gradient_accumulation_steps=4, batch_size=2, block_size=8, seed=3)
+    single = take(batches(data, **cfg).train(5), 8)  # iterations 5 and 6
+    ranks = [take(batches(data, Runtime("cpu", "cpu", "float32", rank=r, world_size=2), **cfg).train(5), 4) for r in (0, 1)]
     for it in range(2):
         expected = single[4 * it : 4 * it + 4]
         got = ranks[0][2 * it : 2 * it + 2] + ranks[1][2 * it : 2 * it + 2]
         for (ex, ey), (gx, gy) in zip(expected, got, strict=True):
             assert torch.equal(ex, gx) and torch.equal(ey, gy)
     # a run that starts at iteration 6 draws what the run from 5 drew at 6 (resume)
-    later = take(train_batches(data, cfg, CPU, 6), 4)
+    later = take(batches(data, **cfg).train(6), 4)
     for (ex, _), (gx, _) in zip(single[4:], later, strict=True):
         assert torch.equal(ex, gx)
     # and different iterations / micro-steps differ
@@ -205,17 +217,17 @@ def test_ddp_ranks_split_the_micro_batches_of_a_single_process_run(tmp_path: Pat
 
 def test_eval_batches_are_the_same_every_time_and_differ_from_training(tmp_path: Path):
     data = fake_data(tmp_path)
-    cfg = TrainConfig(gradient_accumulation_steps=1, batch_size=4, block_size=8, seed=3)
-    first, second = eval_batches(data, cfg, CPU), eval_batches(data, cfg, CPU)
+    cfg = dict(gradient_accumulation_steps=1, batch_size=4, block_size=8, seed=3)
+    first, second = batches(data, **cfg), batches(data, **cfg)
     for split in ("train", "val"):
         for k in range(3):
-            a, b, c = first[split](k), second[split](k), first[split](k)
+            a, b, c = first.eval(split, k), second.eval(split, k), first.eval(split, k)
             assert torch.equal(a[0], b[0]) and torch.equal(a[0], c[0])
     # eval batches are not the training batches (the files are equal here: only the seeds differ)
-    training = take(train_batches(data, cfg, CPU, 0), 3)
+    training = take(first.train(0), 3)
     for k in range(3):
-        assert not torch.equal(first["train"](k)[0], training[k][0])
-        assert not torch.equal(first["train"](k)[0], first["val"](k)[0])
+        assert not torch.equal(first.eval("train", k)[0], training[k][0])
+        assert not torch.equal(first.eval("train", k)[0], first.eval("val", k)[0])
 
 
 # further: a resumed run takes the dropout it is given now
@@ -225,11 +237,10 @@ def test_resume_applies_the_dropout_given_now(tmp_path: Path, char_dataset: Path
     monkeypatch.chdir(tmp_path)
     args = [f"--data_dir={char_dataset}", *TINY_MODEL_ARGS, "--gradient_accumulation_steps=1", "--eval_iters=1", "--eval_interval=2"]
     train.main([*args, "--out_dir=run", "--max_iters=2", "--dropout=0.0"])
-    argv = ["--init_from=resume", "--out_dir=run", "--dropout=0.2"]
-    cfg = train.resume_config(train.parse_config(TrainConfig(), argv), argv)
-    assert cfg.dropout == 0.2
-    data = train.open_training_data(cfg)
-    model = start_run(cfg, data, CPU).model
+    cfg, resumed = read_settings(["--init_from=resume", "--out_dir=run", "--dropout=0.2"])
+    assert cfg.model.dropout == 0.2
+    data = train.open_training_data(cfg.data, cfg.model.block_size)
+    model = start_run(cfg, resumed, data, CPU).model
     assert model.config.dropout == 0.2
     assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.2}
     assert all(m.attn.dropout == 0.2 for m in model.transformer.h)
@@ -251,15 +262,14 @@ def test_get_batch_draws_every_window_including_the_last(tmp_path: Path):
 @pytest.mark.parametrize("key, value", [("seed", 4), ("gradient_accumulation_steps", 2), ("batch_size", 3), ("block_size", 6)])
 def test_sampler_state_records_everything_that_changes_the_batches(tmp_path: Path, key: str, value):
     data = fake_data(tmp_path)
-    cfg = TrainConfig(gradient_accumulation_steps=4, batch_size=2, block_size=8, seed=3)
-    keys = ("gradient_accumulation_steps", "batch_size", "block_size", "seed")
-    other = TrainConfig(**{**{k: getattr(cfg, k) for k in keys}, key: value})
+    cfg = dict(gradient_accumulation_steps=4, batch_size=2, block_size=8, seed=3)
+    ours, other = batches(data, **cfg), batches(data, **cfg | {key: value})
     # the reference: the batches of iteration 1 do change with this setting
-    a, b = take(train_batches(data, cfg, CPU, 1), 1)[0][0], take(train_batches(data, other, CPU, 1), 1)[0][0]
+    a, b = take(ours.train(1), 1)[0][0], take(other.train(1), 1)[0][0]
     assert a.shape != b.shape or not torch.equal(a, b)
-    assert sampler_state(cfg, 5000) != sampler_state(other, 5000)
-    assert sampler_state(cfg, 5000) != sampler_state(cfg, 4000)  # other data
-    assert sampler_state(cfg, 5000) == sampler_state(TrainConfig(**{k: getattr(cfg, k) for k in keys}), 5000)
+    assert ours.sampler_state() != other.sampler_state()
+    assert ours.sampler_state() != batches(fake_data(tmp_path / "other", 4000), **cfg).sampler_state()  # other data
+    assert ours.sampler_state() == batches(data, **cfg).sampler_state()
 
 
 def test_resume_with_another_batch_size_notes_that_the_batches_differ(tmp_path: Path, char_dataset: Path, monkeypatch, capsys):
@@ -277,14 +287,13 @@ def test_resume_with_another_batch_size_notes_that_the_batches_differ(tmp_path: 
 
 def test_estimate_loss_rank_shares_add_up_to_the_mean_loss(tmp_path: Path):
     data = fake_data(tmp_path, 200)
-    cfg = TrainConfig(batch_size=2, block_size=8, seed=3)
     model = tiny_model(vocab_size=256, block_size=8)
-    evals = eval_batches(data, cfg, CPU)
+    objective = Objective(batches(data, batch_size=2, block_size=8, seed=3))
     with torch.no_grad():  # the reference: the mean of the eval batches' losses, computed directly
-        expected = {s: sum(model(*evals[s](k))[1].item() for k in range(4)) / 4 for s in ("train", "val")}
-    single = estimate_loss(model, evals, 4, CPU)
+        expected = {s: sum(model(*objective.eval_batch(s, k))[1].item() for k in range(4)) / 4 for s in ("train", "val")}
+    single = estimate_loss(model, objective, 4, CPU)
     # two ranks, without the all-reduce: each returns its share of the sum over eval_iters
-    shares = [estimate_loss(model, evals, 4, Runtime("cpu", "cpu", "float32", rank=r, world_size=2)) for r in (0, 1)]
+    shares = [estimate_loss(model, objective, 4, Runtime("cpu", "cpu", "float32", rank=r, world_size=2)) for r in (0, 1)]
     for s in ("train", "val"):
         assert single[s] == pytest.approx(expected[s], rel=1e-5)
         assert shares[0][s] + shares[1][s] == pytest.approx(expected[s], rel=1e-5)

@@ -12,14 +12,14 @@ import pytest
 import torch
 
 import sample
-from conftest import TINY_MODEL_ARGS
+from conftest import TINY_MODEL_ARGS, train_config
 from eval import main as eval_main
+from gptsuite.batches import open_training_data
 from gptsuite.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from gptsuite.errors import UserError
 from gptsuite.loading import load_model
 from gptsuite.runtime import Runtime
-from gptsuite.train_state import start_run
-from gptsuite.training import TrainConfig, open_training_data
+from gptsuite.start import start_run
 from train import main as train_main
 
 RUN = [*TINY_MODEL_ARGS, "--gradient_accumulation_steps=1", "--eval_iters=2", "--eval_interval=10", "--warmup_iters=0", "--decay_lr=False"]
@@ -124,8 +124,8 @@ def test_settings_that_cannot_work_are_refused(tmp_path: Path, char_dataset: Pat
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_a_half_precision_lora_run_keeps_the_frozen_base_in_half_precision(tmp_path: Path, char_dataset: Path, tiny_checkpoint: Path, dtype: str):
-    cfg = TrainConfig(data_dir=str(char_dataset), init_from=str(tiny_checkpoint), lora_rank=4, block_size=16, device="cpu")
-    start = start_run(cfg, open_training_data(cfg), Runtime("cpu", "cpu", dtype))
+    cfg = train_config(data_dir=str(char_dataset), init_from=str(tiny_checkpoint), lora_rank=4, block_size=16, device="cpu")
+    start = start_run(cfg, None, open_training_data(cfg.data, 16), Runtime("cpu", "cpu", dtype))
     dtypes = {n: p.dtype for n, p in start.model.named_parameters()}
     assert dtypes and all(d == (torch.float32 if "lora_" in n else getattr(torch, dtype)) for n, d in dtypes.items()), dtypes
 
@@ -138,8 +138,8 @@ def test_a_full_fine_tune_can_start_from_a_checkpoint_of_ours(tmp_path: Path, ch
     """init_from=<run folder> or <file.pt>: its weights, as a new run (iteration 0, a new optimizer)."""
     base = load_checkpoint(tiny_checkpoint)["model"]
     for source in (tiny_checkpoint, tiny_checkpoint / "ckpt.pt"):
-        cfg = TrainConfig(data_dir=str(char_dataset), init_from=str(source), block_size=16)
-        start = start_run(cfg, open_training_data(cfg), Runtime("cpu", "cpu", "float32"))
+        cfg = train_config(data_dir=str(char_dataset), init_from=str(source), block_size=16)
+        start = start_run(cfg, None, open_training_data(cfg.data, 16), Runtime("cpu", "cpu", "float32"))
         assert start.ckpt is None and start.lora is None
         assert start.model.state_dict().keys() == base.keys()
         for k, v in base.items():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gptsuite.memory import estimate, memory_table, parameter_counts
-from gptsuite.sharding import recompute_in_backward
+from gptsuite.parallel import recompute_in_backward
 from model import GPT, GPTConfig
 
 SMALL = GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=64, vocab_size=512)

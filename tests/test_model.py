@@ -4,8 +4,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from gptsuite.optim import build_optimizer
-from gptsuite.training import TrainConfig
+from gptsuite.optim import OptimConfig, build_optimizer
 from model import GPT, GPTConfig
 
 TINY = dict(block_size=16, vocab_size=65, n_layer=2, n_head=4, n_embd=32)
@@ -71,7 +70,7 @@ def test_overfits_one_batch():
     model = tiny()
     x = torch.randint(0, 65, (4, 16))
     y = torch.roll(x, -1, dims=1)
-    opt = build_optimizer(model, TrainConfig(weight_decay=0.0, learning_rate=3e-3), "cpu")
+    opt = build_optimizer(model, OptimConfig(weight_decay=0.0, learning_rate=3e-3), "cpu")
     for _ in range(150):
         _, loss = model(x, y)
         opt.zero_grad()
@@ -82,7 +81,7 @@ def test_overfits_one_batch():
 
 def test_optimizer_groups_decay_only_matrices():
     model = tiny()
-    opt = build_optimizer(model, TrainConfig(weight_decay=0.1, learning_rate=1e-3), "cpu")
+    opt = build_optimizer(model, OptimConfig(weight_decay=0.1, learning_rate=1e-3), "cpu")
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 0.1 and all(p.dim() >= 2 for p in decay["params"])
     assert no_decay["weight_decay"] == 0.0 and all(p.dim() < 2 for p in no_decay["params"])

@@ -17,17 +17,17 @@ from test_novelty import brute_longest
 from torch import nn
 
 import sample
-from conftest import TINY_MODEL_ARGS
+from conftest import TINY_MODEL_ARGS, train_config, train_step
 from eval import main as eval_main
 from export import main as export_main
 from gptsuite.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from gptsuite.datafiles import load_meta, open_split
 from gptsuite.errors import UserError
 from gptsuite.flops import model_flops_per_token
-from gptsuite.optim import Optimizers, build_optimizer, set_lr
+from gptsuite.optim import OptimConfig, Optimizers, build_optimizer, get_lr, set_lr
 from gptsuite.runtime import Runtime
+from gptsuite.settings import TrainConfig, check_train_config
 from gptsuite.tokenizer import GPT2_META, CharTokenizer
-from gptsuite.training import TrainConfig, check_train_config, get_lr, train_step
 from model import GPT, GPTConfig, apply_rotary, rotary_tables
 from tools.novelty import main as novelty_main
 from train import main as train_main
@@ -197,14 +197,14 @@ def test_flops_per_token_matches_a_flop_counter(arch):
 
 
 def muon_config(**kw) -> TrainConfig:
-    return TrainConfig(
+    return train_config(
         **{"optimizer": "muon", "learning_rate": 1e-3, "muon_lr": 0.02, "weight_decay": 0.1, "warmup_iters": 10, "lr_decay_iters": 100, "min_lr": 1e-4, **kw}
     )
 
 
 def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
     model = modern(bias=True)  # biases too: 1-D, so AdamW's
-    opt = build_optimizer(model, muon_config(), "cpu")
+    opt = build_optimizer(model, muon_config().optim, "cpu")
     assert isinstance(opt, Optimizers) and set(opt.optimizers) == {"muon", "adamw"}
     muon, adamw = opt.optimizers["muon"], opt.optimizers["adamw"]
     assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
@@ -227,13 +227,13 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
     assert no_decay["weight_decay"] == 0.0
 
     cfg = muon_config()
-    set_lr(opt, get_lr(cfg.warmup_iters, cfg))  # the peak
+    set_lr(opt, get_lr(cfg.schedule.warmup_iters, cfg.schedule, cfg.optim.learning_rate))  # the peak
     assert all(g["lr"] == pytest.approx(0.02, rel=1e-12) for g in muon.param_groups)
     assert all(g["lr"] == pytest.approx(1e-3, rel=1e-12) for g in adamw.param_groups)
-    set_lr(opt, get_lr(cfg.lr_decay_iters, cfg))  # the end: min_lr = learning_rate / 10, so Muon's is a tenth of its peak too
+    set_lr(opt, get_lr(cfg.schedule.lr_decay_iters, cfg.schedule, cfg.optim.learning_rate))  # the end: min_lr = learning_rate / 10, so Muon's is a tenth of its peak too
     assert all(g["lr"] == pytest.approx(0.002, rel=1e-12) for g in muon.param_groups)
     assert all(g["lr"] == pytest.approx(1e-4, rel=1e-12) for g in adamw.param_groups)
-    plain = build_optimizer(modern(), TrainConfig(learning_rate=1e-3), "cpu")  # optimizer='adamw': one AdamW, as before
+    plain = build_optimizer(modern(), OptimConfig(learning_rate=1e-3), "cpu")  # optimizer='adamw': one AdamW, as before
     assert type(plain) is torch.optim.AdamW
 
 
@@ -253,8 +253,8 @@ def steps(model: GPT, opt, batches: list[tuple]) -> None:
 def test_muon_state_dict_round_trips_bit_for_bit():
     cfg = muon_config()
     model = modern()
-    opt = build_optimizer(model, cfg, "cpu")
-    set_lr(opt, cfg.learning_rate)
+    opt = build_optimizer(model, cfg.optim, "cpu")
+    set_lr(opt, cfg.optim.learning_rate)
     steps(model, opt, sgd_batches(0, 3))  # momentum buffers and Adam moments that matter
     buf = io.BytesIO()
     torch.save(opt.state_dict(), buf)  # as a checkpoint holds it
@@ -266,8 +266,8 @@ def test_muon_state_dict_round_trips_bit_for_bit():
     for name in ("loaded", "fresh"):
         other = modern(seed=1)
         other.load_state_dict(model.state_dict())
-        other_opt = build_optimizer(other, cfg, "cpu")
-        set_lr(other_opt, cfg.learning_rate)
+        other_opt = build_optimizer(other, cfg.optim, "cpu")
+        set_lr(other_opt, cfg.optim.learning_rate)
         if name == "loaded":
             other_opt.load_state_dict(state)
         copies[name] = other, other_opt
@@ -278,7 +278,7 @@ def test_muon_state_dict_round_trips_bit_for_bit():
     for (n, p), q in zip(model.named_parameters(), loaded.parameters(), strict=True):
         assert torch.equal(p, q), n
     assert not all(torch.equal(p, r) for p, r in zip(model.parameters(), fresh.parameters(), strict=True))  # the state mattered
-    with pytest.raises(ValueError):  # an AdamW run's state is not a Muon run's: train_state turns this into a clear error
+    with pytest.raises(ValueError):  # an AdamW run's state is not a Muon run's: start.py turns this into a clear error
         copies["fresh"][1].load_state_dict(state["adamw"])
 
 
@@ -286,15 +286,15 @@ def test_muon_state_dict_round_trips_bit_for_bit():
 
 
 def test_wsd_schedule_by_hand():
-    cfg = TrainConfig(lr_schedule="wsd", learning_rate=1.0, min_lr=0.1, warmup_iters=10, lr_decay_iters=100, cooldown_frac=0.4)
+    cfg = train_config(lr_schedule="wsd", learning_rate=1.0, min_lr=0.1, warmup_iters=10, lr_decay_iters=100, cooldown_frac=0.4)
     # warmup to 1.0 over 10 iterations ((it + 1) / 11), constant until 60 = 100 - 0.4 * 100, then a
     # straight line from 1.0 at 60 to 0.1 at 100, then 0.1
     expected = {0: 1 / 11, 4: 5 / 11, 9: 10 / 11, 10: 1.0, 35: 1.0, 59: 1.0, 60: 1.0, 70: 0.775, 80: 0.55, 90: 0.325, 99: 0.1225, 100: 0.1, 150: 0.1}
     for it, lr in expected.items():
-        assert get_lr(it, cfg) == pytest.approx(lr, rel=1e-12), it
+        assert get_lr(it, cfg.schedule, cfg.optim.learning_rate) == pytest.approx(lr, rel=1e-12), it
     # all of it a cooldown: from the end of warmup (10) straight down to 0.1 at 110
-    whole = TrainConfig(lr_schedule="wsd", learning_rate=1.0, min_lr=0.1, warmup_iters=10, lr_decay_iters=110, cooldown_frac=1.0)
-    assert [get_lr(it, whole) for it in (10, 60, 110)] == pytest.approx([1.0, 0.55, 0.1], rel=1e-12)
+    whole = train_config(lr_schedule="wsd", learning_rate=1.0, min_lr=0.1, warmup_iters=10, lr_decay_iters=110, cooldown_frac=1.0)
+    assert [get_lr(it, whole.schedule, whole.optim.learning_rate) for it in (10, 60, 110)] == pytest.approx([1.0, 0.55, 0.1], rel=1e-12)
 
 
 # g. resume: the optimizer must stay what it was
@@ -398,8 +398,8 @@ def optimizer_state(opt: Optimizers) -> dict:
 def test_a_non_finite_step_leaves_weights_and_muon_momentum(bad: str):
     cfg = muon_config()
     model = modern()
-    opt = build_optimizer(model, cfg, "cpu")
-    set_lr(opt, cfg.learning_rate)
+    opt = build_optimizer(model, cfg.optim, "cpu")
+    set_lr(opt, cfg.optim.learning_rate)
     steps(model, opt, sgd_batches(0, 3))  # momentum buffers and moments, not zeros
     reference = copy.deepcopy((model, opt))  # the run that never saw the bad step
     weights, state = copy.deepcopy(model.state_dict()), optimizer_state(opt)
@@ -412,7 +412,7 @@ def test_a_non_finite_step_leaves_weights_and_muon_momentum(bad: str):
         p = model.transformer.h[0].mlp.c_fc.weight if "Muon" in bad else model.lm_head.weight
         handle = p.register_hook(lambda g: g * math.inf)
     batch, later = sgd_batches(5, 2)
-    loss, stepped, _, _ = train_step(target, opt, torch.amp.GradScaler("cpu", enabled=False), batch, iter([later]), 1, 1.0, CPU)
+    stepped = train_step(target, opt, torch.amp.GradScaler("cpu", enabled=False), [batch, later], 1, 1.0, CPU)[0].stepped
     if handle:
         handle.remove()
     assert not stepped
@@ -434,8 +434,8 @@ def test_a_non_finite_step_leaves_weights_and_muon_momentum(bad: str):
 
 def test_iterations_past_a_decay_to_zero_are_refused(tmp_path: Path):
     """Resuming a wsd run that decayed to min_lr=0 with only a larger --max_iters would train at lr 0."""
-    cfg = TrainConfig(out_dir=str(tmp_path), min_lr=0.0, max_iters=400, lr_decay_iters=350)
+    cfg = train_config(out_dir=str(tmp_path), min_lr=0.0, max_iters=400, lr_decay_iters=350)
     with pytest.raises(UserError, match=r"lr_decay_iters=350, where the learning rate reaches min_lr=0.*--lr_decay_iters=400"):
         check_train_config(cfg)
-    check_train_config(TrainConfig(out_dir=str(tmp_path), min_lr=0.0, max_iters=400, lr_decay_iters=400))  # decays to 0 at the end: fine
-    check_train_config(TrainConfig(out_dir=str(tmp_path), min_lr=1e-4, max_iters=400, lr_decay_iters=350))  # nanoGPT's: a floor above 0
+    check_train_config(train_config(out_dir=str(tmp_path), min_lr=0.0, max_iters=400, lr_decay_iters=400))  # decays to 0 at the end: fine
+    check_train_config(train_config(out_dir=str(tmp_path), min_lr=1e-4, max_iters=400, lr_decay_iters=350))  # nanoGPT's: a floor above 0

@@ -6,11 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_MODEL_ARGS, run_entry
+from conftest import TINY_MODEL_ARGS, run_entry, train_config
 from gptsuite.checkpoint import load_checkpoint
 from gptsuite.errors import UserError
 from gptsuite.runtime import Runtime, native_bf16
-from gptsuite.training import TrainConfig
 from model import GPT, GPTConfig
 from train import main, train
 
@@ -66,9 +65,9 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
 
 
 def test_accumulation_steps_must_divide_across_ranks(tmp_path: Path):
-    rt = Runtime("cpu", "cpu", "float32", ddp=True, rank=0, world_size=4)
+    rt = Runtime("cpu", "cpu", "float32", distributed=True, rank=0, world_size=4)
     with pytest.raises(UserError, match="gradient_accumulation_steps=6 .* multiple of 4"):
-        train(TrainConfig(gradient_accumulation_steps=6, out_dir=str(tmp_path)), rt)
+        train(train_config(gradient_accumulation_steps=6, out_dir=str(tmp_path)), rt)
 
 
 def test_mixed_precision_training_on_cpu(tmp_path: Path, char_dataset: Path):

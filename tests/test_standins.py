@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from conftest import TINY_MODEL_ARGS
+from conftest import TINY_MODEL_ARGS, train_step
 from gptsuite import runtime
 from gptsuite import tokenizer as tokenizers
 from gptsuite.checkpoint import rng_state, set_rng_state
@@ -22,9 +22,10 @@ from gptsuite.datafiles import load_meta
 from gptsuite.errors import UserError
 from gptsuite.evaluation import evaluate
 from gptsuite.generate import generate_texts
-from gptsuite.optim import build_optimizer
+from gptsuite.objectives import MicroBatches, Objective, Stepper
+from gptsuite.optim import OptimConfig, build_optimizer
 from gptsuite.runtime import Runtime, setup_runtime, teardown_runtime
-from gptsuite.training import TrainConfig, train_step
+from gptsuite.settings import TrainConfig
 from hostsync import HostSyncs
 from model import GPT, GPTConfig
 from train import main, train
@@ -127,16 +128,17 @@ def batch(seed: int) -> tuple:
 
 def test_float16_overflow_with_fused_adamw_skips_the_update_and_lowers_the_scale():
     model = tiny_model()
-    optimizer = build_optimizer(model, TrainConfig(), "cpu")
+    optimizer = build_optimizer(model, OptimConfig(), "cpu")
     assert optimizer.defaults["fused"]
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
-    ok, *_ = train_step(model, optimizer, scaler, batch(1), iter([batch(2)]), 1, 1.0, CPU_FP16)
+    ok = train_step(model, optimizer, scaler, [batch(1), batch(2)], 1, 1.0, CPU_FP16)[0].stepped
     assert ok and scaler.get_scale() == 2.0**16  # a good step: the Adam state exists now
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     adam = {(i, k): v.clone() for i, s in optimizer.state_dict()["state"].items() for k, v in s.items()}
 
     handle = model.lm_head.weight.register_hook(lambda g: g * math.inf)  # the scaled gradient overflows
-    loss, ok, _, _ = train_step(model, optimizer, scaler, batch(3), iter([batch(4)]), 1, 1.0, CPU_FP16)
+    result = train_step(model, optimizer, scaler, [batch(3), batch(4)], 1, 1.0, CPU_FP16)[0]
+    loss, ok = result.loss, result.stepped
     handle.remove()
     assert math.isfinite(loss) and ok  # a finite loss: not a bad step for the NaN guard
     assert scaler.get_scale() == 2.0**15  # the scaler lowered its scale
@@ -149,13 +151,13 @@ def test_float16_overflow_with_fused_adamw_skips_the_update_and_lowers_the_scale
 def test_a_bad_float16_step_keeps_the_loss_scale():
     """A non-finite loss is the NaN guard's: the scale it saves is the one from before."""
     model = tiny_model()
-    optimizer = build_optimizer(model, TrainConfig(), "cpu")
+    optimizer = build_optimizer(model, OptimConfig(), "cpu")
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
-    train_step(model, optimizer, scaler, batch(1), iter([batch(2)]), 1, 1.0, CPU_FP16)
+    train_step(model, optimizer, scaler, [batch(1), batch(2)], 1, 1.0, CPU_FP16)
     before = scaler.state_dict()
     forward = model.forward
     model.forward = lambda x, y: (None, forward(x, y)[1] * math.nan)
-    _, ok, _, _ = train_step(model, optimizer, scaler, batch(3), iter([batch(4)]), 1, 1.0, CPU_FP16)
+    ok = train_step(model, optimizer, scaler, [batch(3), batch(4)], 1, 1.0, CPU_FP16)[0].stepped
     assert not ok and scaler.state_dict() == before
 
 
@@ -198,7 +200,7 @@ def test_one_read_of_the_device_per_training_step(tmp_path: Path, char_dataset: 
         from configurator import parse_config
 
         cfg = parse_config(TrainConfig(), [*args, f"--out_dir={tmp_path / str(steps)}", f"--max_iters={steps}"])
-        rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed, cfg.backend)
+        rt = setup_runtime(cfg.system.device, cfg.system.dtype, cfg.system.seed, cfg.system.backend)
         try:
             train(cfg, rt)
         finally:
@@ -294,13 +296,13 @@ def test_three_iterations_with_compile_on_cuda(tmp_path: Path, char_dataset: Pat
 def test_float16_overflow_on_cuda():
     rt = Runtime("cuda:0", "cuda", "float16")
     model = tiny_model().cuda()
-    optimizer = build_optimizer(model, TrainConfig(), "cuda")
+    optimizer = build_optimizer(model, OptimConfig(), "cuda")
     scaler = torch.amp.GradScaler("cuda", init_scale=2.0**16)
     on_gpu = lambda b: tuple(t.cuda() for t in b)  # noqa: E731
-    train_step(model, optimizer, scaler, on_gpu(batch(1)), iter([on_gpu(batch(2))]), 1, 1.0, rt)
+    train_step(model, optimizer, scaler, [on_gpu(batch(1)), on_gpu(batch(2))], 1, 1.0, rt)
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     handle = model.lm_head.weight.register_hook(lambda g: g * math.inf)
-    _, ok, _, _ = train_step(model, optimizer, scaler, on_gpu(batch(3)), iter([on_gpu(batch(4))]), 1, 1.0, rt)
+    ok = train_step(model, optimizer, scaler, [on_gpu(batch(3)), on_gpu(batch(4))], 1, 1.0, rt)[0].stepped
     handle.remove()
     assert ok and scaler.get_scale() == 2.0**15
     assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
@@ -323,18 +325,18 @@ def test_syncs_per_step_and_per_token_on_cuda(tmp_path: Path, char_dataset: Path
     """torch's sync debug mode warns at every sync: one per training step, one per decoded token."""
     rt = Runtime("cuda:0", "cuda", "bfloat16" if runtime.native_bf16("cuda:0") else "float16")
     model = tiny_model().cuda()
-    optimizer = build_optimizer(model, TrainConfig(), "cuda")
+    optimizer = build_optimizer(model, OptimConfig(), "cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=rt.dtype == "float16")
-    batches = iter([tuple(t.cuda() for t in batch(i)) for i in range(20)])
-    first = next(batches)
-    first = train_step(model, optimizer, scaler, first, batches, 1, 1.0, rt)[3]  # warm-up
+    micro = MicroBatches(iter([tuple(t.cuda() for t in batch(i)) for i in range(20)]))
+    stepper = Stepper(model, Objective(None), optimizer, scaler, 1, 1.0, rt)
+    stepper.step(micro)  # warm-up
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("warn")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             for _ in range(4):
-                first = train_step(model, optimizer, scaler, first, batches, 1, 1.0, rt)[3]
+                stepper.step(micro)
             steps = len(caught)
             tok = tokenizers.from_meta(load_meta(char_dataset)["tokenizer"])
             cfg = SimpleNamespace(stop_at_eot=True, stop="", max_new_tokens=10, use_cache=True, temperature=0.8, top_k=5, top_p=0.9)

@@ -6,7 +6,7 @@ import torch
 from conftest import TINY_MODEL_ARGS, run_entry
 from gptsuite.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from gptsuite.errors import UserError
-from gptsuite.training import TrainConfig, get_lr
+from gptsuite.optim import ScheduleConfig, get_lr
 from model import GPT, GPTConfig
 from train import main as train_main
 
@@ -23,13 +23,13 @@ TINY_ARGS = [
 
 
 def test_lr_schedule_endpoints():
-    cfg = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, lr_decay_iters=100)
-    assert get_lr(0, cfg) == pytest.approx(1e-3 / 11)
-    assert get_lr(9, cfg) < get_lr(10, cfg) == pytest.approx(1e-3)
-    assert get_lr(55, cfg) == pytest.approx(1e-4 + 0.5 * (1e-3 - 1e-4))
-    assert get_lr(100, cfg) == pytest.approx(1e-4) and get_lr(10_000, cfg) == pytest.approx(1e-4)
-    assert all(get_lr(i, cfg) >= get_lr(i + 1, cfg) for i in range(10, 200))
-    assert get_lr(5, TrainConfig(decay_lr=False, learning_rate=3e-4)) == 3e-4
+    s = ScheduleConfig(min_lr=1e-4, warmup_iters=10, lr_decay_iters=100)
+    assert get_lr(0, s, 1e-3) == pytest.approx(1e-3 / 11)
+    assert get_lr(9, s, 1e-3) < get_lr(10, s, 1e-3) == pytest.approx(1e-3)
+    assert get_lr(55, s, 1e-3) == pytest.approx(1e-4 + 0.5 * (1e-3 - 1e-4))
+    assert get_lr(100, s, 1e-3) == pytest.approx(1e-4) and get_lr(10_000, s, 1e-3) == pytest.approx(1e-4)
+    assert all(get_lr(i, s, 1e-3) >= get_lr(i + 1, s, 1e-3) for i in range(10, 200))
+    assert get_lr(5, ScheduleConfig(decay_lr=False), 3e-4) == 3e-4
 
 
 def test_checkpoint_round_trip_gives_identical_logits(tmp_path: Path):

@@ -21,7 +21,7 @@ import torch
 
 from configurator import option, parse_config, print_config
 from gptsuite import tokenizer as tokenizers
-from gptsuite.datafiles import load_meta, open_split, resolve_data_dir
+from gptsuite.datafiles import load_meta, open_split, resolve_data_dir, token_dtype
 from gptsuite.errors import cli
 from gptsuite.evaluation import evaluate, token_byte_lengths
 from gptsuite.loading import load_model
@@ -61,7 +61,7 @@ def main(argv: list[str]) -> None:
     data_dir = resolve_data_dir(cfg.data_dir, trained_on=loaded.train_config)
     meta = load_meta(data_dir)
     tok = tokenizers.from_meta(meta["tokenizer"])
-    data = open_split(data_dir, cfg.split, meta.get("dtype", "uint16"))
+    data = open_split(data_dir, cfg.split, token_dtype(meta))
     data = data[: cfg.max_tokens] if cfg.max_tokens else data
     model = loaded.model.to(rt.device)
     block = model.config.block_size

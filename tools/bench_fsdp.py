@@ -18,8 +18,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from configurator import option, parse_config
+from configurator import flatten, option, parse_config, part
 from gptsuite.errors import UserError, cli
+from model import GPTConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,15 +30,12 @@ class BenchFsdpConfig:
     nproc: int = option(2, gt=0)  # processes (GPUs) per variant
     device: str = "cpu"  # cpu (gloo) or cuda (nccl)
     dtype: str = "float32"  # float32, or bfloat16 (FSDP computes in it, reduces and keeps master weights in fp32)
-    n_layer: int = option(12, gt=0)  # GPT-2 124M's shape by default
-    n_head: int = option(12, gt=0)
-    n_embd: int = option(768, gt=0)
-    block_size: int = option(256, gt=0)
     batch_size: int = option(1, gt=0)  # micro-batch per process
     warmup_steps: int = option(1, ge=0)
     timed_steps: int = option(3, gt=0)
     repeats: int = option(2, gt=0)  # runs of each variant, alternating
     threads: int = option(0, ge=0)  # torch threads per process; 0: cores / nproc
+    model: GPTConfig = part(GPTConfig, hide=("vocab_size", "dropout", "bias", "arch"), block_size=256)  # GPT-2 124M's shape by default
 
 
 HELD = re.compile(r"held per rank: parameters ([\d.]+) MiB, gradients ([\d.]+) MiB, optimizer state ([\d.]+) MiB, total ([\d.]+) MiB")
@@ -46,7 +44,9 @@ SPEED = re.compile(r"([\d.]+) ms/iter, ([\d,]+) tokens/s")
 
 def run_variant(cfg: BenchFsdpConfig, parallel: str) -> dict:
     threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.nproc)
-    args = [f"--{k}={getattr(cfg, k)}" for k in ("device", "dtype", "n_layer", "n_head", "n_embd", "block_size", "batch_size", "warmup_steps", "timed_steps")]
+    values = flatten(cfg)
+    args = [f"--{k}={values[k]}" for k in ("device", "dtype", "n_layer", "n_head", "n_embd", "block_size", "batch_size", "warmup_steps", "timed_steps")]
+    args.append(f"--gradient_accumulation_steps={cfg.nproc}")  # one micro-batch per process
     cmd = [
         sys.executable,
         "-m",
@@ -77,7 +77,7 @@ def main(argv: list[str]) -> None:
             print(f"{parallel}: {runs[parallel][-1]}", flush=True)
     best = {p: max(rs, key=lambda r: r["tokens_per_s"]) for p, rs in runs.items()}
     print(
-        f"\n{cfg.nproc} processes, n_layer={cfg.n_layer} n_head={cfg.n_head} n_embd={cfg.n_embd}, {cfg.nproc} x {cfg.batch_size} x {cfg.block_size} tokens per step, "
+        f"\n{cfg.nproc} processes, n_layer={cfg.model.n_layer} n_head={cfg.model.n_head} n_embd={cfg.model.n_embd}, {cfg.nproc} x {cfg.batch_size} x {cfg.model.block_size} tokens per step, "
         f"{cfg.device} {cfg.dtype}; load {load:.2f} before, {os.getloadavg()[0]:.2f} after; tokens/s: the best of {cfg.repeats}\n"
     )
     print("| per rank | parameters MiB | gradients MiB | optimizer MiB | total MiB | tokens/s |")

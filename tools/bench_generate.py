@@ -22,22 +22,17 @@ from dataclasses import dataclass
 
 import torch
 
-from configurator import option, parse_config, print_config
+from configurator import option, parse_config, part, print_config
 from gptsuite.errors import UserError, cli
-from gptsuite.loading import load_model, model_config
+from gptsuite.loading import load_model
 from gptsuite.runtime import DTYPE_CHOICES, Runtime, setup_runtime
 from model import GPT, GPTConfig
 
 
 @dataclass
 class BenchGenerateConfig:
-    # the model's shape (GPT-2 124M by default), when no out_dir is given
-    n_layer: int = option(GPTConfig.n_layer, gt=0)
-    n_head: int = option(GPTConfig.n_head, gt=0)
-    n_embd: int = option(GPTConfig.n_embd, gt=0)
-    block_size: int = option(GPTConfig.block_size, gt=0)
-    vocab_size: int = option(GPTConfig.vocab_size, gt=0)
-    out_dir: str = ""  # benchmark this training run's model instead of a random one
+    out_dir: str = ""  # benchmark this training run's model instead of a random one of the shape below
+    model: GPTConfig = part(GPTConfig, hide=("dropout",))  # GPT-2 124M's by default
     # what to time
     prompt_tokens: int = option(16, gt=0)  # random prompt tokens before generating
     new_tokens: tuple = (128, 512)  # tokens generated per call, one setting each
@@ -67,7 +62,7 @@ def main(argv: list[str]) -> None:
     if not cfg.new_tokens or not cfg.batch_sizes or min(*cfg.new_tokens, *cfg.batch_sizes) <= 0:
         raise UserError("new_tokens and batch_sizes must be non-empty tuples of positive numbers, e.g. --new_tokens=(128,)")
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
-    model = load_model("resume", cfg.out_dir).model if cfg.out_dir else GPT(model_config(cfg))
+    model = load_model("resume", cfg.out_dir).model if cfg.out_dir else GPT(cfg.model)
     model.eval().to(rt.device)
     if cfg.prompt_tokens + max(cfg.new_tokens) > model.config.block_size:
         print(f"note: prompt + new tokens exceed block_size {model.config.block_size}: past it both modes recompute the window each step")

@@ -24,6 +24,7 @@ Everything goes into a temporary folder, removed at the end unless --keep=True. 
 depend on how busy the machine is: the load average is printed before and after.
 """
 
+import dataclasses
 import os
 import random
 import shutil
@@ -36,17 +37,15 @@ from pathlib import Path
 
 import torch
 
-from configurator import option, parse_config, print_config
+from configurator import option, parse_config, part, print_config
 from gptsuite.datafiles import TextCorpus
 from gptsuite.errors import UserError, cli
 from gptsuite.hf_export import export_hf
-from gptsuite.loading import model_config
-from gptsuite.lora import LORA_BIAS, LoraSettings, adapt, trainable_counts
+from gptsuite.lora import LoraConfig, adapt, trainable_counts
 from gptsuite.metrics import read_metrics
 from gptsuite.pipeline import prepare_text
 from gptsuite.sources import load_dataset_module
 from gptsuite.tokenizer import GPT2_META, GPT2_VOCAB_SIZE
-from gptsuite.training import TrainConfig
 from model import GPT, GPTConfig
 
 ROOT = Path(__file__).resolve().parents[1]  # where train.py is
@@ -54,17 +53,9 @@ ROOT = Path(__file__).resolve().parents[1]  # where train.py is
 
 @dataclass
 class BenchLoraConfig:
-    # the base: random weights in this shape (GPT-2 124M by default), bias=True, GPT-2's vocabulary
-    n_layer: int = option(GPTConfig.n_layer, gt=0)
-    n_head: int = option(GPTConfig.n_head, gt=0)
-    n_embd: int = option(GPTConfig.n_embd, gt=0)
-    block_size: int = option(GPTConfig.block_size, gt=0)  # the base's context (its position embeddings)
-    # the adapters: train.py's LoRA settings
-    lora_rank: int = option(8, gt=0)  # the adapters' rank
-    lora_alpha: float = option(TrainConfig.lora_alpha, gt=0)  # their output is scaled by lora_alpha / lora_rank
-    lora_dropout: float = option(TrainConfig.lora_dropout, ge=0, lt=1)  # dropout on their input
-    lora_targets: str = TrainConfig.lora_targets  # comma-separated Linear names to adapt
-    lora_bias: str = option(TrainConfig.lora_bias, choices=LORA_BIAS)  # which biases train too
+    # the base: random weights of this shape (GPT-2 124M by default), bias=True, GPT-2's vocabulary
+    model: GPTConfig = part(GPTConfig, hide=("vocab_size", "dropout", "bias", "arch"), vocab_size=GPT2_VOCAB_SIZE, bias=True)
+    lora: LoraConfig = part(LoraConfig, rank=8)  # the adapters: train.py's LoRA settings (lora_rank > 0)
     # each training run: python train.py on the CPU, in its own process
     max_iters: int = option(6, ge=2)  # steps per run; ms/iter is the median of all but the first
     batch_size: int = option(1, gt=0)  # sequences per step
@@ -89,18 +80,18 @@ class Run:
     ms_per_iter: float
 
 
-def param_counts(cfg: BenchLoraConfig, lora: LoraSettings | None) -> tuple[int, int]:
+def param_counts(cfg: BenchLoraConfig, lora: LoraConfig | None) -> tuple[int, int]:
     """(trainable, all) parameters of the model a run trains (the base cropped to train_block_size,
     with adapters if lora), counted as train.py counts them; on the meta device: no memory."""
     with torch.device("meta"):
-        model = GPT(model_config(cfg, vocab_size=GPT2_VOCAB_SIZE, bias=True, block_size=cfg.train_block_size))
+        model = GPT(dataclasses.replace(cfg.model, block_size=cfg.train_block_size))
     return trainable_counts(adapt(model, lora) if lora else model)
 
 
 def write_base(cfg: BenchLoraConfig, dest: Path) -> Path:
     """A GPT of the configured shape with random weights as a Hugging Face folder, for --init_from."""
     torch.manual_seed(cfg.seed)
-    export_hf(GPT(model_config(cfg, vocab_size=GPT2_VOCAB_SIZE, bias=True)), dict(GPT2_META), dest)
+    export_hf(GPT(cfg.model), dict(GPT2_META), dest)
     return dest
 
 
@@ -142,7 +133,7 @@ def run_measured(cmd: list[str], log: Path) -> tuple[int, int]:
     return code, rss if sys.platform == "darwin" else rss * 1024
 
 
-def train_args(cfg: BenchLoraConfig, base: Path, data: Path, out_dir: Path, lora: LoraSettings | None) -> list[str]:
+def train_args(cfg: BenchLoraConfig, base: Path, data: Path, out_dir: Path, lora: LoraConfig | None) -> list[str]:
     """train.py's flags for a run from base on data, evaluating (one batch) and saving once, at the end."""
     args = [
         f"--init_from={base}",
@@ -166,13 +157,13 @@ def train_args(cfg: BenchLoraConfig, base: Path, data: Path, out_dir: Path, lora
             f"--lora_rank={lora.rank}",
             f"--lora_alpha={lora.alpha}",
             f"--lora_dropout={lora.dropout}",
-            f"--lora_targets={','.join(lora.targets)}",
+            f"--lora_targets={lora.targets}",
             f"--lora_bias={lora.bias}",
         ]
     return args
 
 
-def train_run(cfg: BenchLoraConfig, base: Path, data: Path, out_dir: Path, lora: LoraSettings | None) -> tuple[int, int, float]:
+def train_run(cfg: BenchLoraConfig, base: Path, data: Path, out_dir: Path, lora: LoraConfig | None) -> tuple[int, int, float]:
     """One `python train.py` from base (LoRA if lora, else full fine-tuning) into out_dir: the size
     of its ckpt.pt, its peak RSS (bytes) and its median ms/iter after the first step."""
     log = out_dir.with_suffix(".log")
@@ -188,10 +179,12 @@ def train_run(cfg: BenchLoraConfig, base: Path, data: Path, out_dir: Path, lora:
 
 def bench(cfg: BenchLoraConfig, folder: Path) -> list[Run]:
     """Write the base and the data into folder, then train full fine-tuning and LoRA from them, one after the other."""
-    if cfg.train_block_size > cfg.block_size:
-        raise UserError(f"train_block_size={cfg.train_block_size} is longer than the base's context, block_size={cfg.block_size}; lower it")
-    lora = LoraSettings.from_config(cfg)
-    variants = {"full": ("full fine-tuning", None), "lora": (f"LoRA rank {lora.rank} ({','.join(lora.targets)})", lora)}
+    if cfg.train_block_size > cfg.model.block_size:
+        raise UserError(f"train_block_size={cfg.train_block_size} is longer than the base's context, block_size={cfg.model.block_size}; lower it")
+    if not cfg.lora.rank:
+        raise UserError("lora_rank=0 is full fine-tuning, which this benchmark runs anyway; pass --lora_rank=8 (or another rank) to compare LoRA with it")
+    lora = cfg.lora
+    variants = {"full": ("full fine-tuning", None), "lora": (f"LoRA rank {lora.rank} ({lora.targets})", lora)}
     counts = {key: param_counts(cfg, settings) for key, (_, settings) in variants.items()}  # refuses bad lora_targets before the slow part
     base, data = write_base(cfg, folder / "base"), write_data(cfg, folder / "data")
     runs = []

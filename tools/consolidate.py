@@ -15,8 +15,8 @@ from pathlib import Path
 
 from configurator import parse_config
 from gptsuite.checkpoint import CKPT_NAME, load_checkpoint
+from gptsuite.checkpointer import consolidate
 from gptsuite.errors import cli
-from gptsuite.train_state import consolidate
 
 
 @dataclass

@@ -8,9 +8,10 @@ training run under DDP and under FSDP (the rules: gptsuite/memory.py). Nothing i
     python -m tools.memory --table=True --batch_size=8     # gpt2 .. gpt2-xl on 1, 2 and 8 GPUs: docs/scaling.md's table
 """
 
+import dataclasses
 from dataclasses import dataclass
 
-from configurator import option, parse_config
+from configurator import option, parse_config, part
 from gptsuite.errors import UserError, cli
 from gptsuite.memory import estimate, memory_table
 from model import GPTConfig
@@ -26,25 +27,23 @@ SHAPES = {  # GPT-2's published shapes (n_layer, n_head, n_embd), so no weights 
 @dataclass
 class MemoryConfig:
     init_from: str = ""  # gpt2, gpt2-medium, gpt2-large, gpt2-xl; else the shape below
-    n_layer: int = option(12, gt=0)
-    n_head: int = option(12, gt=0)
-    n_embd: int = option(768, gt=0)
-    vocab_size: int = option(50304, gt=0)
     nproc: int = option(1, gt=0)  # GPUs (torchrun processes)
     batch_size: int = option(4, gt=0)  # micro-batch per GPU
-    block_size: int = option(1024, gt=0)
     dtype: str = option("bfloat16", choices=("float32", "bfloat16", "float16"))
     optimizer: str = option("adamw", choices=("adamw", "muon"))
     activation_checkpointing: bool = False
     lora_rank: int = option(0, ge=0)  # > 0: adapters of this rank on c_attn, c_proj, c_fc; the base frozen
+    model: GPTConfig = part(GPTConfig, hide=("dropout", "bias", "arch"))  # the shape, when init_from names none
     table: bool = False  # print the table for GPT-2's sizes on 1, 2 and 8 GPUs instead (with this batch_size, block_size, dtype)
 
 
 def config_of(cfg: MemoryConfig, name: str = "") -> GPTConfig:
     if name and name not in SHAPES:
         raise UserError(f"unknown init_from '{name}': use one of {', '.join(SHAPES)}, or set --n_layer, --n_head and --n_embd")
-    n_layer, n_head, n_embd = SHAPES[name] if name else (cfg.n_layer, cfg.n_head, cfg.n_embd)
-    return GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=50257 if name else cfg.vocab_size, block_size=cfg.block_size)
+    if not name:
+        return cfg.model
+    n_layer, n_head, n_embd = SHAPES[name]
+    return dataclasses.replace(cfg.model, n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=50257)
 
 
 def lora_params(config: GPTConfig, rank: int) -> int | None:
@@ -67,7 +66,7 @@ def table(cfg: MemoryConfig) -> str:
         config = config_of(cfg, name)
         for n in (1, 2, 8):
             totals = [
-                estimate(config, n, p, cfg.dtype, cfg.batch_size, cfg.block_size, activation_checkpointing=cfg.activation_checkpointing).total
+                estimate(config, n, p, cfg.dtype, cfg.batch_size, cfg.model.block_size, activation_checkpointing=cfg.activation_checkpointing).total
                 for p in ("ddp", "fsdp")
             ]
             cells = [f"{t / 2**30:.1f} | {' / '.join(fits(t, gb) for gb in cards)}" for t in totals]
@@ -82,7 +81,7 @@ def main(argv: list[str]) -> None:
         return
     config = config_of(cfg, cfg.init_from)
     kw = {"optimizer": cfg.optimizer, "activation_checkpointing": cfg.activation_checkpointing, "trainable": lora_params(config, cfg.lora_rank)}
-    print(memory_table(config, cfg.nproc, cfg.dtype, cfg.batch_size, cfg.block_size, **kw))
+    print(memory_table(config, cfg.nproc, cfg.dtype, cfg.batch_size, cfg.model.block_size, **kw))
 
 
 if __name__ == "__main__":

@@ -1,58 +1,52 @@
-"""Past one GPU's memory: FSDP2 and sharded checkpoints.
+"""How the model runs across torchrun's processes: a whole copy per rank (DDP), or sharded (FSDP2).
 
 parallel='fsdp' (under torchrun) shards each transformer block and then the root (embeddings,
 final norm, head) with torch.distributed.fsdp.fully_shard: every rank keeps 1/world_size of the
 parameters, gradients and AdamW state, and gathers a block's full parameters only while it runs.
 Mixed precision is FSDP2's policy: parameters gathered in bf16 (or fp16) for compute, gradients
 reduced in fp32 into the fp32 master shards. parallel='ddp' (the default) keeps a whole copy per
-rank. Either may recompute each block's activations in backward (activation_checkpointing).
-
-A sharded checkpoint is a folder written with torch.distributed.checkpoint (DCP): each rank
-writes its own shards, rank 0 the metadata (checkpoint.json) and every rank's RNG state
-(rng.pt). DCP records each tensor's global shape, so a checkpoint reloads onto any number of
-processes (2 -> 1, 1 -> 2, 2 -> 4), sharded or not; sample.py, eval.py and export.py read it whole.
+rank. Either may recompute each block's activations in backward (activation_checkpointing), and
+compile the model (whole under DDP, per block under FSDP). Sharded checkpoints: checkpoint.py.
 """
 
 import contextlib
 import functools
+from dataclasses import dataclass
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.checkpoint import checkpoint
 
+from configurator import option
 from gptsuite.errors import UserError
+from gptsuite.optim import OptimConfig, build_optimizer
 from gptsuite.runtime import PTDTYPE, Runtime
 from model import GPT
 
 PARALLEL = ("ddp", "fsdp")
 
 
-def check_parallel(cfg, rt: Runtime) -> None:
-    """What parallel='fsdp' cannot do here, refused before any work, each with the way out."""
+@dataclass
+class ParallelConfig:
+    # parallelism and compile
+    parallel: str = option("ddp", choices=PARALLEL)  # under torchrun: ddp (a whole copy per GPU) or fsdp (parameters, gradients and optimizer state sharded; gptsuite/parallel.py)
+    compile: bool | None = None  # torch.compile; None: on for CUDA, off elsewhere
+    activation_checkpointing: bool = False  # recompute each block's activations in backward: far less activation memory for ~1/3 more compute
+
+
+def check_parallel(cfg: ParallelConfig, rt: Runtime) -> None:
+    """What parallel='fsdp' cannot do in this runtime, refused before any work, with the way out.
+    (What it cannot do with other settings, train.py's check_train_config refuses.)"""
     if cfg.parallel != "fsdp":
         return
-    if not rt.ddp:
+    if not rt.distributed:
         raise UserError(
             "parallel=fsdp shards the model across torchrun's processes; run under torchrun (torchrun --standalone --nproc_per_node=N train.py ...; N=1 works), or pass --parallel=ddp to train unsharded in this process"
         )
-    refusals = [
-        (
-            rt.dtype == "float16",
-            "float16 needs a loss scaler that FSDP's shards do not get here; use --dtype=bfloat16 (GPUs of compute capability 8.0+) or --dtype=float32, or --parallel=ddp",
-        ),
-        (
-            cfg.optimizer != "adamw",
-            f"optimizer={cfg.optimizer}: torch.optim.Muon orthogonalizes whole matrices and does not take FSDP's shards; use --optimizer=adamw or --parallel=ddp",
-        ),
-        (cfg.lora_rank > 0, "LoRA adapters are small enough for DDP: use --parallel=ddp with --lora_rank"),
-        (
-            cfg.hellaswag_interval > 0,
-            "HellaSwag scoring during an FSDP run is not supported; set --hellaswag_interval=0 and score checkpoints with eval.py --task=hellaswag",
-        ),
-    ]
-    for refused, why in refusals:
-        if refused:
-            raise UserError(f"parallel=fsdp: {why}")
+    if rt.dtype == "float16":
+        raise UserError(
+            "parallel=fsdp: float16 needs a loss scaler that FSDP's shards do not get here; use --dtype=bfloat16 (GPUs of compute capability 8.0+) or --dtype=float32, or --parallel=ddp"
+        )
 
 
 def fsdp_module(model) -> bool:
@@ -87,20 +81,33 @@ def shard(model: GPT, rt: Runtime, compile_blocks: bool, activation_checkpointin
     fully_shard(model, mp_policy=policy)
 
 
-def parallelize(model: GPT, rt: Runtime, parallel: str, compile_flag: bool | None, activation_checkpointing: bool) -> torch.nn.Module:
-    """The model the training step runs: under FSDP the model itself, sharded in place (call
-    before the optimizer is built: it must see the shards); otherwise compiled whole if asked and
-    wrapped in DDP under torchrun."""
-    if parallel == "fsdp":
-        shard(model, rt, rt.compiles(compile_flag), activation_checkpointing)
-        return model
-    if activation_checkpointing:
+@dataclass(frozen=True)
+class Placed:
+    """A GPT placed for training: `model` is what the training step runs (compiled, DDP-wrapped,
+    or under FSDP the GPT itself, sharded in place), `raw` the GPT under it, which checkpoints save
+    (no wrapper in its keys). The run's optimizer is built from it, so that under FSDP it holds the
+    shards: there is no other way to get one built before the model is sharded."""
+
+    model: torch.nn.Module
+    raw: GPT
+
+    def build_optimizer(self, cfg: OptimConfig, device_type: str):
+        return build_optimizer(self.raw, cfg, device_type)
+
+
+def parallelize(model: GPT, rt: Runtime, cfg: ParallelConfig) -> Placed:
+    """Under FSDP shard the model in place; otherwise compile it whole if asked and wrap it in DDP
+    under torchrun."""
+    if cfg.parallel == "fsdp":
+        shard(model, rt, rt.compiles(cfg.compile), cfg.activation_checkpointing)
+        return Placed(model, model)
+    if cfg.activation_checkpointing:
         for block in model.transformer.h:
             recompute_in_backward(block)
-    wrapped = rt.maybe_compile(model, compile_flag)
-    if rt.ddp:
+    wrapped = rt.maybe_compile(model, cfg.compile)
+    if rt.distributed:
         wrapped = DDP(wrapped, device_ids=[rt.local_rank] if rt.device_type == "cuda" else None)
-    return wrapped
+    return Placed(wrapped, model)
 
 
 def accumulating(model, last: bool):

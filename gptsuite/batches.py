@@ -1,0 +1,132 @@
+"""A prepared dataset opened for training, and the batches drawn from it.
+
+A batch is a set of random windows of the token memmap: inputs x and next-token targets y. Its
+offsets depend only on (seed, split, batch index), so a batch is the same however many processes
+share the work, and a resumed run draws what the original would have (`Batches.sampler_state`).
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from configurator import option
+from gptsuite.datafiles import DTYPES, check_token_ids, load_meta, open_split, resolve_data_dir, token_dtype
+from gptsuite.errors import UserError
+from gptsuite.runtime import Runtime
+from model import GPT
+
+SPLITS = ("train", "val")
+
+
+@dataclass
+class DataConfig:
+    # data and batches
+    dataset: str = "openwebtext"  # a prepared dataset in data/<dataset>
+    data_dir: str = ""  # the prepared dataset folder itself; default: data/<dataset>
+    gradient_accumulation_steps: int = option(5 * 8, gt=0)  # micro-batches per optimizer step, in all: divided across torchrun's processes
+    batch_size: int = option(12, gt=0)  # micro-batch size per process
+
+    def accum_steps(self, world_size: int) -> int:
+        """Micro-batches per step on each of world_size processes."""
+        if self.gradient_accumulation_steps % world_size:
+            raise UserError(
+                f"gradient_accumulation_steps={self.gradient_accumulation_steps} is not divisible by the {world_size} processes; make it a multiple of {world_size}"
+            )
+        return self.gradient_accumulation_steps // world_size
+
+
+@dataclass
+class TrainingData:
+    """A prepared dataset opened for training: its folder, meta.json and token count."""
+
+    dir: Path
+    meta: dict
+    train_tokens: int
+
+    @property
+    def dtype(self) -> str:
+        return token_dtype(self.meta)
+
+    @property
+    def tokenizer(self) -> dict:
+        return self.meta["tokenizer"]
+
+    def split(self, split: str) -> Path:
+        return self.dir / f"{split}.bin"
+
+    def record(self) -> dict:
+        """What a checkpoint records of the data it was trained on: its folder, source and the sha256
+        of train.bin and val.bin from meta.json (None for data prepared by nanoGPT, which has none)."""
+        return {"dir": str(self.dir), "source": self.meta.get("source"), "sha256": self.meta.get("sha256")}
+
+
+def open_training_data(cfg: DataConfig, block_size: int) -> TrainingData:
+    """The dataset cfg names, each split checked to hold at least one window of block_size + 1."""
+    data_dir = resolve_data_dir(cfg.data_dir, cfg.dataset)
+    meta = load_meta(data_dir)
+    splits = {s: open_split(data_dir, s, token_dtype(meta), min_tokens=block_size + 1) for s in SPLITS}
+    return TrainingData(data_dir, meta, len(splits["train"]))
+
+
+def check_model_fits_data(model: GPT, block_size: int, data: TrainingData) -> None:
+    """Refuse a block_size the model cannot take, or token ids it has no embedding for."""
+    if block_size > model.config.block_size:
+        raise UserError(f"block_size={block_size} is larger than the model's {model.config.block_size}; pass --block_size={model.config.block_size} or less")
+    vocab_size = data.tokenizer["vocab_size"]
+    if model.config.vocab_size < vocab_size:
+        raise UserError(f"the model has {model.config.vocab_size} token ids, fewer than the dataset's {vocab_size}; use a dataset of its tokenizer")
+    for split in SPLITS:
+        check_token_ids(open_split(data.dir, split, data.dtype), vocab_size, data.split(split))
+
+
+def to_device(t: torch.Tensor, rt: Runtime) -> torch.Tensor:
+    return t.pin_memory().to(rt.device, non_blocking=True) if rt.device_type == "cuda" else t.to(rt.device)
+
+
+def get_batch(path: Path, dtype: str, batch_size: int, block_size: int, seed: tuple[int, ...], rt: Runtime):
+    """Batch of random windows from a token memmap: inputs x and next-token targets y, (B, T).
+
+    The offsets depend only on `seed` (e.g. (run seed, split, batch index))."""
+    data = np.memmap(path, dtype=DTYPES[dtype], mode="r")  # re-opened per batch so its pages do not pile up in RSS
+    ix = np.random.default_rng(seed).integers(0, len(data) - block_size, size=batch_size)
+    x = torch.stack([torch.from_numpy(data[i : i + block_size].astype(np.int64)) for i in ix])
+    y = torch.stack([torch.from_numpy(data[i + 1 : i + 1 + block_size].astype(np.int64)) for i in ix])
+    return to_device(x, rt), to_device(y, rt)
+
+
+@dataclass
+class Batches:
+    """The windows a run trains and evaluates on: training micro-batch j of iteration n is drawn
+    from (seed, 0, n * gradient_accumulation_steps + j), eval batch k of a split from (seed, 1 + split, k)."""
+
+    data: TrainingData
+    cfg: DataConfig
+    block_size: int
+    seed: int
+    rt: Runtime
+
+    def batch(self, split: str, seed: tuple[int, ...]):
+        return get_batch(self.data.split(split), self.data.dtype, self.cfg.batch_size, self.block_size, seed, self.rt)
+
+    def train(self, iter_num: int) -> Iterator[tuple]:
+        """Micro-batches from iteration iter_num on. Batch j of an iteration is the same whatever
+        the number of ranks: rank r does micro-steps r*accum_steps ... (r+1)*accum_steps-1."""
+        accum_steps = self.cfg.accum_steps(self.rt.world_size)
+        while True:
+            for micro_step in range(accum_steps):
+                index = iter_num * self.cfg.gradient_accumulation_steps + self.rt.rank * accum_steps + micro_step
+                yield self.batch("train", (self.seed, 0, index))
+            iter_num += 1
+
+    def eval(self, split: str, k: int):
+        """Batch k of a split: the same eval batches every time, so evals compare like with like."""
+        return self.batch(split, (self.seed, 1 + SPLITS.index(split), k))
+
+    def sampler_state(self) -> dict:
+        """What decides the training batches, so a resumed run with the same values draws the same
+        batches as an uninterrupted one."""
+        keys = {"seed": self.seed, "gradient_accumulation_steps": self.cfg.gradient_accumulation_steps, "batch_size": self.cfg.batch_size}
+        return keys | {"block_size": self.block_size, "train_tokens": self.data.train_tokens}
