@@ -2,7 +2,10 @@
 
 A prepared dataset is a folder with `train.bin` and `val.bin` (raw little-endian uint16 token
 ids, the nanoGPT layout, so data prepared by either tool trains in the other) and `meta.json`
-(the tokenizer, dtype, token counts, where the text came from). Nothing here is pickle.
+(the tokenizer, dtype, token counts, where the text came from). Character-level data also gets
+nanoGPT's `meta.pkl` (write_nanogpt_meta), for nanoGPT's train.py and sample.py only: this suite
+reads meta.json, and a meta.pkl only in a nanoGPT folder that has no meta.json, with an unpickler
+that refuses anything but plain dicts, strings and numbers.
 """
 
 import hashlib
@@ -17,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from configurator import option
-from gptsuite.atomic import publish, temp_path, write_text
+from gptsuite.atomic import atomic_path, publish, temp_path, write_text
 from gptsuite.errors import UserError
 from gptsuite.tokenizer import GPT2_META
 
@@ -181,6 +184,20 @@ def reorder_split(writer: TokenWriter, lengths: np.ndarray, order: np.ndarray) -
 
 def write_json(path: Path, obj: dict) -> None:
     write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+NANOGPT_META = "meta.pkl"  # nanoGPT's vocabulary file for character-level data
+
+
+def write_nanogpt_meta(out_dir: Path, chars: list[str]) -> None:
+    """nanoGPT's meta.pkl for a character vocabulary, as its data/shakespeare_char/prepare.py writes
+    it: a plain dict of vocab_size, itos and stoi. Without it nanoGPT's train.py takes the data for
+    GPT-2 BPE (a 50304-id model) and its sample.py decodes with tiktoken. Written for nanoGPT
+    only; nothing in this suite reads it where meta.json is beside it."""
+    meta = {"vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": {c: i for i, c in enumerate(chars)}}
+    with atomic_path(out_dir / NANOGPT_META) as tmp:
+        with open(tmp, "wb") as f:
+            pickle.dump(meta, f, protocol=4)  # readable by every Python 3 nanoGPT runs on
 
 
 class _PlainUnpickler(pickle.Unpickler):

@@ -32,7 +32,18 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from gptsuite.datafiles import SPLITS, DocumentCorpus, TextCorpus, TextFileCorpus, TokenWriter, check_replace, reorder_split, write_json
+from gptsuite.datafiles import (
+    NANOGPT_META,
+    SPLITS,
+    DocumentCorpus,
+    TextCorpus,
+    TextFileCorpus,
+    TokenWriter,
+    check_replace,
+    reorder_split,
+    write_json,
+    write_nanogpt_meta,
+)
 from gptsuite.errors import UserError
 from gptsuite.report import DocStats
 from gptsuite.tokenizer import CharTokenizer, GPT2Tokenizer
@@ -149,10 +160,14 @@ def finish_splits(writers: dict[str, TokenWriter], what: str) -> dict[str, int]:
 
 
 def publish_splits(writers: dict[str, TokenWriter], out_dir: Path, meta: dict) -> None:
-    """Give the finished .bin files their names, then write meta.json, which marks the data complete."""
+    """Give the finished .bin files their names, write nanoGPT's meta.pkl for a character
+    vocabulary, then meta.json, which marks the data complete."""
     (out_dir / "meta.json").unlink(missing_ok=True)  # old data must not look complete with new bins beside it
+    (out_dir / NANOGPT_META).unlink(missing_ok=True)  # nor may an old vocabulary describe new tokens to nanoGPT
     for w in writers.values():
         w.publish()
+    if meta["tokenizer"]["kind"] == "char":
+        write_nanogpt_meta(out_dir, meta["tokenizer"]["vocab"])
     write_json(out_dir / "meta.json", meta)
 
 
