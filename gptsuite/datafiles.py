@@ -92,7 +92,7 @@ class DocumentCorpus:
     over the data (twice at character level: the first pass collects the characters). A record is
     the document's text, or anything `format` turns into it (a row, a path); `format` runs in the
     tokenizing threads. Every document is followed by GPT-2's <|endoftext|> (at character level,
-    by a blank line); documents that are empty or only whitespace are skipped and counted."""
+    by a blank line); documents that are missing (None), empty or only whitespace are skipped and counted."""
 
     documents: Callable[[], Iterable[tuple[str, Any]]]
     source: str  # where the documents came from, in words
@@ -102,10 +102,12 @@ class DocumentCorpus:
     num_documents: int | None = None  # if known up front: the progress bar shows an ETA
     meta: dict = field(default_factory=dict)  # more entries for meta.json
     # per split, the order to write its documents in: order[s][j] is the position, among split s's
-    # documents as streamed, of the j-th one written (e.g. a shuffle). No document is skipped then:
-    # an empty one is its end token alone, as nanoGPT writes them.
+    # documents as streamed, of the j-th one written (e.g. a shuffle). No document with a text is
+    # skipped then: an empty one is its end token alone, as nanoGPT writes them; a missing one (None) is skipped.
     order: dict[str, np.ndarray] | None = None
-    max_train_tokens: int = 0  # stop reading documents once train.bin holds this many tokens (0: read them all)
+    # train.bin holds at most this many tokens (0: no limit): documents are written whole, and reading
+    # stops at the first train document that would not fit
+    max_train_tokens: int = 0
 
 
 def check_fits(ids: np.ndarray, dtype: str) -> None:

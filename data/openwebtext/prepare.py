@@ -66,10 +66,10 @@ def corpus(cfg: Config, out_dir: Path) -> DocumentCorpus:
     is_val, order = nanogpt_order(n)
 
     def split_documents():
-        texts = iter(documents())
+        texts, gone = iter(documents()), object()
         for val in is_val:
-            text = next(texts, None)
-            if text is None:
+            text = next(texts, gone)  # None: a row without text, skipped
+            if text is gone:
                 raise UserError(f"the source changed while it was read (it no longer has the {n:,} documents counted before); prepare again")
             yield ("val" if val else "train"), text
 
