@@ -21,6 +21,7 @@ from pathlib import Path
 from configurator import option
 from gptsuite.datafiles import DocumentCorpus, PrepareConfig
 from gptsuite.errors import UserError
+from gptsuite.hub import dataset_unreachable
 from gptsuite.sources import text_files
 
 HUB = "HuggingFaceFW/fineweb-edu"
@@ -35,14 +36,17 @@ class Config(PrepareConfig):
 
 
 def hub_documents(cfg: Config) -> tuple:
+    def fail(reason: str) -> UserError:
+        return UserError(f"could not stream {HUB} ({cfg.name}) from the Hugging Face hub ({reason}); check --name, or pass parquet files: --data_files='fineweb/*.parquet'")
+
+    if reason := dataset_unreachable(HUB):  # in seconds, not after half a minute of retries
+        raise fail(reason)
     import datasets
 
     try:
         stream = datasets.load_dataset(HUB, name=cfg.name, split="train", streaming=True)
-    except (OSError, ConnectionError, ValueError) as e:  # no network; an unknown --name
-        raise UserError(
-            f"could not stream {HUB} ({cfg.name}) from the Hugging Face hub ({str(e).splitlines()[0]}); check --name, or pass parquet files: --data_files='fineweb/*.parquet'"
-        ) from None
+    except (OSError, ConnectionError, ValueError) as e:  # the network went away; an unknown --name
+        raise fail(str(e).splitlines()[0]) from None
     return (lambda: (row["text"] for row in stream)), None, f"{HUB} ({cfg.name}) from the Hugging Face hub"
 
 
