@@ -403,6 +403,10 @@ def prepare_documents(
                     break  # the documents in flight are dropped; so is the rest of the stream
             if not len(stats):
                 raise UserError(f"no documents with any text in {corpus.source}; check the input")
+            if spent and not writers["train"].count:
+                raise UserError(
+                    f"the first train document is longer than --max_tokens={corpus.max_train_tokens:,} tokens (documents go in whole, each with its end token); raise --max_tokens"
+                )
             counts = finish_splits(writers, "documents")
             if corpus.order is not None:
                 split, streamed = stats.column("split"), np.concatenate(present, axis=1)

@@ -65,6 +65,10 @@ def test_fineweb_edu_val_first_then_train_until_max_tokens(tmp_path: Path):
         assert len(train) <= 20_000 < len(train) + len(encoded[first_val + fits.sum()]) and meta["train_tokens"] == len(train)
         assert meta["documents"]["train"] == fits.sum() and stats.skipped == 2  # the documents read: not those after the cap
 
+    cfg = module.Config(data_files=str(tmp_path / "fw" / "*.parquet"), val_documents=50, max_tokens=len(encoded[first_val]) - 1)
+    with pytest.raises(UserError, match=rf"^the first train document is longer than --max_tokens={len(encoded[first_val]) - 1} tokens .*; raise --max_tokens$"):
+        prepare_documents(module.corpus(cfg, out), out, num_threads=2, overwrite=True)
+
     run = prepare_main, ["fineweb_edu", f"--data_files={tmp_path / 'fw' / '*.parquet'}", "--val_documents=50", "--num_threads=1"]
     run[0]([*run[1], f"--out_dir={tmp_path / 'all1'}"])
     run[0]([*run[1], f"--out_dir={tmp_path / 'all2'}", "--num_threads=3"])
