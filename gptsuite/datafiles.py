@@ -2,7 +2,10 @@
 
 A prepared dataset is a folder with `train.bin` and `val.bin` (raw little-endian uint16 token
 ids, the nanoGPT layout, so data prepared by either tool trains in the other) and `meta.json`
-(the tokenizer, dtype, token counts, where the text came from). Nothing here is pickle.
+(the tokenizer, dtype, token counts, where the text came from). Character-level data also gets
+nanoGPT's `meta.pkl` (write_nanogpt_meta), for nanoGPT's train.py and sample.py only: this suite
+reads meta.json, and a meta.pkl only in a nanoGPT folder that has no meta.json, with an unpickler
+that refuses anything but plain dicts, strings and numbers.
 """
 
 import hashlib
@@ -17,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from configurator import option
-from gptsuite.atomic import publish, temp_path, write_text
+from gptsuite.atomic import atomic_path, publish, temp_path, write_text
 from gptsuite.errors import UserError
 from gptsuite.tokenizer import GPT2_META
 
@@ -94,7 +97,7 @@ class DocumentCorpus:
     over the data (twice at character level: the first pass collects the characters). A record is
     the document's text, or anything `format` turns into it (a row, a path); `format` runs in the
     tokenizing threads. Every document is followed by GPT-2's <|endoftext|> (at character level,
-    by a blank line); documents that are empty or only whitespace are skipped and counted."""
+    by a blank line); documents that are missing (None), empty or only whitespace are skipped and counted."""
 
     documents: Callable[[], Iterable[tuple[str, Any]]]
     source: str  # where the documents came from, in words
@@ -104,10 +107,12 @@ class DocumentCorpus:
     num_documents: int | None = None  # if known up front: the progress bar shows an ETA
     meta: dict = field(default_factory=dict)  # more entries for meta.json
     # per split, the order to write its documents in: order[s][j] is the position, among split s's
-    # documents as streamed, of the j-th one written (e.g. a shuffle). No document is skipped then:
-    # an empty one is its end token alone, as nanoGPT writes them.
+    # documents as streamed, of the j-th one written (e.g. a shuffle). No document with a text is
+    # skipped then: an empty one is its end token alone, as nanoGPT writes them; a missing one (None) is skipped.
     order: dict[str, np.ndarray] | None = None
-    max_train_tokens: int = 0  # stop reading documents once train.bin holds this many tokens (0: read them all)
+    # train.bin holds at most this many tokens (0: no limit): documents are written whole, and reading
+    # stops at the first train document that would not fit
+    max_train_tokens: int = 0
 
 
 def check_fits(ids: np.ndarray, dtype: str) -> None:
@@ -186,6 +191,20 @@ def reorder_split(writer: TokenWriter, lengths: np.ndarray, order: np.ndarray) -
 
 def write_json(path: Path, obj: dict) -> None:
     write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+NANOGPT_META = "meta.pkl"  # nanoGPT's vocabulary file for character-level data
+
+
+def write_nanogpt_meta(out_dir: Path, chars: list[str]) -> None:
+    """nanoGPT's meta.pkl for a character vocabulary, as its data/shakespeare_char/prepare.py writes
+    it: a plain dict of vocab_size, itos and stoi. Without it nanoGPT's train.py takes the data for
+    GPT-2 BPE (a 50304-id model) and its sample.py decodes with tiktoken. Written for nanoGPT
+    only; nothing in this suite reads it where meta.json is beside it."""
+    meta = {"vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": {c: i for i, c in enumerate(chars)}}
+    with atomic_path(out_dir / NANOGPT_META) as tmp:
+        with open(tmp, "wb") as f:
+            pickle.dump(meta, f, protocol=4)  # readable by every Python 3 nanoGPT runs on
 
 
 class _PlainUnpickler(pickle.Unpickler):

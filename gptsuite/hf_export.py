@@ -95,7 +95,9 @@ def export_hf(model: GPT, tok_meta: dict, dest: Path) -> None:
     (dest / "config.json").write_text(json.dumps(hf_config(model), indent=2) + "\n")
     save_file(hf_state_dict(model), dest / "model.safetensors", metadata={"format": "pt"})
     shutil.copymode(dest / "config.json", dest / "model.safetensors")  # safetensors writes 0600: make it as readable as the rest (the umask's)
-    generation = {"bos_token_id": GPT2_EOT, "eos_token_id": GPT2_EOT, "do_sample": True, "max_length": min(model.config.block_size, 200)}
+    # no max_length: transformers warns on every generate(max_new_tokens=...) when one is set; the
+    # context limit is config.json's n_positions, as in openai-community/gpt2's generation_config.json
+    generation = {"bos_token_id": GPT2_EOT, "eos_token_id": GPT2_EOT, "do_sample": True}
     (dest / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     write_tokenizer(dest, model.config.block_size)
 

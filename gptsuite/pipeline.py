@@ -32,7 +32,18 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from gptsuite.datafiles import SPLITS, DocumentCorpus, TextCorpus, TextFileCorpus, TokenWriter, check_replace, reorder_split, write_json
+from gptsuite.datafiles import (
+    NANOGPT_META,
+    SPLITS,
+    DocumentCorpus,
+    TextCorpus,
+    TextFileCorpus,
+    TokenWriter,
+    check_replace,
+    reorder_split,
+    write_json,
+    write_nanogpt_meta,
+)
 from gptsuite.errors import UserError
 from gptsuite.report import DocStats
 from gptsuite.tokenizer import CharTokenizer, GPT2Tokenizer
@@ -149,10 +160,14 @@ def finish_splits(writers: dict[str, TokenWriter], what: str) -> dict[str, int]:
 
 
 def publish_splits(writers: dict[str, TokenWriter], out_dir: Path, meta: dict) -> None:
-    """Give the finished .bin files their names, then write meta.json, which marks the data complete."""
+    """Give the finished .bin files their names, write nanoGPT's meta.pkl for a character
+    vocabulary, then meta.json, which marks the data complete."""
     (out_dir / "meta.json").unlink(missing_ok=True)  # old data must not look complete with new bins beside it
+    (out_dir / NANOGPT_META).unlink(missing_ok=True)  # nor may an old vocabulary describe new tokens to nanoGPT
     for w in writers.values():
         w.publish()
+    if meta["tokenizer"]["kind"] == "char":
+        write_nanogpt_meta(out_dir, meta["tokenizer"]["vocab"])
     write_json(out_dir / "meta.json", meta)
 
 
@@ -275,6 +290,8 @@ def document_end(tok) -> np.ndarray:
 
 def record_size(record: Any) -> int:
     """About how many characters a record holds, to cut the stream into chunks."""
+    if record is None:  # a missing text
+        return 0
     if isinstance(record, str):
         return len(record)
     if isinstance(record, (tuple, list)):
@@ -301,30 +318,46 @@ def chunked(items: Iterable[tuple[str, Any]], chunk_chars: int) -> Iterator[list
 
 def encode_chunk(chunk: list[tuple[str, Any]], tok, fmt: Callable[[Any], str] | None, end: np.ndarray, keep_empty: bool = False):
     """Runs in a worker thread: format and tokenize a chunk of documents, each followed by `end`.
-    Returns the token ids of each split, the per-document statistics and how many were empty
-    (skipped, unless keep_empty)."""
+    Returns the token ids of each split, the statistics of the documents written, which of the
+    chunk's documents were written (`kept`; the others were skipped: a missing text (None), or one
+    that is empty or only whitespace, unless keep_empty) and the split of each of them."""
     ids: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
-    split, chars, words, tokens, skipped = [], [], [], [], 0
+    split, chars, words, tokens, kept, splits = [], [], [], [], [], []
     for name, record in chunk:
         text = fmt(record) if fmt else record
-        if (not text or text.isspace()) and not keep_empty:
-            skipped += 1
+        splits.append(SPLITS.index(name))  # ValueError: a dataset yielded a split other than train / val
+        kept.append(text is not None and (keep_empty or not (not text or text.isspace())))
+        if not kept[-1]:
             continue
         arr = tok.encode_array(text)
-        ids[name] += [arr, end]  # KeyError: a dataset yielded a split other than train / val
-        split.append(SPLITS.index(name))
+        ids[name] += [arr, end]
+        split.append(splits[-1])
         chars.append(len(text))
         words.append(count_words(text))
         tokens.append(len(arr))
     out = {s: np.concatenate(parts) for s, parts in ids.items() if parts}
-    return out, (np.array(split), np.array(chars), np.array(words), np.array(tokens)), skipped
+    return out, (np.array(split, dtype=np.int64), np.array(chars), np.array(words), np.array(tokens, dtype=np.int64)), np.array(kept, dtype=bool), np.array(splits)
+
+
+def within_budget(ids: dict, doc_stats: tuple, kept: np.ndarray, splits: np.ndarray, end_length: int, room: int):
+    """An encoded chunk cut before its first document that would take train.bin past `room` more
+    tokens (documents are whole or not written), and whether the budget is now spent: the
+    documents after it are not written, nor counted as read."""
+    split, tokens = doc_stats[0], doc_stats[3]
+    train = np.where(split == SPLITS.index("train"), tokens + end_length, 0).cumsum()
+    if not len(train) or train[-1] < room:
+        return ids, doc_stats, kept, splits, False
+    n = int(np.searchsorted(train, room, side="right"))  # documents [0, n) fit
+    cut = len(kept) if n == len(split) else int(np.flatnonzero(kept)[n])  # position in the chunk of the first one that does not
+    ids = {s: a[: int((tokens[:n][split[:n] == SPLITS.index(s)] + end_length).sum())] for s, a in ids.items()}
+    return {s: a for s, a in ids.items() if len(a)}, tuple(a[:n] for a in doc_stats), kept[:cut], splits[:cut], True
 
 
 def char_tokenizer(corpus: DocumentCorpus) -> CharTokenizer:
     """A first pass over the documents to collect their characters."""
     chars = set(CHAR_DOCUMENT_END)
     for _, record in progress(corpus.documents(), desc="collecting characters", unit="doc", total=corpus.num_documents):
-        chars.update(corpus.format(record) if corpus.format else record)
+        chars.update((corpus.format(record) if corpus.format else record) or "")
     return CharTokenizer(sorted(chars))
 
 
@@ -354,21 +387,34 @@ def prepare_documents(
     t0 = time.time()
     try:
         with split_writers(out_dir, dtype) as writers:
-            for ids, doc_stats, skipped in ordered_map(work, chunked(corpus.documents(), chunk_chars), threads):
+            present: list[np.ndarray] = []  # with `order`: each document's split and whether it was written, as streamed
+            for ids, doc_stats, kept, splits in ordered_map(work, chunked(corpus.documents(), chunk_chars), threads):
+                spent = False
+                if corpus.max_train_tokens:  # checked per document: train.bin never holds more than the budget
+                    ids, doc_stats, kept, splits, spent = within_budget(ids, doc_stats, kept, splits, len(end), corpus.max_train_tokens - writers["train"].count)
                 for split, arr in ids.items():
                     writers[split].write(arr)
                 stats.add(*doc_stats)
-                stats.skipped += skipped
-                show_progress(bar, writers, t0, len(doc_stats[0]) + skipped)
-                if corpus.max_train_tokens and writers["train"].count >= corpus.max_train_tokens:
+                stats.skipped += int((~kept).sum())
+                if corpus.order is not None:
+                    present.append(np.stack([splits, kept]).astype(np.uint8))
+                show_progress(bar, writers, t0, len(kept))
+                if spent:
                     break  # the documents in flight are dropped; so is the rest of the stream
             if not len(stats):
                 raise UserError(f"no documents with any text in {corpus.source}; check the input")
+            if spent and not writers["train"].count:
+                raise UserError(
+                    f"the first train document is longer than --max_tokens={corpus.max_train_tokens:,} tokens (documents go in whole, each with its end token); raise --max_tokens"
+                )
             counts = finish_splits(writers, "documents")
             if corpus.order is not None:
-                split = stats.column("split")
+                split, streamed = stats.column("split"), np.concatenate(present, axis=1)
                 for i, s in enumerate(SPLITS):
-                    writers[s] = reorder_split(writers[s], stats.column("tokens")[split == i].astype(np.int64) + len(end), corpus.order[s])
+                    written = streamed[1][streamed[0] == i].astype(bool)
+                    lengths = np.zeros(len(written), dtype=np.int64)  # a skipped document (a missing text) is not written: 0 tokens
+                    lengths[written] = stats.column("tokens")[split == i].astype(np.int64) + len(end)
+                    writers[s] = reorder_split(writers[s], lengths, corpus.order[s])
     finally:
         bar.close()
     meta = split_meta(tok, dtype, counts, writers, corpus.source) | {

@@ -13,12 +13,12 @@ with HF_HUB_OFFLINE=1): download the two files elsewhere and pass the folder ins
 """
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from gptsuite.errors import UserError
+from gptsuite.hub import first_line, unreachable
 from model import GPT, GPTConfig
 
 HUB_MODELS = {
@@ -29,7 +29,6 @@ HUB_MODELS = {
     "distilgpt2": "distilbert/distilgpt2",  # 82M, 6 layers
 }
 FILES = ("config.json", "model.safetensors")
-REACH_TIMEOUT = 5  # seconds the hub may take to answer before a download counts as offline
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # config.json settings (with Hugging Face's defaults) that model.py's GPT hard-wires
 ASSUMED = {
@@ -66,9 +65,9 @@ def fetch(init_from: str) -> tuple[Path, Path]:
 def _fetch_from_hub(init_from: str, repo: str) -> tuple[Path, Path]:
     """The two files from huggingface_hub's cache if they are there (no network needed, nothing
     re-checked: GPT-2's weights do not change), else downloaded. Before a download, one HEAD
-    request with a short timeout and no retries finds out whether the hub can be reached:
-    huggingface_hub itself retries a failed request for half a minute when nothing is cached."""
-    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
+    request with a short timeout and no retries finds out whether the hub can be reached
+    (hub.unreachable): huggingface_hub itself retries a failed request for half a minute when nothing is cached."""
+    from huggingface_hub import constants, hf_hub_download, hf_hub_url, try_to_load_from_cache
 
     cached = [try_to_load_from_cache(repo, name) for name in FILES]
     if all(isinstance(path, str) for path in cached):
@@ -81,22 +80,14 @@ def _fetch_from_hub(init_from: str, repo: str) -> tuple[Path, Path]:
 
     if constants.HF_HUB_OFFLINE:
         raise fail(f"HF_HUB_OFFLINE is set and {repo} is not in the cache {constants.HF_HUB_CACHE}")
-    timeout = constants.HF_HUB_ETAG_TIMEOUT if os.environ.get("HF_HUB_ETAG_TIMEOUT") else REACH_TIMEOUT
-    try:
-        get_hf_file_metadata(hf_hub_url(repo, FILES[0]), timeout=timeout)
-    except Exception as e:  # no network, DNS, proxy, timeout, HTTP errors: in whatever exception types this version raises
-        slow = f"; on a slow network set HF_HUB_ETAG_TIMEOUT to more than {timeout:g} seconds" if "timeout" in type(e).__name__.lower() else ""
-        raise fail(f"{constants.ENDPOINT}: {_first_line(e)}{slow}") from None
+    reason = unreachable(hf_hub_url(repo, FILES[0]))
+    if reason:
+        raise fail(reason)
     try:
         config_path, weights_path = (Path(hf_hub_download(repo, name)) for name in FILES)
     except Exception as e:  # the connection dropped, the disk filled up, ...
-        raise fail(_first_line(e)) from None
+        raise fail(first_line(e)) from None
     return config_path, weights_path
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
 
 
 def gpt_config(hf: dict, dropout: float, source: str) -> GPTConfig:

@@ -29,14 +29,21 @@ PEAK_GPUS = ("A100", "H100")  # bf16 dense peak from flops.GPU_PEAK_TFLOPS
 class DocStats:
     """Characters, words and tokens of every document, 13 bytes a document; no text is kept."""
 
+    MERGE = 256  # the parts of this many chunks are merged into one: a part's arrays cost ~1 KB, whatever its documents
+
     def __init__(self):
-        self._parts: list[dict[str, np.ndarray]] = []
-        self.skipped = 0  # empty or whitespace-only documents
+        self._parts: list[dict[str, np.ndarray]] = []  # merged blocks, then up to MERGE chunks' parts
+        self._merged = 0  # how many of _parts are merged blocks
+        self.skipped = 0  # missing, empty or whitespace-only documents
 
     def add(self, split: np.ndarray, chars: np.ndarray, words: np.ndarray, tokens: np.ndarray) -> None:
         self._parts.append(
             {"split": split.astype(np.uint8), "chars": chars.astype(np.uint32), "words": words.astype(np.uint32), "tokens": tokens.astype(np.uint32)}
         )
+        if len(self._parts) - self._merged >= self.MERGE:  # memory grows by 13 bytes a document, not by ~1 KB a chunk
+            recent = self._parts[self._merged :]
+            self._parts[self._merged :] = [{k: np.concatenate([p[k] for p in recent]) for k in recent[0]}]
+            self._merged += 1
 
     def column(self, name: str) -> np.ndarray:
         return np.concatenate([p[name] for p in self._parts]) if self._parts else np.zeros(0, dtype=np.uint32)

@@ -87,12 +87,12 @@ def _text_values(path: Path, where: str, row: tuple) -> tuple:
     for v in row:
         if v is not None and not isinstance(v, str):
             raise UserError(f"{path} {where}: a value is {type(v).__name__}, not text; name a text field")
-    return tuple(v or "" for v in row)  # a missing value (null) is an empty document, skipped and counted
+    return row  # a missing value (null) stays None: a document without text, skipped and counted
 
 
-def read_records(path: Path, fields: list[str], fix: str = "choose one with --field=NAME") -> Iterator[tuple[str, ...]]:
-    """The named fields of every row of a .jsonl, .parquet or .csv file, streamed; `fix` ends the
-    error for a missing field (what the user does about it with this dataset's options)."""
+def read_records(path: Path, fields: list[str], fix: str = "choose one with --field=NAME") -> Iterator[tuple[str | None, ...]]:
+    """The named fields of every row of a .jsonl, .parquet or .csv file, streamed (a null value as
+    None); `fix` ends the error for a missing field (what the user does about it with this dataset's options)."""
     suffix = path.suffix.lower()
     if suffix not in TABLE_SUFFIXES:
         raise UserError(f"{path}: unknown file type '{suffix}'; use {', '.join(TABLE_SUFFIXES)}")

@@ -57,6 +57,31 @@ def test_export_loads_in_transformers_with_equal_logits(tmp_path: Path, monkeypa
         assert out == tok.decode(expected[0])
 
 
+def test_transformers_generates_max_new_tokens_from_the_export_without_a_warning(tmp_path: Path, monkeypatch):
+    """generation_config.json sets no max_length, which transformers would warn about on every
+    generate(max_new_tokens=...): "Both `max_new_tokens` and `max_length` seem to have been set"."""
+    import logging
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from transformers import GPT2LMHeadModel
+
+    gpt2_checkpoint(tmp_path / "out", bias=True)
+    export_main([f"--out_dir={tmp_path / 'out'}", "--to=hf", str(tmp_path / "hf")])
+    hf = GPT2LMHeadModel.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("transformers")  # transformers' loggers do not propagate to the root
+    logger.addHandler(handler)
+    try:
+        prompt = torch.tensor([GPT2Tokenizer().encode("Hello world")])
+        out = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=3, do_sample=False)
+    finally:
+        logger.removeHandler(handler)
+    assert out.shape == (1, prompt.shape[1] + 3)
+    assert [r.getMessage() for r in records] == []
+
+
 def test_char_models_and_bad_destinations_are_refused(tmp_path: Path):
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=16, vocab_size=3, n_layer=1, n_head=2, n_embd=8))

@@ -87,7 +87,7 @@ def nanogpt_checkpoint(out_dir: Path, vocab_size: int, **config) -> GPT:
 
 
 def project_char_dataset(folder: Path, text: str = TEXT) -> list[str]:
-    """data/shakespeare_char as this project's prepare writes it (meta.json, no meta.pkl); its characters."""
+    """data/shakespeare_char as this project's prepare writes it (meta.json, and meta.pkl for nanoGPT); its characters."""
     from gptsuite.pipeline import prepare_text
     from gptsuite.sources import load_dataset_module
 
@@ -169,6 +169,7 @@ def test_data_dir_is_looked_at_first_and_named_in_the_error(tmp_path: Path, monk
     assert load_model("resume", "out").tokenizer["vocab"] == other
     assert load_model("resume", "out", data_dir=str(tmp_path / "elsewhere" / "chars")).tokenizer["vocab"] == vocab
     (tmp_path / "data" / "shakespeare_char" / "meta.json").unlink()
+    (tmp_path / "data" / "shakespeare_char" / "meta.pkl").unlink()
     with pytest.raises(UserError, match=r"data/shakespeare_char has no meta.json or meta.pkl; .* at data/shakespeare_char or pass --data_dir=that folder$"):
         load_model("resume", "out", data_dir="")
     with pytest.raises(UserError, match=r"at data/shakespeare_char$"):

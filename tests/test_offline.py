@@ -1,5 +1,6 @@
-"""--init_from=gpt2 with no network: the error comes in seconds, not after huggingface_hub's half
-minute of retries, and says what to do; weights already in the hub cache still load.
+"""--init_from=gpt2 and the hub datasets with no network: the error comes in seconds, not after
+huggingface_hub's half minute of retries, and says what to do; weights already in the hub cache
+still load.
 
 huggingface_hub reads HF_HOME, HF_ENDPOINT and HF_HUB_OFFLINE when it is imported, so each case
 runs sample.py in a subprocess. The endpoint is a closed local port: even on a machine with a
@@ -24,15 +25,18 @@ UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens, the con
 BOUND = 15
 
 
-def sample_gpt2(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, float]:
-    """python sample.py --init_from=gpt2 with an empty (or the test's) hub cache and no hub."""
+def offline_run(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, float]:
+    """python <args> with an empty (or the test's) hub cache and no hub; how long it took."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_"))}
     full = clean | {"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": UNREACHABLE, "PYTHONUNBUFFERED": "1"} | env
     t0 = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "sample.py", "--init_from=gpt2", "--device=cpu", *args], cwd=ROOT, capture_output=True, text=True, env=full, timeout=120
-    )
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=full, timeout=120)
     return proc, time.monotonic() - t0
+
+
+def sample_gpt2(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, float]:
+    """python sample.py --init_from=gpt2 with an empty (or the test's) hub cache and no hub."""
+    return offline_run(tmp_path, "sample.py", "--init_from=gpt2", "--device=cpu", *args, **env)
 
 
 @pytest.mark.parametrize("offline", ["hub unreachable", "HF_HUB_OFFLINE=1"])
@@ -74,3 +78,12 @@ def test_a_cached_copy_loads_without_the_network(tmp_path: Path, offline: str):
     assert proc.returncode == 0, proc.stderr
     assert "loading GPT-2 weights gpt2: 1 layers, 2 heads, 8 wide" in proc.stdout and "\nHello" in proc.stdout
     assert seconds < BOUND
+
+
+@pytest.mark.parametrize("dataset", ["pubmed", "fineweb_edu", "openwebtext"])
+def test_hub_datasets_fail_fast_offline_naming_the_local_route(tmp_path: Path, dataset: str):
+    proc, seconds = offline_run(tmp_path, "prepare.py", dataset, f"--out_dir={tmp_path / 'out'}")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert seconds < BOUND and "Retrying" not in proc.stdout + proc.stderr, f"took {seconds:.1f}s: {proc.stderr}"
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: could not ") and "from the Hugging Face hub (" in proc.stderr
+    assert UNREACHABLE in proc.stderr and "--data_files=" in proc.stderr

@@ -54,18 +54,56 @@ def test_fineweb_edu_val_first_then_train_until_max_tokens(tmp_path: Path):
     first_val = sum(1 for t in texts[:50] if t.strip())  # empty documents are skipped
     out = tmp_path / "data"
     module = load_dataset_module("fineweb_edu")
-    cfg = module.Config(data_files=str(tmp_path / "fw" / "*.parquet"), val_documents=50, max_tokens=20_000)
-    prepare_documents(module.corpus(cfg, out), out, num_threads=1, chunk_chars=10_000)  # small chunks: few in flight
-    assert (out / "val.bin").read_bytes() == np.concatenate(encoded[:first_val]).tobytes()
-    train = np.fromfile(out / "train.bin", dtype=np.uint16)
     whole = np.concatenate(encoded[first_val:])
-    assert 20_000 <= len(train) < 40_000 < len(whole)  # it stopped soon after reaching max_tokens
-    assert np.array_equal(train, whole[: len(train)]) and train[-1] == enc.eot_token  # whole documents, in order
+    fits = np.cumsum([len(d) for d in encoded[first_val:]]) <= 20_000  # the documents train.bin can hold whole
+    for chunk_chars in (10_000, 1 << 19):  # several chunks in flight; all the documents in one chunk
+        cfg = module.Config(data_files=str(tmp_path / "fw" / "*.parquet"), val_documents=50, max_tokens=20_000)
+        meta, stats = prepare_documents(module.corpus(cfg, out), out, num_threads=2, chunk_chars=chunk_chars, overwrite=True)
+        assert (out / "val.bin").read_bytes() == np.concatenate(encoded[:first_val]).tobytes()
+        train = np.fromfile(out / "train.bin", dtype=np.uint16)
+        assert train.tobytes() == np.concatenate(encoded[first_val:][: fits.sum()]).tobytes(), chunk_chars  # whole documents, in order
+        assert len(train) <= 20_000 < len(train) + len(encoded[first_val + fits.sum()]) and meta["train_tokens"] == len(train)
+        assert meta["documents"]["train"] == fits.sum() and stats.skipped == 2  # the documents read: not those after the cap
+
+    cfg = module.Config(data_files=str(tmp_path / "fw" / "*.parquet"), val_documents=50, max_tokens=len(encoded[first_val]) - 1)
+    with pytest.raises(UserError, match=rf"^the first train document is longer than --max_tokens={len(encoded[first_val]) - 1} tokens .*; raise --max_tokens$"):
+        prepare_documents(module.corpus(cfg, out), out, num_threads=2, overwrite=True)
 
     run = prepare_main, ["fineweb_edu", f"--data_files={tmp_path / 'fw' / '*.parquet'}", "--val_documents=50", "--num_threads=1"]
     run[0]([*run[1], f"--out_dir={tmp_path / 'all1'}"])
     run[0]([*run[1], f"--out_dir={tmp_path / 'all2'}", "--num_threads=3"])
     assert (tmp_path / "all1" / "train.bin").read_bytes() == (tmp_path / "all2" / "train.bin").read_bytes() == whole.tobytes()
+
+
+def test_rows_without_text_are_skipped_and_counted(tmp_path: Path):
+    """A null text is no document: fineweb_edu and openwebtext (whose empty documents are lone
+    end-of-text tokens, as nanoGPT writes them) skip it and count it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = [f"Document {i} has some words." for i in range(2500)]
+    texts[7] = texts[100] = texts[2000] = None
+    texts[9] = ""
+    pq.write_table(pa.table({"text": texts}), tmp_path / "rows.parquet")
+    enc = gpt2_encoding()
+
+    def encoded(docs) -> bytes:
+        return np.array([t for text in docs if text is not None for t in (*enc.encode_ordinary(text), enc.eot_token)], dtype=np.uint16).tobytes()
+
+    module = load_dataset_module("fineweb_edu")
+    out = tmp_path / "fw"
+    meta, stats = prepare_documents(module.corpus(module.Config(data_files=str(tmp_path / "rows.parquet"), val_documents=5), out), out, num_threads=2)
+    assert stats.skipped == 4 and meta["documents"] == {"train": 2491, "val": 5}
+    assert (out / "val.bin").read_bytes() == encoded(texts[:5]) and (out / "train.bin").read_bytes() == encoded(t for t in texts[5:] if t)
+
+    module = load_dataset_module("openwebtext")
+    out = tmp_path / "owt"
+    meta, stats = prepare_documents(module.corpus(module.Config(data_files=str(tmp_path / "rows.parquet")), out), out, num_threads=2, chunk_chars=5_000)
+    is_val, order = module.nanogpt_order(len(texts))
+    for split, mask in (("val", is_val), ("train", ~is_val)):
+        docs = [texts[i] for i in np.flatnonzero(mask)[order[split]]]  # nanoGPT's order; "" is a lone <|endoftext|>
+        assert (out / f"{split}.bin").read_bytes() == encoded(docs), split
+    assert stats.skipped == 3 and sum(meta["documents"].values()) == 2497
 
 
 def test_a_stopped_prepare_leaves_nothing_that_looks_complete_and_the_rerun_cleans_up(tmp_path: Path, monkeypatch):

@@ -22,6 +22,7 @@ import numpy as np
 
 from gptsuite.datafiles import DocumentCorpus, PrepareConfig
 from gptsuite.errors import UserError
+from gptsuite.hub import dataset_unreachable
 from gptsuite.sources import text_files
 
 HUB = "Skylion007/openwebtext"
@@ -46,16 +47,19 @@ def nanogpt_order(n: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 
 
 def hub_documents() -> tuple:
+    def fail(reason: str) -> UserError:
+        return UserError(f"could not stream {HUB} from the Hugging Face hub ({reason}); pass its parquet files instead: --data_files='owt/*.parquet'")
+
+    if reason := dataset_unreachable(HUB):  # in seconds, not after half a minute of retries
+        raise fail(reason)
     import datasets
 
     try:
         builder = datasets.load_dataset_builder(HUB)
         n = builder.info.splits["train"].num_examples
         stream = datasets.load_dataset(HUB, split="train", streaming=True)
-    except (OSError, ConnectionError, RuntimeError, KeyError, TypeError) as e:  # no network; a hub version this datasets cannot read
-        raise UserError(
-            f"could not stream {HUB} from the Hugging Face hub ({str(e).splitlines()[0]}); pass its parquet files instead: --data_files='owt/*.parquet'"
-        ) from None
+    except (OSError, ConnectionError, RuntimeError, KeyError, TypeError) as e:  # the network went away; a hub version this datasets cannot read
+        raise fail(str(e).splitlines()[0]) from None
     return (lambda: (row["text"] for row in stream)), n, f"{HUB} ({n:,} documents) from the Hugging Face hub"
 
 
@@ -66,10 +70,10 @@ def corpus(cfg: Config, out_dir: Path) -> DocumentCorpus:
     is_val, order = nanogpt_order(n)
 
     def split_documents():
-        texts = iter(documents())
+        texts, gone = iter(documents()), object()
         for val in is_val:
-            text = next(texts, None)
-            if text is None:
+            text = next(texts, gone)  # None: a row without text, skipped
+            if text is gone:
                 raise UserError(f"the source changed while it was read (it no longer has the {n:,} documents counted before); prepare again")
             yield ("val" if val else "train"), text
 

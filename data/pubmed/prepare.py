@@ -23,6 +23,7 @@ fields `abstract` and `article`, for train.bin and val.bin. --max_docs caps each
 --max_article_tokens cuts each article after that many GPT-2 tokens (at a token boundary).
 """
 
+import contextlib
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -60,11 +61,18 @@ def local_splits(cfg: Config) -> tuple[dict, dict]:
 def hub_splits(cfg: Config) -> tuple[dict, dict]:
     import datasets
 
+    from gptsuite.hub import dataset_unreachable, offline
+
+    # without the hub (found out in seconds, not after half a minute of retries), datasets loads
+    # its cached copy in offline mode, or fails at once
+    reason = dataset_unreachable(HUB[0])
     try:
-        ds = datasets.load_dataset(*HUB, cache_dir=cfg.cache_dir or None)
+        with offline() if reason else contextlib.nullcontext():
+            ds = datasets.load_dataset(*HUB, cache_dir=cfg.cache_dir or None)
     except (OSError, ConnectionError) as e:
+        got = f"{reason}; it is not in the cache" if reason else str(e).splitlines()[0]
         raise UserError(
-            f"could not load {HUB[0]} ({HUB[1]}) from the Hugging Face hub ({e}); without network pass local files: --data_files=train.parquet --val_files=val.parquet"
+            f"could not load {HUB[0]} ({HUB[1]}) from the Hugging Face hub ({got}); without network pass local files: --data_files=train.parquet --val_files=val.parquet"
         ) from None
     tables = {"train": ds["train"].select_columns(FIELDS), "val": ds["validation"].select_columns(FIELDS)}
     rows = {s: (lambda t=t: (row for b in t.iter(batch_size=256) for row in zip(b["abstract"], b["article"], strict=True))) for s, t in tables.items()}
