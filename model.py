@@ -334,20 +334,8 @@ class GPT(nn.Module):
         top_k: int | None = None,
         vocab_limit: int | None = None,
         top_p: float | None = None,
-        stop_tokens: list[int] | None = None,
         use_cache: bool = True,
     ) -> torch.Tensor:
-        """idx (B, T) with up to max_new_tokens sampled tokens appended: every row of the batch
-        is a sample. temperature 0 is greedy. With stop_tokens, generation ends once every row
-        has produced one of them; a row that stopped earlier is filled with stop_tokens[0]."""
-        stop = torch.tensor(stop_tokens, device=idx.device) if stop_tokens else None
-        done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
-        out = [idx]
-        for idx_next in self.generate_stream(idx, max_new_tokens, temperature, top_k, vocab_limit, top_p, use_cache):
-            if stop is not None:
-                idx_next = idx_next.masked_fill(done[:, None], stop_tokens[0])
-                done |= torch.isin(idx_next[:, 0], stop)
-            out.append(idx_next)
-            if stop is not None and bool(done.all()):
-                break
-        return torch.cat(out, dim=1)
+        """idx (B, T) with max_new_tokens sampled tokens appended: every row of the batch is a
+        sample. temperature 0 is greedy. (Stop rules, text and streaming: gptsuite/generate.py.)"""
+        return torch.cat([idx, *self.generate_stream(idx, max_new_tokens, temperature, top_k, vocab_limit, top_p, use_cache)], dim=1)

@@ -73,7 +73,7 @@ def visible(tok, row: list[int], stop: str, final: bool = False) -> str:
     return text if final else printable(text, stop)
 
 
-def sample_rows(model: GPT, tok, prompt_ids: list[int], num_samples: int, cfg, device: str) -> Iterator[list[list[int]]]:
+def sample_rows(model: GPT, tok, prompt_ids: list[int], num_samples: int, cfg: "SamplingConfig", device: str) -> Iterator[list[list[int]]]:
     """Draw num_samples continuations of prompt_ids in one batch, yielding after every step the
     generated ids of each sample so far, ended at <|endoftext|> (when cfg.stop_at_eot) or at the
     text cfg.stop. Stops after cfg.max_new_tokens, or once every sample has ended."""
@@ -98,7 +98,7 @@ def sample_rows(model: GPT, tok, prompt_ids: list[int], num_samples: int, cfg, d
             break
 
 
-def generate_texts(model: GPT, tok, prompt_ids: list[int], num_samples: int, cfg, device: str, stream=None) -> list[list[int]]:
+def generate_texts(model: GPT, tok, prompt_ids: list[int], num_samples: int, cfg: "SamplingConfig", device: str, stream=None) -> list[list[int]]:
     """Draw num_samples continuations of prompt_ids in one batch (sample_rows); return each one's
     generated token ids. With `stream` (a file, batch of one), the text is written there as it comes."""
     rows: list[list[int]] = [[] for _ in range(num_samples)]

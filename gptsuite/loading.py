@@ -1,12 +1,13 @@
 """A model to work with, from whatever names it: a new one of a configured shape, a checkpoint
 folder of ours (or nanoGPT's), or OpenAI's GPT-2 weights (a hub name or a Hugging Face folder).
-sample.py, eval.py, export.py and the benchmarks all load through `load_model`; a training run
-that starts from trained weights (init_from) through `load_base`. A LoRA checkpoint (lora.py) is
-its base rebuilt from the reference it holds, with the adapters on top.
+Whatever loads one gets a `Loaded`: sample.py, eval.py, export.py, the page and the benchmarks
+through `load_model` (in eval mode), a training run that starts from trained weights (init_from)
+through `load_weights`. A LoRA checkpoint (lora.py) is its base rebuilt from the reference it
+holds, with the adapters on top.
 """
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gptsuite.checkpoint import checkpoint_tokenizer_meta, load_checkpoint, model_from_checkpoint, newest_checkpoint
@@ -19,11 +20,14 @@ from model import GPT, GPTConfig
 
 @dataclass
 class Loaded:
-    model: GPT  # on the CPU, in eval mode
+    """A model and where it came from."""
+
+    model: GPT  # on the CPU
     tokenizer: dict  # tokenizer metadata (tokenizer.from_meta rebuilds the tokenizer)
-    train_config: dict  # the config of the run that trained it; {} for GPT-2's weights
-    template: dict | None  # the prompt template of its training data (templates.py), if any
     name: str  # what it was loaded from, for messages and tables
+    weights: Path  # the file (or sharded folder) its weights were read from; GPT-2's: its model.safetensors
+    train_config: dict = field(default_factory=dict)  # the config of the run that trained it; {} for GPT-2's weights
+    template: dict | None = None  # the prompt template of its training data (templates.py), if any
 
 
 def padded_vocab_size(tokenizer_meta: dict) -> int:
@@ -61,22 +65,13 @@ def check_init_from(init_from: str, also: tuple[str, ...] = ("resume",), checkpo
     )
 
 
-@dataclass
-class Base:
-    """Trained weights a run starts from: the model, its tokenizer and the file they came from."""
-
-    model: GPT
-    tokenizer: dict
-    weights: Path
-
-
-def load_base(init_from: str, dropout: float = 0.0, block_size: int | None = None) -> Base:
+def load_weights(init_from: str, dropout: float = 0.0, block_size: int | None = None) -> Loaded:
     """The weights init_from names: GPT-2's (a hub name or a Hugging Face folder), or a checkpoint
     of ours (a .pt file or a run folder; a LoRA one merged), with the given dropout and, for a
     block_size shorter than the model's, cropped position embeddings."""
     path = checkpoint_file(init_from)
     if path is None:
-        return Base(from_pretrained(init_from, dropout=dropout, block_size=block_size), dict(GPT2_META), fetch(init_from)[1])
+        return Loaded(from_pretrained(init_from, dropout=dropout, block_size=block_size), dict(GPT2_META), init_from, fetch(init_from)[1])
     ckpt = load_checkpoint(path)
     model = lora_model(ckpt, str(path), dropout=dropout) if "lora" in ckpt else model_from_checkpoint(ckpt, dropout=dropout)
     if block_size is not None and block_size > model.config.block_size:
@@ -85,14 +80,14 @@ def load_base(init_from: str, dropout: float = 0.0, block_size: int | None = Non
         )
     if block_size is not None and block_size < model.config.block_size:
         model.crop_block_size(block_size)
-    return Base(model, checkpoint_tokenizer_meta(ckpt, name=str(path)), path)
+    return Loaded(model, checkpoint_tokenizer_meta(ckpt, name=str(path)), init_from, path, ckpt.get("config") or {}, ckpt.get("template"))
 
 
 def lora_model(ckpt: dict, source: str, dropout: float = 0.0, merged: bool = True) -> GPT:
     """The model of a LoRA checkpoint: its base (checked against the sha256 it recorded) with the
     adapters loaded, merged into the base weights unless merged=False (to train on)."""
     record = ckpt["lora"]
-    base = load_base(record["base"]["init_from"], dropout=dropout, block_size=ckpt["model_args"]["block_size"])
+    base = load_weights(record["base"]["init_from"], dropout=dropout, block_size=ckpt["model_args"]["block_size"])
     check_base(record["base"], base.weights, source)
     model = adapt(base.model, LoraConfig.from_record(record))
     load_adapter(model, ckpt["model"], source)
@@ -107,8 +102,11 @@ def load_model(init_from: str = "resume", out_dir: str = "out", data_dir: str | 
     has such an option ('' when it was not given, None when it has none): a nanoGPT checkpoint
     records no tokenizer, and its dataset folder is looked for there first (checkpoint_tokenizer_meta)."""
     if init_from != "resume":
-        return Loaded(from_pretrained(init_from).eval(), dict(GPT2_META), {}, None, init_from)
+        loaded = load_weights(init_from)
+        loaded.model.eval()
+        return loaded
     ckpt = load_checkpoint(out_dir, map_location="cpu")
     model = lora_model(ckpt, out_dir) if "lora" in ckpt else model_from_checkpoint(ckpt, dropout=0.0)
     tokenizer = checkpoint_tokenizer_meta(ckpt, data_dir, name=f"the checkpoint in {out_dir}" if Path(out_dir).is_dir() else f"the checkpoint {out_dir}")
-    return Loaded(model.eval(), tokenizer, ckpt.get("config", {}), ckpt.get("template"), out_dir)
+    weights = Path(ckpt["sharded"]) if ckpt.get("sharded") else newest_checkpoint(out_dir) if Path(out_dir).is_dir() else Path(out_dir)
+    return Loaded(model.eval(), tokenizer, out_dir, weights, ckpt.get("config") or {}, ckpt.get("template"))

@@ -40,8 +40,8 @@ def number(value, what: str, kind=float, empty=None):
 class Page:
     """The page's components and what its events do; build() lays them out and wires them."""
 
-    def __init__(self, pg: Playground, defaults: SamplingConfig):
-        self.pg, self.defaults = pg, defaults
+    def __init__(self, playground: Playground, defaults: SamplingConfig):
+        self.playground, self.defaults = playground, defaults
 
     def build(self, notes: str = "") -> gr.Blocks:
         with gr.Blocks(title="gpt-suite playground", analytics_enabled=False) as page:
@@ -60,9 +60,9 @@ class Page:
         return page
 
     def write_tab(self) -> None:
-        pg, defaults, names = self.pg, self.defaults, list(self.pg.models)
+        playground, defaults, names = self.playground, self.defaults, list(self.playground.models)
         with gr.Row():
-            self.prompt = gr.Textbox(label=pg.prompt_label(), lines=5, scale=3, elem_id="prompt")
+            self.prompt = gr.Textbox(label=playground.prompt_label(), lines=5, scale=3, elem_id="prompt")
             with gr.Column(scale=2):
                 self.chosen = gr.CheckboxGroup(names, value=names[:MAX_MODELS], label=f"models side by side (up to {MAX_MODELS})", elem_id="chosen")
                 with gr.Row():
@@ -75,7 +75,7 @@ class Page:
                 gr.Slider(0.0, 2.0, value=defaults.temperature, step=0.05, label="temperature (0: greedy)"),
                 gr.Number(defaults.top_k or 0, precision=0, label="top-k (0: every token)"),
                 gr.Number(defaults.top_p or 1.0, label="top-p, in (0, 1] (1: off)"),
-                gr.Slider(1, pg.max_new_tokens, value=min(defaults.max_new_tokens, pg.max_new_tokens), step=1, label="max new tokens"),
+                gr.Slider(1, playground.max_new_tokens, value=min(defaults.max_new_tokens, playground.max_new_tokens), step=1, label="max new tokens"),
                 gr.Number(defaults.seed, precision=0, label="seed"),
                 gr.Textbox(defaults.stop.replace("\n", "\\n"), label="stop text (\\n: a newline)"),
             ]
@@ -87,7 +87,7 @@ class Page:
         self.stats = gr.Markdown(elem_id="stats")
 
     def seen_tab(self) -> None:
-        names = list(self.pg.models)
+        names = list(self.playground.models)
         gr.Markdown("The spans of a sample that also occur in the model's training data (train.bin): in 8-grams found there, and the longest such span.")
         with gr.Row():
             self.which = gr.Dropdown(names, value=names[0] if names else None, label="model")
@@ -108,10 +108,10 @@ class Page:
 
     def write(self, text, models, temperature, top_k, top_p, max_new, seed, stop, last):
         """Generate: the columns as they grow, an update every STREAM_EVERY seconds."""
-        pg, defaults = self.pg, self.defaults
+        playground, defaults = self.playground, self.defaults
         try:
             top_p = number(top_p, "top-p", float, 1.0)
-            cfg = pg.settings(
+            cfg = playground.settings(
                 defaults,
                 temperature=number(temperature, "temperature", float, defaults.temperature),
                 top_k=number(top_k, "top-k", int) or None,  # 0 or empty: every token
@@ -120,8 +120,8 @@ class Page:
                 seed=number(seed, "seed", int, defaults.seed),
                 stop=(stop or "").replace("\\n", "\n"),
             )
-            refreshed = [pg.refresh(pg.models[n]) for n in models or [] if n in pg.models]
-            stream = pg.generate(models or [], text or "", cfg)
+            refreshed = [playground.refresh(playground.models[n]) for n in models or [] if n in playground.models]
+            stream = playground.generate(models or [], text or "", cfg)
             columns = next(stream)  # every check is made before this first round
         except UserError as e:
             raise refuse(e) from None
@@ -150,26 +150,26 @@ class Page:
 
     def load(self, name, models):
         try:
-            model = self.pg.load(name or "")
+            model = self.playground.load(name or "")
         except UserError as e:
             raise refuse(e) from None
-        choices = list(self.pg.models)
+        choices = list(self.playground.models)
         chosen = [*(models or []), model.name][-MAX_MODELS:]
         note = f"loaded {model.name} ({model.nbytes / 2**20:,.0f} MB of weights)"
-        return gr.CheckboxGroup(choices=choices, value=chosen), gr.Dropdown(choices=choices), gr.Textbox(label=self.pg.prompt_label()), "", note
+        return gr.CheckboxGroup(choices=choices, value=chosen), gr.Dropdown(choices=choices), gr.Textbox(label=self.playground.prompt_label()), "", note
 
     def seen(self, name, text, last):
         try:
             if not name:
                 raise UserError("choose a model")
-            pieces, line = self.pg.seen_in_training(name, text or last.get(name, ""))
+            pieces, line = self.playground.seen_in_training(name, text or last.get(name, ""))
         except UserError as e:
             raise refuse(e) from None
         return pieces, line.replace("\n", "  \n")
 
     def runs(self):
-        return pd.DataFrame(self.pg.loss_rows(), columns=["iteration", "loss", "curve"]), self.pg.dataset_reports()
+        return pd.DataFrame(self.playground.loss_rows(), columns=["iteration", "loss", "curve"]), self.playground.dataset_reports()
 
 
-def build_page(pg: Playground, defaults: SamplingConfig, notes: str = "") -> gr.Blocks:
-    return Page(pg, defaults).build(notes)
+def build_page(playground: Playground, defaults: SamplingConfig, notes: str = "") -> gr.Blocks:
+    return Page(playground, defaults).build(notes)

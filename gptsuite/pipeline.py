@@ -65,11 +65,6 @@ ASCII_SPACE = np.zeros(256, dtype=bool)
 ASCII_SPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True  # what str.split() splits on, in ASCII
 
 
-def split_bpe_chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
-    """Cut text into pieces of about `size` characters whose encodings, joined, equal the whole's."""
-    return list(bpe_pieces([text], size))
-
-
 def bpe_pieces(blocks: Iterable[str], size: int) -> Iterator[str]:
     """Re-cut a stream of text blocks into pieces of at least `size` characters (the last may be
     shorter), each ending at a BPE_CUT, so that they can be encoded apart, in parallel."""

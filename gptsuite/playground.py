@@ -25,7 +25,7 @@ from gptsuite import tokenizer as tokenizers
 from gptsuite.checkpoint import load_checkpoint
 from gptsuite.datafiles import resolve_data_dir
 from gptsuite.errors import UserError
-from gptsuite.generate import encode_prompt, sample_rows, visible
+from gptsuite.generate import SamplingConfig, encode_prompt, sample_rows, visible
 from gptsuite.loading import Loaded, checkpoint_file, load_model
 from gptsuite.memory import parameter_counts
 from gptsuite.metrics import SERIES, loss_curves, read_metrics
@@ -193,8 +193,8 @@ class Playground:
 
     # --- requests ------------------------------------------------------------------------------
 
-    def settings(self, defaults, **values):
-        """`defaults` (a SamplingConfig) with a request's values, checked against the same
+    def settings(self, defaults: SamplingConfig, **values) -> SamplingConfig:
+        """`defaults` with a request's values, checked against the same
         bounds as sample.py's flags and against the server's cap on new tokens."""
         cfg = replace(defaults, **values)
         try:
@@ -226,7 +226,7 @@ class Playground:
             )
         return prompt, ids
 
-    def generate(self, names: list[str], text: str, cfg) -> Iterator[list[Column]]:
+    def generate(self, names: list[str], text: str, cfg: SamplingConfig) -> Iterator[list[Column]]:
         """Every chosen model's answer to the prompt, one token of each in turn, yielded after every
         round; all checks are made before the first token."""
         if not text.strip():
@@ -234,7 +234,7 @@ class Playground:
         models = self.chosen(names)
         prompts = [self.prompt_ids(m, text) for m in models]
         columns = [Column(m.name, p) for m, (p, _) in zip(models, prompts, strict=True)]
-        streams = [Rows(self, m, ids, cfg) for m, (_, ids) in zip(models, prompts, strict=True)]
+        streams = [SeededStream(self, m, ids, cfg) for m, (_, ids) in zip(models, prompts, strict=True)]
         start = time.perf_counter()
         while not all(c.done for c in columns):
             self.threads.adjust()
@@ -327,20 +327,20 @@ class Playground:
         return "\n\n".join(parts) or "no loaded model was trained here: load a training run's folder to see its data"
 
 
-class Rows:
+class SeededStream:
     """One model's sample_rows, drawing from its own random stream: torch's generator states (the
     CPU's and the device's, all that sampling draws from) are swapped in for each step and out
     again after it."""
 
-    def __init__(self, pg: Playground, model: Model, ids: list[int], cfg):
-        self.device = pg.rt.device
+    def __init__(self, playground: Playground, model: Model, ids: list[int], cfg: SamplingConfig):
+        self.device = playground.rt.device
         outside = self._state()
         torch.manual_seed(cfg.seed)  # seeds the CPU's and the devices' generators, as sample.py's seed_everything
         self.state = self._state()
         self._set(outside)
         self.last: list[int] = []
-        self.autocast = pg.rt.autocast
-        self._steps = sample_rows(model.loaded.model, model.tok, ids, 1, cfg, pg.rt.device)
+        self.autocast = playground.rt.autocast
+        self._steps = sample_rows(model.loaded.model, model.tok, ids, 1, cfg, playground.rt.device)
 
     def _state(self) -> tuple:
         if self.device.startswith("cuda"):

@@ -15,7 +15,7 @@ import torch
 from gptsuite.batches import Batches, TrainingData
 from gptsuite.checkpoint import load_sharded_optimizer, model_from_checkpoint, set_rng_state
 from gptsuite.errors import UserError
-from gptsuite.loading import checkpoint_file, load_base, lora_model, new_model
+from gptsuite.loading import checkpoint_file, load_weights, lora_model, new_model
 from gptsuite.lora import LoraConfig, adapt, file_sha256, freeze_base_dtype
 from gptsuite.policy import NO_LOSS
 from gptsuite.runtime import Runtime, seed_everything
@@ -27,7 +27,7 @@ RESUME_MAY_CHANGE = ("block_size", "dropout", "vocab_size")
 
 
 @dataclass
-class Start:
+class StartingPoint:
     """Where a run starts: the model, and the checkpoint it resumes (None for a new run)."""
 
     model: GPT
@@ -81,12 +81,12 @@ class Start:
         seed_everything(seed + rt.rank + 1_000_003 * self.iter_num)
 
 
-def start_run(cfg: TrainConfig, resumed: Resumed | None, data: TrainingData, rt: Runtime) -> Start:
+def start_run(cfg: TrainConfig, resumed: Resumed | None, data: TrainingData, rt: Runtime) -> StartingPoint:
     """The model init_from asks for (with LoRA adapters if lora_rank > 0), and the checkpoint it resumes."""
     if resumed is not None:
         start = resume_run(cfg, resumed, data, rt)
     elif cfg.init_from == "scratch":
-        return Start(new_model(cfg.model, data.tokenizer))
+        return StartingPoint(new_model(cfg.model, data.tokenizer))
     else:
         start = fine_tune_run(cfg, data)
     if start.lora and rt.dtype in ("bfloat16", "float16"):
@@ -94,7 +94,7 @@ def start_run(cfg: TrainConfig, resumed: Resumed | None, data: TrainingData, rt:
     return start
 
 
-def resume_run(cfg: TrainConfig, resumed: Resumed, data: TrainingData, rt: Runtime) -> Start:
+def resume_run(cfg: TrainConfig, resumed: Resumed, data: TrainingData, rt: Runtime) -> StartingPoint:
     ckpt, path = resumed.ckpt, resumed.path
     check_resumable(resumed, cfg, data)
     if rt.master:
@@ -108,17 +108,17 @@ def resume_run(cfg: TrainConfig, resumed: Resumed, data: TrainingData, rt: Runti
             print(f"note: {', '.join(changed)}: the batches from here on differ from those of an uninterrupted run")
     if "lora" in ckpt:
         ckpt["lora"] = ckpt["lora"] | {"dropout": cfg.lora.dropout}  # the one adapter setting a resumed run may change
-        return Start(lora_model(ckpt, str(path), dropout=cfg.model.dropout, merged=False), ckpt, path, lora=ckpt["lora"])
-    return Start(model_from_checkpoint(ckpt, dropout=cfg.model.dropout), ckpt, path)
+        return StartingPoint(lora_model(ckpt, str(path), dropout=cfg.model.dropout, merged=False), ckpt, path, lora=ckpt["lora"])
+    return StartingPoint(model_from_checkpoint(ckpt, dropout=cfg.model.dropout), ckpt, path)
 
 
-def fine_tune_run(cfg: TrainConfig, data: TrainingData) -> Start:
+def fine_tune_run(cfg: TrainConfig, data: TrainingData) -> StartingPoint:
     """A new run from trained weights: GPT-2's, or a checkpoint of ours; LoRA adapters on them if asked."""
     if data.tokenizer["kind"] != "gpt2" and not checkpoint_file(cfg.init_from):
         raise UserError(
             f"init_from={cfg.init_from} needs a dataset tokenized with GPT-2 BPE, but {data.dir} uses the {data.tokenizer['kind']} tokenizer; prepare one with GPT-2 BPE (e.g. python prepare.py shakespeare)"
         )
-    base = load_base(cfg.init_from, dropout=cfg.model.dropout, block_size=cfg.model.block_size)
+    base = load_weights(cfg.init_from, dropout=cfg.model.dropout, block_size=cfg.model.block_size)
     if base.tokenizer != data.tokenizer:
         theirs = "GPT-2 BPE" if base.tokenizer["kind"] == "gpt2" else f"a {base.tokenizer['kind']} tokenizer of {base.tokenizer['vocab_size']} ids"
         raise UserError(
@@ -126,10 +126,10 @@ def fine_tune_run(cfg: TrainConfig, data: TrainingData) -> Start:
             f"prepare a dataset with its tokenizer{' (e.g. python prepare.py shakespeare)' if base.tokenizer['kind'] == 'gpt2' else ''}"
         )
     if not cfg.lora.rank:
-        return Start(base.model)
+        return StartingPoint(base.model)
     model = adapt(base.model, cfg.lora)
     reference = {"init_from": cfg.init_from, "weights": str(base.weights.resolve()), "sha256": file_sha256(base.weights)}
-    return Start(model, lora=cfg.lora.record() | {"base": reference})
+    return StartingPoint(model, lora=cfg.lora.record() | {"base": reference})
 
 
 def check_resumable(resumed: Resumed, cfg: TrainConfig, data: TrainingData) -> None:

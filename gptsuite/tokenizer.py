@@ -119,9 +119,6 @@ class GPT2Tokenizer:
         # the text of a document never turns into the special token, even if it contains its spelling
         return self.enc.encode_ordinary(text)
 
-    def encode_batch(self, texts: list[str], num_threads: int = 8) -> list[list[int]]:
-        return self.enc.encode_ordinary_batch(texts, num_threads=num_threads)
-
     def encode_array(self, text: str) -> np.ndarray:
         """encode() as a uint32 array, without building a list of Python ints (and without
         holding the GIL while it encodes, so threads encode in parallel)."""

@@ -95,23 +95,6 @@ def test_sample_logits_greedy_top_k_top_p():
     assert (draws[0] == 1).all()
 
 
-def test_generate_stops_when_every_row_has_a_stop_token():
-    model = lively()
-    x = torch.randint(0, 65, (4, 3))
-    free = model.generate(x, 30, temperature=0)
-    stop = int(free[0, 3 + 4])  # row 0 produces it within 5 new tokens
-    out = model.generate(x, 30, temperature=0, stop_tokens=[stop])
-    assert out.shape[1] <= free.shape[1]
-    assert (out[0, 3 + 4 :] == stop).all()
-    for row, full in zip(out, free, strict=True):
-        hits = (row[3:] == stop).nonzero()
-        if len(hits):  # a stopped row matches the free run up to its stop, then holds the stop token
-            first = 3 + int(hits[0])
-            assert torch.equal(row[: first + 1], full[: first + 1]) and (row[first:] == stop).all()
-        else:
-            assert out.shape[1] == free.shape[1] and torch.equal(row, full)
-
-
 def test_generate_texts_stop_text_and_streaming():
     model = lively()
     tok = CharTokenizer([chr(c) for c in range(40, 105)])  # 65 characters

@@ -8,7 +8,7 @@ import pytest
 from conftest import TEXT
 from gptsuite.datafiles import TokenWriter, load_meta, open_split
 from gptsuite.errors import UserError
-from gptsuite.pipeline import bpe_pieces, split_bpe_chunks
+from gptsuite.pipeline import bpe_pieces
 from gptsuite.tokenizer import GPT2Tokenizer
 from prepare import main as prepare_main
 
@@ -49,7 +49,7 @@ def test_ids_that_do_not_fit_uint16_are_refused(tmp_path: Path):
 def test_bpe_chunking_is_exact():
     text = "Hello there.\n\n  indented line\nNext: words, words.\n" * 5000
     tok = GPT2Tokenizer()
-    chunks = split_bpe_chunks(text, size=1000)
+    chunks = list(bpe_pieces([text], 1000))
     assert len(chunks) > 10 and "".join(chunks) == text
     assert sum((tok.encode(c) for c in chunks), []) == tok.encode(text)
 

@@ -87,3 +87,32 @@ def test_no_import_cycles_in_the_library():
 
     for m in LIBRARY:
         visit(m)
+
+
+CONFIG_PARAM = re.compile(r"(^|_)(cfg|config|settings)$")
+
+
+def test_library_functions_take_their_config_part_typed():
+    """A library function names the settings it reads by type (build_optimizer(model, cfg: OptimConfig)),
+    never the whole run's config untyped."""
+    untyped = []
+    for m in LIBRARY:
+        for node in ast.walk(ast.parse(path_of(m).read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for a in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]:
+                    if CONFIG_PARAM.search(a.arg) and (a.annotation is None or ast.unparse(a.annotation) in ("Any", "object", "typing.Any")):
+                        untyped.append(f"{m}.{node.name}({a.arg})")
+    assert not untyped, untyped
+
+
+def test_the_model_shape_is_declared_only_in_gptconfig():
+    """n_layer, n_head, n_embd are fields of model.GPTConfig alone; every config that takes them takes that part."""
+    shape = {"n_layer", "n_head", "n_embd", "arch"}
+    elsewhere = []
+    for path in [*ROOT.glob("*.py"), *(ROOT / "gptsuite").glob("*.py"), *(ROOT / "tools").glob("*.py"), *PLUGINS]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and not (path.name == "model.py" and node.name == "GPTConfig"):
+                fields = {s.target.id for s in node.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)}
+                if fields & shape:
+                    elsewhere.append(f"{path.relative_to(ROOT)}:{node.name} declares {', '.join(sorted(fields & shape))}")
+    assert not elsewhere, elsewhere
