@@ -47,11 +47,11 @@ def main(argv: list[str]) -> None:
         raise UserError(usage)
     name, argv = argv[0], argv[1:]
     module = load_dataset_module(name)
-    cfg = parse_config(module.Config(), argv, prog=f"prepare.py {name}")
+    cfg = parse_config(module.Config(), argv, prog=f"prepare.py {name}", tolerate=RENAMED)
     print_config(cfg)
     default_name = getattr(module, "default_name", None)  # a dataset may name its folder after its input
-    out_dir = resolve_data_dir(cfg.out_dir, default_name(cfg) if default_name else name)
-    check_folder(out_dir, "--out_dir")
+    out_dir = resolve_data_dir(cfg.data_dir, default_name(cfg) if default_name else name)
+    check_folder(out_dir, "--data_dir")
     for p in remove_stale_temps(out_dir):
         print(f"removed {p}, left by a prepare that was stopped while writing")
     t0 = time.time()
@@ -67,6 +67,9 @@ def main(argv: list[str]) -> None:
     report = build_report(out_dir.name, meta, stats)
     write_report(report, stats, out_dir)
     print(format_report(report, out_dir))
+
+
+RENAMED = {"out_dir": "prepare.py writes to --data_dir (the folder train.py's --data_dir reads; --out_dir is a run's folder): write --data_dir=DIR"}
 
 
 if __name__ == "__main__":

@@ -135,7 +135,7 @@ def main() -> None:
         data_dir = work / "data"
     elif args.input:
         data_dir = work / "data"
-        prep = [sys.executable, "prepare.py", "shakespeare_char", f"--input={args.input}", f"--out_dir={data_dir}"]
+        prep = [sys.executable, "prepare.py", "shakespeare_char", f"--input={args.input}", f"--data_dir={data_dir}"]
         subprocess.run(prep, check=True, capture_output=True)
     elif not (data_dir / "meta.json").exists():
         sys.exit("no data/shakespeare_char: run python prepare.py shakespeare_char, or pass --input=PATH/TO/input.txt")

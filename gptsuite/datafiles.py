@@ -63,7 +63,7 @@ def read_text(path: Path, what: str, fix: str, encoding: str = "utf-8") -> str:
 class PrepareConfig:
     """Options every dataset takes; a dataset's own Config subclasses this."""
 
-    out_dir: str = ""  # default data/<dataset>
+    data_dir: str = ""  # the folder to write: default data/<dataset> (train.py's --data_dir reads it)
     dtype: str = option("uint16", choices=("uint16", "uint32"))  # of the token ids: uint16 holds vocabularies up to 65,536 ids
     num_threads: int = option(0, ge=0)  # threads that tokenize documents; 0: one per CPU core
     overwrite: bool = False  # replace data in the output folder that was prepared from another source or with other settings
@@ -253,7 +253,7 @@ def load_meta(data_dir: str | Path) -> dict:
                 f"no prepared dataset in {data_dir}; prepare it first: `python prepare.py {data_dir.name}` (options: python prepare.py {data_dir.name} --help)"
             )
         raise UserError(
-            f"no prepared dataset in {data_dir}; prepare it first: `python prepare.py text --input=FILE_OR_FOLDER --out_dir={data_dir}` for your own text, "
+            f"no prepared dataset in {data_dir}; prepare it first: `python prepare.py text --input=FILE_OR_FOLDER --data_dir={data_dir}` for your own text, "
             f"or `python prepare.py <dataset>` for a built-in one (python prepare.py --help lists them)"
         )
     path = data_dir / "meta.json"
@@ -283,7 +283,7 @@ def check_replace(out_dir: Path, prepared_from: dict, source: str, overwrite: bo
     settings (its meta.json's `prepared_from` differs from this prepare's), naming both and the
     flag that replaces it; preparing again what is there (the same bytes) goes on."""
     path = out_dir / "meta.json"
-    elsewhere = "prepare into another folder (--out_dir=DIR) or pass --overwrite=True to replace it"
+    elsewhere = "prepare into another folder (--data_dir=DIR) or pass --overwrite=True to replace it"
     if overwrite:
         return
     if not path.exists():

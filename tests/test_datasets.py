@@ -31,7 +31,7 @@ PAPERS = [
 def prepare(dataset: str, out: Path, **options) -> dict:
     """Run a dataset's prepare in-process, as `python prepare.py <dataset> --key=value` does."""
     module = load_dataset_module(dataset)
-    cfg = module.Config(out_dir=str(out), **options)
+    cfg = module.Config(data_dir=str(out), **options)
     corpus = module.corpus(cfg, out)
     assert isinstance(corpus, DocumentCorpus)
     meta, _ = prepare_documents(corpus, out, num_threads=2)
@@ -104,7 +104,7 @@ def test_pubmed_errors(tmp_path: Path):
     proc = run_entry(
         "prepare.py",
         "pubmed",
-        f"--out_dir={tmp_path / 'o'}",
+        f"--data_dir={tmp_path / 'o'}",
         f"--cache_dir={tmp_path / 'hf'}",
         check=False,
         env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
@@ -295,7 +295,7 @@ def test_text_prepare_prints_and_writes_the_report(tmp_path: Path, capsys):
     folder.mkdir()
     for i in range(6):
         (folder / f"ep{i}.txt").write_text(f"Host: welcome to episode {i}.\nGuest: thanks! " * (i + 1))
-    prepare_cli.main(["text", f"--input={folder}", f"--out_dir={tmp_path / 'out'}"])
+    prepare_cli.main(["text", f"--input={folder}", f"--data_dir={tmp_path / 'out'}"])
     stdout = capsys.readouterr().out
     assert "dataset report" in stdout and "gpt2-1.5B" in stdout and "H100" in stdout
     report = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -329,7 +329,7 @@ def test_shakespeare_char_prepare_reports_too(tmp_path: Path, text_file: Path, c
     import prepare as prepare_cli
     from conftest import TEXT
 
-    prepare_cli.main(["shakespeare_char", f"--input={text_file}", f"--out_dir={tmp_path}"])
+    prepare_cli.main(["shakespeare_char", f"--input={text_file}", f"--data_dir={tmp_path}"])
     assert "dataset report" in capsys.readouterr().out
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["documents"]["total"] == 1 and report["per_document"]["characters"]["sum"] == len(TEXT)

@@ -26,7 +26,7 @@ def web_data(tmp_path_factory) -> tuple[Path, Path]:
     """A GPT-2 BPE dataset prepared by prepare.py fineweb_edu, and a HellaSwag file of 5 items."""
     root = tmp_path_factory.mktemp("gpt2repro")
     write_shards(root / "shards", 600)
-    prepare_main(["fineweb_edu", f"--data_files={root / 'shards' / '*.parquet'}", f"--out_dir={root / 'data'}", "--val_documents=40"])
+    prepare_main(["fineweb_edu", f"--data_files={root / 'shards' / '*.parquet'}", f"--data_dir={root / 'data'}", "--val_documents=40"])
     hellaswag = root / "hellaswag_val.jsonl"
     hellaswag.write_text("".join(json.dumps({"activity_label": "x", "ctx_a": i["ctx"], "ctx_b": "", "split": "val", **i}) + "\n" for i in ITEMS))
     return root / "data", hellaswag

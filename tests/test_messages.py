@@ -97,7 +97,7 @@ def test_a_table_without_field_names_its_columns(tmp_path: Path):
 
     table = tmp_path / "papers.jsonl"
     table.write_text("".join(json.dumps({"id": i, "summary": f"Paper {i} is about things."}) + "\n" for i in range(20)))
-    args = ["text", f"--input={table}", f"--out_dir={tmp_path / 'out'}"]
+    args = ["text", f"--input={table}", f"--data_dir={tmp_path / 'out'}"]
     with pytest.raises(UserError) as e:
         prepare.main(args)
     assert "its columns: id, summary" in str(e.value)
@@ -115,7 +115,7 @@ def test_pubmed_names_the_fields_it_reads(tmp_path: Path):
     rows = [{"summary": f"Abstract {i}.", "article": f"Article {i} text."} for i in range(6)]
     for name in ("train", "val"):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    args = ["pubmed", f"--data_files={tmp_path / 'train.jsonl'}", f"--val_files={tmp_path / 'val.jsonl'}", f"--out_dir={tmp_path / 'out'}"]
+    args = ["pubmed", f"--data_files={tmp_path / 'train.jsonl'}", f"--val_files={tmp_path / 'val.jsonl'}", f"--data_dir={tmp_path / 'out'}"]
     with pytest.raises(UserError) as e:
         prepare.main(args)
     message = str(e.value)

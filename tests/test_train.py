@@ -74,7 +74,7 @@ def test_pickled_code_is_refused(tmp_path: Path):
 def test_end_to_end_prepare_train_resume_sample(tmp_path: Path, text_file: Path):
     """The command-line smoke run: each entry point as its own process, as a user runs them."""
     data, out = tmp_path / "data", tmp_path / "out"
-    run_entry("prepare.py", "shakespeare_char", f"--input={text_file}", f"--out_dir={data}")
+    run_entry("prepare.py", "shakespeare_char", f"--input={text_file}", f"--data_dir={data}")
     proc = run_entry("train.py", f"--data_dir={data}", f"--out_dir={out}", "--max_iters=10", "--learning_rate=3e-3", *TINY_ARGS)
     assert "step 10: train loss" in proc.stdout and (out / "ckpt.pt").exists()
     ckpt = load_checkpoint(out / "ckpt.pt")

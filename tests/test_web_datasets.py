@@ -22,7 +22,7 @@ def test_openwebtext_writes_nanogpts_bytes(tmp_path: Path):
 
     shards = write_shards(tmp_path / "owt", 2500)
     out = tmp_path / "data"
-    prepare_main(["openwebtext", f"--data_files={','.join(map(str, shards))}", f"--out_dir={out}", "--num_threads=2"])
+    prepare_main(["openwebtext", f"--data_files={','.join(map(str, shards))}", f"--data_dir={out}", "--num_threads=2"])
 
     dataset = datasets.load_dataset("parquet", data_files={"train": [str(p) for p in shards]}, cache_dir=str(tmp_path / "hf"))
     split = dataset["train"].train_test_split(test_size=0.0005, seed=2357, shuffle=True)
@@ -70,8 +70,8 @@ def test_fineweb_edu_val_first_then_train_until_max_tokens(tmp_path: Path):
         prepare_documents(module.corpus(cfg, out), out, num_threads=2, overwrite=True)
 
     run = prepare_main, ["fineweb_edu", f"--data_files={tmp_path / 'fw' / '*.parquet'}", "--val_documents=50", "--num_threads=1"]
-    run[0]([*run[1], f"--out_dir={tmp_path / 'all1'}"])
-    run[0]([*run[1], f"--out_dir={tmp_path / 'all2'}", "--num_threads=3"])
+    run[0]([*run[1], f"--data_dir={tmp_path / 'all1'}"])
+    run[0]([*run[1], f"--data_dir={tmp_path / 'all2'}", "--num_threads=3"])
     assert (tmp_path / "all1" / "train.bin").read_bytes() == (tmp_path / "all2" / "train.bin").read_bytes() == whole.tobytes()
 
 
@@ -109,7 +109,7 @@ def test_rows_without_text_are_skipped_and_counted(tmp_path: Path):
 def test_a_stopped_prepare_leaves_nothing_that_looks_complete_and_the_rerun_cleans_up(tmp_path: Path, monkeypatch):
     write_shards(tmp_path / "fw", 800)
     out = tmp_path / "data"
-    args = ["fineweb_edu", f"--data_files={tmp_path / 'fw' / '*.parquet'}", f"--out_dir={out}", "--val_documents=20"]
+    args = ["fineweb_edu", f"--data_files={tmp_path / 'fw' / '*.parquet'}", f"--data_dir={out}", "--val_documents=20"]
     real = sources.read_records
 
     def dies_midway(path, fields, fix):  # Ctrl-C in the middle of the second shard

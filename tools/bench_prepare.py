@@ -147,9 +147,9 @@ finally:
 def run_prepare(corpus: Path, out_dir: Path, log: Path, dataset: str = "text") -> dict:
     """Wall seconds, CPU seconds and peak RSS (MB) of one `python prepare.py <dataset>`, in its own process."""
     if dataset == "text":
-        args = ["text", f"--input={corpus}", f"--out_dir={out_dir}"] + (["--field=text"] if corpus.suffix == ".jsonl" else [])
+        args = ["text", f"--input={corpus}", f"--data_dir={out_dir}"] + (["--field=text"] if corpus.suffix == ".jsonl" else [])
     else:
-        args = [dataset, f"--data_files={corpus}/*.parquet", f"--out_dir={out_dir}", "--overwrite=True"]
+        args = [dataset, f"--data_files={corpus}/*.parquet", f"--data_dir={out_dir}", "--overwrite=True"]
     linux = Path("/proc/self/status").exists()
     cmd = [sys.executable, "-c", PREPARE, *args] if linux else [sys.executable, "prepare.py", *args]
     t0 = time.time()

@@ -11,7 +11,7 @@ vocabulary is the corpus' characters, a blank line ("\\n\\n") ends each document
 --val_fraction of the documents is val.bin; a single file is split by position. All of them are
 read in blocks, never whole, so a corpus larger than memory prepares. Output goes to data/<name>,
 by default the input's name (data/book for book.txt, data/transcripts for transcripts/), or
---out_dir; train with --dataset=<name>. Another corpus of the same name does not replace it:
+--data_dir; train with --dataset=<name>. Another corpus of the same name does not replace it:
 the prepare stops, naming both, unless --overwrite=True.
 """
 
