@@ -110,7 +110,7 @@ def bench(cfg: BenchConfig, rt: Runtime) -> dict:
         tokens = (torch.randint(0, shape.vocab_size, (cfg.data.batch_size, shape.block_size + 1), device=rt.device) for _ in itertools.count())
         batches = ((t[:, :-1], t[:, 1:].contiguous()) for t in tokens)
 
-    CpuThreads(cfg.system.threads, adaptive=False)  # a benchmark keeps its thread count: --threads=N, else torch's default
+    threads = CpuThreads(cfg.system.threads, adaptive=rt.device_type == "cpu").fit_now()  # as train.py: the cores others leave free, then kept while timing
     model = new_model(shape, tokenizer_meta).to(rt.device)
     placed = parallelize(model, rt, cfg.parallel)  # fsdp: model sharded in place
     optimizer = placed.build_optimizer(cfg.optim, rt.device_type)
@@ -122,7 +122,8 @@ def bench(cfg: BenchConfig, rt: Runtime) -> dict:
     say(
         rt,
         f"{model.get_num_params() / 1e6:.2f}M parameters, {rt.world_size} x {accum_steps} x {cfg.data.batch_size} x {shape.block_size} tokens per step{parallel}, "
-        f"{'real data' if cfg.real_data else 'random tokens'}, device {rt.device}, {rt.dtype}, compile {'on' if rt.compiles(cfg.parallel.compile) else 'off'}",
+        f"{'real data' if cfg.real_data else 'random tokens'}, device {rt.device}, {rt.dtype}, compile {'on' if rt.compiles(cfg.parallel.compile) else 'off'}"
+        + (f", {threads} CPU threads" if rt.device_type == "cpu" else ""),
     )
 
     def run(steps: int) -> float:
@@ -148,7 +149,7 @@ def bench(cfg: BenchConfig, rt: Runtime) -> dict:
     peak = cfg.peak_tflops * 1e12 or rt.peak_flops()
     mfu = model_flops_per_token(model, shape.block_size) * tokens_per_step / dt / peak if peak else None
     mfu = mfu / rt.world_size if mfu is not None else None  # per GPU
-    result = {"ms_per_iter": dt * 1000, "tokens_per_s": tokens_per_step / dt, "peak_memory_bytes": memory, "mfu": mfu, "loss": loss, "state_bytes": held}
+    result = {"threads": threads, "ms_per_iter": dt * 1000, "tokens_per_s": tokens_per_step / dt, "peak_memory_bytes": memory, "mfu": mfu, "loss": loss, "state_bytes": held}
     where = torch.cuda.get_device_name(rt.device) if rt.device_type == "cuda" else rt.device_type
     say(rt, f"loss {loss:.4f}")
     say(

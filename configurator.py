@@ -198,16 +198,17 @@ def _assigned_names(tree: ast.Module) -> set[str]:
     return names
 
 
-def _exec_config_file(path: str, namespace: dict[str, Any], seen: tuple[str, ...] = ()) -> set[str]:
-    """Run a config file in namespace; the names it (and what it includes) assigned."""
+def _exec_config_file(path: str, namespace: dict[str, Any], seen: tuple[str, ...] = (), assigned: set[str] | None = None) -> set[str]:
+    """Run a config file in namespace; the names it (and every file it includes) assigned."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {path} not found; check the path (the recipes are in config/, relative to the project folder)")
     if str(p.resolve()) in seen:
         raise ConfigError(f"config file {path} includes itself")
     seen = (*seen, str(p.resolve()))
-    assigned: set[str] = set()
-    namespace["include"] = lambda other: assigned.update(_exec_config_file(other, namespace, seen))
+    assigned = set() if assigned is None else assigned
+    outer = namespace.get("include")
+    namespace["include"] = lambda other: _exec_config_file(other, namespace, seen, assigned)
     try:
         tree = ast.parse(p.read_text(encoding="utf-8"), str(p))
         exec(compile(tree, str(p), "exec"), namespace)
@@ -215,7 +216,10 @@ def _exec_config_file(path: str, namespace: dict[str, Any], seen: tuple[str, ...
         raise
     except Exception as e:
         raise ConfigError(f"config file {path} failed: {type(e).__name__}: {e}") from None
-    return assigned | _assigned_names(tree)
+    finally:
+        namespace["include"] = outer  # the including file's, for its next include()
+    assigned |= _assigned_names(tree)
+    return assigned
 
 
 def _apply_config_file(path: str, values: dict[str, Any], keys: dict[str, Key], tolerate: frozenset = frozenset()) -> dict[str, Any]:

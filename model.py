@@ -41,6 +41,7 @@ from torch.nn import functional as F
 from configurator import ConfigError, check_bounds, option
 
 ARCHS = ("gpt2", "modern")
+ACTIVATIONS = ("gelu_tanh", "gelu")  # arch='gpt2''s MLP: GELU's tanh approximation (OpenAI's GPT-2, 'gelu_new'), or exact GELU (nanoGPT's)
 LOGIT_SOFTCAP = 15.0  # arch='modern': logits stay within +-15
 ROPE_BASE = 10000.0  # arch='modern': the rotary frequencies' base, as in RoFormer and Llama
 
@@ -58,6 +59,7 @@ class GPTConfig:
     n_embd: int = option(768, gt=0)  # width of the residual stream
     dropout: float = option(0.0, ge=0, lt=1)  # 0 for pretraining, 0.1+ for fine-tuning
     bias: bool = False  # biases in Linears and LayerNorms (GPT-2 has them; without is a bit better and faster)
+    activation: str = option("gelu_tanh", choices=ACTIVATIONS)  # arch=gpt2's MLP: gelu_tanh (OpenAI's GPT-2) or gelu, exact (what nanoGPT trains with); arch=modern's is ReLU²
     arch: str = option("gpt2", choices=ARCHS)  # gpt2: GPT-2's architecture (its weights, nanoGPT checkpoints); modern: RoPE, RMSNorm, QK-norm, ReLU², untied head, soft-capped logits (for training from scratch; see above)
 
     def __post_init__(self):
@@ -129,7 +131,8 @@ class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.act = nn.GELU(approximate="tanh") if config.arch == "gpt2" else ReLU2()  # GPT-2's gelu_new, or ReLU²
+        gelu = nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")  # GPT-2's gelu_new, or nanoGPT's exact GELU
+        self.act = gelu if config.arch == "gpt2" else ReLU2()
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 

@@ -69,7 +69,7 @@ from gptsuite.parallel import check_parallel, parallelize
 from gptsuite.policy import CheckpointPolicy
 from gptsuite.runtime import CpuThreads, Runtime, StopSignal, setup_runtime, teardown_runtime
 from gptsuite.settings import Resumed, TrainConfig, check_train_config, read_settings
-from gptsuite.start import start_run
+from gptsuite.start import claim_out_dir, start_run
 from model import GPT
 
 
@@ -109,6 +109,7 @@ def setup(cfg: TrainConfig, rt: Runtime, resumed: Resumed | None) -> Run:
     the rest, in order: the reference model from the starting weights, the model placed on the
     ranks (sharded under FSDP) before the optimizer is built from it, the RNG state restored last."""
     check_parallel(cfg.parallel, rt)
+    claim_out_dir(cfg.out_dir, resumed is not None, cfg.overwrite, rt.master)
     accum_steps = cfg.data.accum_steps(rt.world_size)
     data = open_training_data(cfg.data, cfg.model.block_size)
     items = hellaswag.load_for_training(cfg.hellaswag, data.tokenizer, data.dir)  # None unless hellaswag_interval

@@ -140,6 +140,14 @@ def newest_sharded(out_dir: Path) -> Path | None:
     return numbered[-1] if numbered else None
 
 
+def checkpoint_files(out_dir: str | Path) -> list[Path]:
+    """Every checkpoint a run wrote in out_dir: ckpt.pt, best.pt and ckpt-<iter>.pt; the sharded
+    ckpt-<iter>.dcp folders and their ckpt.dcp and best.dcp links."""
+    out_dir = Path(out_dir)
+    named = [out_dir / n for n in (CKPT_NAME, BEST_NAME, SHARDED_NAME, BEST_SHARDED_NAME) if (out_dir / n).exists() or (out_dir / n).is_symlink()]
+    return named + numbered_checkpoints(out_dir) + numbered_sharded(out_dir)
+
+
 def is_sharded(path: Path) -> bool:
     return path.is_dir() and (path / SHARDED_META).is_file()
 
@@ -240,7 +248,8 @@ def load_checkpoint(path: str | Path, map_location="cpu", mmap: bool = False) ->
     if not path.exists():
         raise UserError(f"no checkpoint at {path}; train one first (python train.py ...) or pass the out_dir of a run with --out_dir")
     if is_sharded(path):
-        return load_sharded(path, meta_only=mmap)
+        ckpt = load_sharded(path, meta_only=mmap)
+        return ckpt | {"model_args": complete_model_args(ckpt["model_args"])}
     try:
         with warnings.catch_warnings():  # a newer pickle protocol warns before it is refused below
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -269,7 +278,14 @@ def load_checkpoint(path: str | Path, map_location="cpu", mmap: bool = False) ->
         raise UserError(f"{path} is not a GPT checkpoint (no 'model' / 'model_args'); pass a ckpt.pt written by train.py")
     # checkpoints of a torch.compile'd model (nanoGPT) carry an _orig_mod. prefix
     ckpt["model"] = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
+    ckpt["model_args"] = complete_model_args(ckpt["model_args"])
     return ckpt
+
+
+def complete_model_args(args: dict) -> dict:
+    """A checkpoint's model_args with what older ones leave out: nanoGPT's record no arch (theirs is
+    GPT-2's) and train with exact GELU; ours from before `activation` was recorded, GELU's tanh form."""
+    return {"arch": "gpt2", "activation": "gelu_tanh" if "arch" in args else "gelu"} | args
 
 
 def model_from_checkpoint(ckpt: dict, **overrides) -> GPT:

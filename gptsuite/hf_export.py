@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from gptsuite.errors import UserError
-from gptsuite.pretrained import CONV1D, HUB_MODELS
+from gptsuite.pretrained import CONV1D, HF_ACTIVATION, HUB_MODELS
 from gptsuite.tokenizer import GPT2_EOT, GPT2_VOCAB_SIZE, gpt2_files
 from model import GPT
 
@@ -28,7 +28,7 @@ def hf_config(model: GPT) -> dict:
         "n_layer": c.n_layer,
         "n_head": c.n_head,
         "n_inner": None,  # 4 * n_embd
-        "activation_function": "gelu_new",
+        "activation_function": HF_ACTIVATION[c.activation],
         "resid_pdrop": c.dropout,
         "embd_pdrop": c.dropout,
         "attn_pdrop": c.dropout,

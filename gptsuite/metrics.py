@@ -17,6 +17,9 @@ from configurator import option
 from gptsuite.atomic import atomic_path
 from gptsuite.errors import UserError
 
+METRICS_FILE = "metrics.jsonl"  # in a run's out_dir
+PLOT_FILE = "loss.png"  # beside it: plot_losses draws metrics.jsonl's curves
+
 
 @dataclass
 class LogConfig:
@@ -38,7 +41,7 @@ def require_wandb():
 class Logger:
     def __init__(self, out_dir: str, config: dict, wandb_log: bool = False, wandb_project: str = "", wandb_run_name: str = "", enabled: bool = True):
         self.enabled = enabled
-        self.path = Path(out_dir) / "metrics.jsonl"
+        self.path = Path(out_dir) / METRICS_FILE
         self.wandb = None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +167,7 @@ def loss_curves(records: list[dict]) -> dict[str, tuple[list[int], list[float]]]
 
 def plot_losses(out_dir: Path) -> Path:
     """Draw out_dir/metrics.jsonl's loss curves into out_dir/loss.png; returns its path."""
-    path = out_dir / "metrics.jsonl"
+    path = out_dir / METRICS_FILE
     curves = loss_curves(read_metrics(path))
     if not curves:
         raise UserError(f"{path} holds no losses yet; let the run get past its first log_interval or eval_interval")
@@ -180,7 +183,7 @@ def plot_losses(out_dir: Path) -> Path:
     ax.set(xlabel="iteration", ylabel="loss (cross-entropy, nats)", title=str(out_dir))
     ax.grid(alpha=0.3)
     ax.legend()
-    png = out_dir / "loss.png"
+    png = out_dir / PLOT_FILE
     with atomic_path(png) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)

@@ -28,7 +28,7 @@ from gptsuite.errors import UserError
 from gptsuite.generate import SamplingConfig, encode_prompt, sample_rows, visible
 from gptsuite.loading import Loaded, checkpoint_file, load_model
 from gptsuite.memory import parameter_counts
-from gptsuite.metrics import SERIES, loss_curves, read_metrics
+from gptsuite.metrics import METRICS_FILE, SERIES, loss_curves, read_metrics
 from gptsuite.pretrained import HUB_MODELS, fetch, gpt_config, is_pretrained
 from gptsuite.runtime import CpuThreads, Runtime
 from model import GPTConfig
@@ -295,7 +295,7 @@ class Playground:
         for model in list(self.models.values()):
             if model.checkpoint is None:
                 continue
-            path = (Path(model.name) if Path(model.name).is_dir() else Path(model.name).parent) / "metrics.jsonl"
+            path = (Path(model.name) if Path(model.name).is_dir() else Path(model.name).parent) / METRICS_FILE
             try:
                 curves = loss_curves(read_metrics(path))
             except UserError:

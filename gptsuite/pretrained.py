@@ -32,7 +32,6 @@ FILES = ("config.json", "model.safetensors")
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # config.json settings (with Hugging Face's defaults) that model.py's GPT hard-wires
 ASSUMED = {
-    "activation_function": ("gelu_new", "gelu_pytorch_tanh"),
     "layer_norm_epsilon": (1e-5,),
     "n_inner": (None,),
     "scale_attn_weights": (True,),
@@ -90,6 +89,16 @@ def _fetch_from_hub(init_from: str, repo: str) -> tuple[Path, Path]:
     return config_path, weights_path
 
 
+HF_ACTIVATION = {"gelu_tanh": "gelu_new", "gelu": "gelu"}  # ours: config.json's activation_function (what export writes)
+HF_ACTIVATIONS = {v: k for k, v in HF_ACTIVATION.items()} | {"gelu_pytorch_tanh": "gelu_tanh"}  # what a config.json may say: ours
+
+
+def activation(name: str, source: str) -> str:
+    if name not in HF_ACTIVATIONS:
+        raise UserError(f"{source} sets activation_function={name!r}, but this GPT implements only {', '.join(map(repr, HF_ACTIVATIONS))}; use a standard GPT-2 checkpoint")
+    return HF_ACTIVATIONS[name]
+
+
 def gpt_config(hf: dict, dropout: float, source: str) -> GPTConfig:
     """Our GPTConfig for a Hugging Face GPT-2 config.json; refuses variants model.py cannot run."""
     if hf.get("model_type", "gpt2") != "gpt2":
@@ -106,6 +115,7 @@ def gpt_config(hf: dict, dropout: float, source: str) -> GPTConfig:
             n_embd=hf["n_embd"],
             dropout=dropout,
             bias=True,
+            activation=activation(hf.get("activation_function", "gelu_new"), source),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{source} is not a valid GPT-2 config.json ({type(e).__name__}: {e}); download it again") from None

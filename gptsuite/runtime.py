@@ -206,9 +206,17 @@ class CpuThreads:
         ticks = os.sysconf("SC_CLK_TCK")
         return time.monotonic(), (sum(fields[:8]) - idle) / ticks, time.process_time()
 
-    def adjust(self) -> int:
-        """Re-fit the thread count if `interval` seconds have passed; returns the count."""
-        if not self.adaptive or time.monotonic() - self._last[0] < self.interval:
+    def fit_now(self, seconds: float = 1.0) -> int:
+        """Measure the rest of the machine for `seconds` and fit the count to it now (a benchmark
+        does this once, then keeps the count while it times); returns the count."""
+        if self.adaptive:
+            self._last = self._sample()
+            time.sleep(seconds)
+        return self.adjust(now=True)
+
+    def adjust(self, now: bool = False) -> int:
+        """Re-fit the thread count if `interval` seconds have passed (or `now`); returns the count."""
+        if not self.adaptive or (not now and time.monotonic() - self._last[0] < self.interval):
             return self.threads
         now = self._sample()
         wall, busy, ours = (b - a for a, b in zip(self._last, now, strict=True))

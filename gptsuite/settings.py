@@ -29,7 +29,7 @@ from gptsuite.policy import CheckpointConfig, EvalConfig
 from gptsuite.runtime import SystemConfig
 from model import GPTConfig
 
-NOT_RECORDED = ("allow_data_change",)  # a permission for one run, not a setting to resume with
+NOT_RECORDED = ("allow_data_change", "overwrite")  # permissions for one run, not settings to resume with
 WHERE_IT_IS = ("init_from", "out_dir")  # a resumed run's are 'resume' and the folder the checkpoint is in now, whatever it recorded
 
 
@@ -39,6 +39,7 @@ class TrainConfig:
     out_dir: str = "out"  # checkpoints, metrics.jsonl and wandb files go here
     init_from: str = "scratch"  # 'scratch', 'resume' (newest checkpoint in out_dir), a GPT-2 name (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2), a Hugging Face folder, or a run folder / .pt checkpoint of ours (its weights, a new run)
     objective: str = "next_token"  # what a training step computes from a batch (gptsuite/objectives.py): next_token
+    overwrite: bool = False  # a new run in an out_dir that holds another deletes that run's checkpoints and metrics first; else it is refused
     allow_data_change: bool = False  # resume on data other than the checkpoint was trained on (its sha256 differs); this run only, not recorded
     model: GPTConfig = part(GPTConfig, hide=("vocab_size",))  # the vocabulary comes from the dataset
     data: DataConfig = part(DataConfig)
@@ -125,6 +126,21 @@ def recorded_settings(ckpt: dict) -> dict:
     return recorded
 
 
+def from_weights(set_now: dict) -> dict:
+    """A new run from a checkpoint of ours takes its architecture and context (block_size) from it
+    unless set now; an architecture set now that is not the checkpoint's is refused (the weights
+    are what they are). (GPT-2's weights are arch=gpt2 with a context of 1024: the defaults.)"""
+    path = checkpoint_file(set_now.get("init_from", ""))
+    if path is None:
+        return {}
+    args = load_checkpoint(path, mmap=path.suffix == ".pt")["model_args"]
+    if set_now.get("arch", args["arch"]) != args["arch"]:
+        raise UserError(
+            f"init_from={set_now['init_from']} is an arch={args['arch']} model, and its weights cannot become arch={set_now['arch']}; drop --arch (a new arch trains from scratch)"
+        )
+    return {"arch": args["arch"], "block_size": args["block_size"]}
+
+
 def read_settings(argv: list[str]) -> tuple[TrainConfig, Resumed | None]:
     """The run's settings from the command line: defaults, then (init_from='resume') what the
     newest checkpoint in out_dir recorded, then config files, then flags. Each config file runs
@@ -133,7 +149,7 @@ def read_settings(argv: list[str]) -> tuple[TrainConfig, Resumed | None]:
     defaults = TrainConfig()
     set_now = read_args(defaults, argv)
     if set_now.get("init_from") != "resume":
-        return apply_values(defaults, set_now), None
+        return apply_values(defaults, from_weights(set_now) | set_now), None
     out_dir = set_now.get("out_dir", defaults.out_dir)
     path = newest_checkpoint(out_dir)
     if path is None:

@@ -7,16 +7,18 @@ come back from the checkpoint (checkpointer.Checkpointer writes them).
 """
 
 import dataclasses
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from gptsuite.batches import Batches, TrainingData
-from gptsuite.checkpoint import load_sharded_optimizer, model_from_checkpoint, set_rng_state
+from gptsuite.checkpoint import checkpoint_files, load_sharded_optimizer, model_from_checkpoint, set_rng_state
 from gptsuite.errors import UserError
 from gptsuite.loading import checkpoint_file, load_weights, lora_model, new_model
 from gptsuite.lora import LoraConfig, adapt, file_sha256, freeze_base_dtype
+from gptsuite.metrics import METRICS_FILE, PLOT_FILE
 from gptsuite.policy import NO_LOSS
 from gptsuite.runtime import Runtime, seed_everything
 from gptsuite.settings import Resumed, TrainConfig, recorded_settings
@@ -79,6 +81,26 @@ class StartingPoint:
                 f"note: the checkpoint holds RNG states for {len(states or [])} process(es), this run has {rt.world_size}: dropout is reseeded, so the run continues but not bit for bit"
             )
         seed_everything(seed + rt.rank + 1_000_003 * self.iter_num)
+
+
+def claim_out_dir(out_dir: str, resumed: bool, overwrite: bool, master: bool) -> None:
+    """A new run does not silently replace another: in an out_dir that holds a run's checkpoints or
+    metrics it is refused, unless overwrite, which deletes them first (rank 0) and so starts the
+    folder clean. A resumed run continues what is there."""
+    out = Path(out_dir)
+    found = checkpoint_files(out) + [p for p in (out / METRICS_FILE, out / PLOT_FILE, out / "wandb") if p.exists()]
+    if resumed or not found:
+        return
+    if not overwrite:
+        held = f"a run's checkpoint {checkpoint_files(out)[0].name}" if checkpoint_files(out) else f"a run's {found[0].name}"
+        raise UserError(
+            f"{out_dir} holds {held}, which a new run would replace; continue it with --init_from=resume, train into another --out_dir, "
+            f"or pass --overwrite=True to delete that run's checkpoints and metrics and start over there"
+        )
+    if master:
+        for p in found:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        print(f"overwrite=True: deleted the earlier run's {', '.join(sorted(p.name for p in found))} in {out_dir}")
 
 
 def start_run(cfg: TrainConfig, resumed: Resumed | None, data: TrainingData, rt: Runtime) -> StartingPoint:
@@ -161,7 +183,7 @@ def check_resumable(resumed: Resumed, cfg: TrainConfig, data: TrainingData) -> N
         raise UserError(f"{path} was trained with optimizer={then}, and its optimizer state cannot go on as optimizer={cfg.optim.optimizer}; resume with --optimizer={then}")
     # the shape set now against the model's; a value the run was started with is no change (a run
     # from trained weights recorded the shape keys it was given, which those weights overrode)
-    shape, started = {"arch": "gpt2"} | ckpt["model_args"], ckpt.get("config") or {}  # nanoGPT's record no arch: theirs is GPT-2's
+    shape, started = ckpt["model_args"], ckpt.get("config") or {}
     fixed = [f.name for f in dataclasses.fields(GPTConfig) if f.name not in RESUME_MAY_CHANGE and f.name in shape]
     differ = [k for k in fixed if k in resumed.set_now and resumed.set_now[k] != started.get(k) and resumed.set_now[k] != shape[k]]
     if differ:

@@ -44,7 +44,7 @@ ENTRIES = {
     "serve": serve.main,
 }
 TINY = "--device=cpu --compile=False --n_layer=2 --n_head=2 --n_embd=32 --block_size=16 --batch_size=4 --gradient_accumulation_steps=1 --eval_iters=2".split()
-TRAIN = ["--data_dir={data}", "--out_dir={out}", *TINY, "--max_iters=2", "--eval_interval=2"]
+TRAIN = ["--data_dir={data}", "--out_dir={new}", *TINY, "--max_iters=2", "--eval_interval=2"]  # a new run's folder; {out} holds the earlier run
 SAMPLE = ["--out_dir={out}", "--device=cpu", "--max_new_tokens=2", "--num_samples=1"]
 EVAL = ["--out_dir={out}", "--device=cpu"]
 BENCH_GENERATE = "--device=cpu --n_layer=1 --n_head=2 --n_embd=32 --block_size=16 --vocab_size=10 --batch_sizes=(1,) --new_tokens=(2,)".split()
@@ -102,10 +102,11 @@ CASES = [
     ("train", [*TRAIN, "--init_from=resume", "--out_dir={bad}/noopt"], ["noopt/ckpt.pt cannot be resumed", "optimizer"]),
     (
         "train",
-        [*TRAIN, "--init_from=resume", "--data_dir={other}"],
+        [*TRAIN, "--init_from=resume", "--out_dir={out}", "--data_dir={other}"],
         ["out/ckpt.pt was trained with a char tokenizer of 34 ids", "other uses a char tokenizer of 6 ids"],
     ),
-    ("train", [*TRAIN, "--init_from=resume", "--n_layer=3"], ["ckpt.pt has n_layer=2", "this run asks for n_layer=3"]),
+    ("train", [*TRAIN, "--init_from=resume", "--out_dir={out}", "--n_layer=3"], ["ckpt.pt has n_layer=2", "this run asks for n_layer=3"]),
+    ("train", [*TRAIN, "--out_dir={out}"], ["out holds a run's checkpoint ckpt.pt", "--init_from=resume", "another --out_dir", "--overwrite=True"]),
     ("sample", [*SAMPLE, "--out_dir={bad}/noout"], ["no checkpoint", "noout"]),
     ("sample", [*SAMPLE, "--start=FILE:{bad}/latin1.txt"], ["prompt file", "latin1.txt", "not UTF-8"]),
     ("sample", [*SAMPLE, "--start=ab\udcff"], ["--start is not UTF-8"]),

@@ -68,6 +68,15 @@ def test_bare_flag_switches_a_bool_on():
     assert parse_config(Cfg(), ["--compile", "--compile=False"]).compile is False
 
 
+def test_every_include_of_a_config_file_counts(tmp_path: Path):
+    """A file that includes two others, then sets more: the keys of all three, later ones winning."""
+    (tmp_path / "a.py").write_text("n_layer = 4\nlearning_rate = 1e-3\n")
+    (tmp_path / "b.py").write_text("device = 'cpu'\nlearning_rate = 2e-3\n")
+    (tmp_path / "top.py").write_text(f"include({str(tmp_path / 'a.py')!r})\ninclude({str(tmp_path / 'b.py')!r})\nn_layer = n_layer * 2\n")
+    cfg = parse_config(Cfg(), [str(tmp_path / "top.py")])
+    assert (cfg.n_layer, cfg.learning_rate, cfg.device) == (8, 2e-3, "cpu")
+
+
 def test_config_file_with_unknown_name_suggests(tmp_path: Path):
     f = tmp_path / "bad.py"
     f.write_text("learning_rat = 1e-3\n")
@@ -76,16 +85,20 @@ def test_config_file_with_unknown_name_suggests(tmp_path: Path):
 
 
 def assignments(path: Path) -> dict:
-    """The `key = literal` lines of a config file, read with ast rather than executed."""
+    """The `key = literal` lines of a config file and of the files it include()s, in order, read
+    with ast rather than executed."""
     import ast
 
     out = {}
     for node in ast.parse(path.read_text()).body:
+        call = node.value if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) else None
+        if call is not None and isinstance(call.func, ast.Name) and call.func.id == "include":
+            out |= assignments(ROOT / ast.literal_eval(call.args[0]))
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             try:
                 out[node.targets[0].id] = ast.literal_eval(node.value)
             except ValueError:
-                pass  # an expression of earlier values
+                out.pop(node.targets[0].id, None)  # an expression of earlier values
     return out
 
 

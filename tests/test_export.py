@@ -18,29 +18,31 @@ from model import GPT, GPTConfig
 from train import main as train_main
 
 
-def gpt2_checkpoint(out: Path, bias: bool) -> GPT:
+def gpt2_checkpoint(out: Path, bias: bool, activation: str = "gelu_tanh") -> GPT:
     torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=32, vocab_size=50304, n_layer=2, n_head=2, n_embd=32, bias=bias)).eval()
+    model = GPT(GPTConfig(block_size=32, vocab_size=50304, n_layer=2, n_head=2, n_embd=32, bias=bias, activation=activation)).eval()
     with torch.no_grad():  # non-zero biases and gains, so a wrong mapping shows in the logits
         for name, p in model.named_parameters():
             if p.dim() == 1:
                 p.normal_(0.0, 0.1).add_(1.0 if name.endswith("ln_1.weight") or name.endswith("ln_2.weight") else 0.0)
+            elif name.endswith(("mlp.c_fc.weight", "mlp.c_proj.weight")):
+                p.normal_(0.0, 0.5)  # MLP inputs where GELU's two forms differ by more than the tolerance
     state = {"model": model.state_dict(), "model_args": model.model_args(), "tokenizer": {"kind": "gpt2", "vocab_size": 50257}}
     save_checkpoint(state, out / "ckpt.pt")
     return model
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bias", [True, False])
-def test_export_loads_in_transformers_with_equal_logits(tmp_path: Path, monkeypatch, bias: bool):
+@pytest.mark.parametrize("bias, activation", [(True, "gelu_tanh"), (False, "gelu_tanh"), (False, "gelu")])
+def test_export_loads_in_transformers_with_equal_logits(tmp_path: Path, monkeypatch, bias: bool, activation: str):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     from transformers import AutoTokenizer, GPT2LMHeadModel, pipeline
 
-    model = gpt2_checkpoint(tmp_path / "out", bias)
+    model = gpt2_checkpoint(tmp_path / "out", bias, activation)
     export_main([f"--out_dir={tmp_path / 'out'}", "--to=hf", str(tmp_path / "hf")])
     hf = GPT2LMHeadModel.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
-    assert hf.config.vocab_size == 50257
+    assert hf.config.vocab_size == 50257 and hf.config.activation_function == {"gelu_tanh": "gelu_new", "gelu": "gelu"}[activation]
     x = torch.randint(0, 50257, (2, 32))
     with torch.no_grad():
         ours, _ = model(x, x)

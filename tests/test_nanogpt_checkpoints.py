@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 import sample
 from conftest import TEXT
 from eval import main as eval_main
 from export import main as export_main
+from gptsuite.checkpoint import load_checkpoint, model_from_checkpoint
 from gptsuite.errors import UserError
 from gptsuite.loading import load_model
 from gptsuite.tokenizer import CharTokenizer
@@ -65,7 +67,7 @@ def nanogpt_checkpoint(out_dir: Path, vocab_size: int, **config) -> GPT:
     config dict, no 'tokenizer'; saved with a plain torch.save."""
     model_args = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, bias=False, vocab_size=vocab_size, dropout=0.0)
     torch.manual_seed(0)
-    model = GPT(GPTConfig(**model_args)).eval()
+    model = GPT(GPTConfig(**model_args, activation="gelu")).eval()  # nanoGPT's MLP: exact GELU (its model_args do not say)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 4, dtype=torch.long))[1].backward()
     optimizer.step()
@@ -189,3 +191,43 @@ def test_nanogpt_gpt2_checkpoint_exports_with_readable_files(tmp_path: Path, mon
     assert "records no tokenizer (a nanoGPT checkpoint): using GPT-2 BPE" in capsys.readouterr().out
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "hf").iterdir()}
     assert "model.safetensors" in modes and set(modes.values()) == {0o640}, modes
+
+
+def nanogpt_logits(state: dict, n_head: int, idx: torch.Tensor, approximate: str = "none") -> torch.Tensor:
+    """nanoGPT's model.py forward, written out from its state dict (keys as its GPT names them):
+    learned positions, pre-LayerNorm blocks, causal attention, an MLP with nn.GELU() (exact unless
+    `approximate`), the head tied to wte."""
+    sd = {k.removeprefix("_orig_mod."): v for k, v in state.items()}
+    ln = lambda x, name: F.layer_norm(x, x.shape[-1:], sd[f"{name}.weight"], sd.get(f"{name}.bias"), 1e-5)
+    lin = lambda x, name: F.linear(x, sd[f"{name}.weight"], sd.get(f"{name}.bias"))
+    B, T = idx.shape
+    x = sd["transformer.wte.weight"][idx] + sd["transformer.wpe.weight"][:T]
+    n_layer = len({k.split(".")[2] for k in sd if k.startswith("transformer.h.")})
+    for i in range(n_layer):
+        h = f"transformer.h.{i}"
+        q, k, v = lin(ln(x, f"{h}.ln_1"), f"{h}.attn.c_attn").split(x.shape[-1], dim=2)
+        q, k, v = (t.view(B, T, n_head, -1).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, -1)
+        x = x + lin(y, f"{h}.attn.c_proj")
+        x = x + lin(F.gelu(lin(ln(x, f"{h}.ln_2"), f"{h}.mlp.c_fc"), approximate=approximate), f"{h}.mlp.c_proj")
+    return F.linear(ln(x, "transformer.ln_f"), sd["transformer.wte.weight"])
+
+
+def test_a_nanogpt_checkpoint_computes_what_nanogpt_computes(tmp_path: Path):
+    """nanoGPT trains with exact GELU; OpenAI's GPT-2 (and our default) uses its tanh form. A nanoGPT
+    checkpoint (no arch, no activation in its model_args) runs with exact GELU here."""
+    nanogpt_checkpoint(tmp_path / "out", 65)
+    state = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["model"]
+    with torch.no_grad():
+        for k, v in state.items():  # weights of a trained size, so that the two GELUs differ as they do in real runs
+            if k.endswith(("mlp.c_fc.weight", "mlp.c_proj.weight", "wte.weight")):
+                v.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+    torch.save({**torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True), "model": state}, tmp_path / "out" / "ckpt.pt")
+    idx = torch.randint(0, 65, (2, 16), generator=torch.Generator().manual_seed(2))
+    loaded = model_from_checkpoint(load_checkpoint(tmp_path / "out")).eval()
+    assert loaded.config.activation == "gelu" and loaded.model_args()["activation"] == "gelu"
+    with torch.no_grad():
+        ours, theirs = loaded(idx, all_logits=True)[0], nanogpt_logits(state, 2, idx)
+        tanh = nanogpt_logits(state, 2, idx, approximate="tanh")
+    assert (ours - theirs).abs().max() <= 1e-5
+    assert (tanh - theirs).abs().max() > 1e-3  # the test tells the two apart

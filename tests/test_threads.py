@@ -68,3 +68,25 @@ def test_a_fixed_count_or_omp_num_threads_is_kept(tmp_path: Path, monkeypatch, r
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert not CpuThreads(stat=str(tmp_path / "no-proc-stat"), cores=4).adaptive  # e.g. macOS
     assert not CpuThreads(adaptive=False, stat=str(m.path), cores=4).adaptive  # a GPU run
+
+
+def test_a_benchmark_fits_its_threads_to_the_free_cores_once(tmp_path: Path, monkeypatch, restore_threads, capsys):
+    """bench.py times with the threads train.py would use under the same load, not torch's default."""
+    import bench
+    from configurator import parse_config
+    from conftest import TINY_MODEL_ARGS
+    from gptsuite.runtime import setup_runtime
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    m = Machine(tmp_path / "stat", monkeypatch)
+    monkeypatch.setattr(runtime.time, "sleep", lambda seconds: m.run(seconds, others=3.0, ours=0.1))  # 3 of 4 cores busy elsewhere
+    t = CpuThreads(stat=str(m.path), cores=4)
+    assert t.fit_now(1.0) == 1 and torch.get_num_threads() == 1
+    m.run(5.0, others=0.0, ours=0.1)  # the others stop: a benchmark keeps its count while it times
+    assert t.threads == 1
+
+    torch.set_num_threads(4)
+    monkeypatch.setattr(bench, "CpuThreads", lambda fixed, adaptive: CpuThreads(fixed, adaptive, stat=str(m.path), cores=4))
+    cfg = parse_config(bench.BenchConfig(), [*TINY_MODEL_ARGS, "--vocab_size=64", "--warmup_steps=1", "--timed_steps=1"])
+    assert bench.bench(cfg, setup_runtime("cpu", "float32"))["threads"] == 1
+    assert ", 1 CPU threads" in capsys.readouterr().out

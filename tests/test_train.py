@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,37 @@ def test_loss_falls_when_training(tmp_path: Path, char_dataset: Path, capsys):
     )
     losses = [float(line.split("val loss ")[1]) for line in capsys.readouterr().out.splitlines() if "val loss" in line]
     assert len(losses) == 2 and losses[-1] < losses[0] - 0.5
+
+
+def test_a_new_run_does_not_replace_another_unless_asked(tmp_path: Path, char_dataset: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = [f"--data_dir={char_dataset}", *TINY_ARGS, "--out_dir=run", "--eval_interval=2", "--keep_last=2"]
+    train_main([*args, "--max_iters=4"])
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    assert {"ckpt.pt", "best.pt", "metrics.jsonl"} <= before.keys() and any(n.startswith("ckpt-") for n in before)
+    with pytest.raises(UserError, match=r"run holds a run's checkpoint ckpt.pt, which a new run would replace; continue it with --init_from=resume.*--overwrite=True"):
+        train_main([*args, "--max_iters=2"])
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()} == before  # nothing changed
+    train_main([*args, "--max_iters=2", "--overwrite=True"])
+    assert load_checkpoint(tmp_path / "run")["iter_num"] == 2
+    assert sorted(p.name for p in (tmp_path / "run").glob("ckpt-*.pt")) == ["ckpt-000002.pt"]  # the earlier run's are gone
+    iters = [json.loads(line)["iter"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert iters[0] == 0 and max(iters) == 2 and iters.count(0) == 1  # one run's metrics, from its start
+    assert "overwrite" not in load_checkpoint(tmp_path / "run")["config"]  # a permission for that run, not a setting to resume with
+
+
+def test_a_run_from_a_checkpoint_of_ours_takes_its_arch_and_context(tmp_path: Path, char_dataset: Path, tiny_checkpoint: Path, monkeypatch):
+    """The weights decide the architecture (another --arch is refused, not recorded while the old one
+    trains) and the context (no --block_size needed for a base of another context than 1024)."""
+    monkeypatch.chdir(tmp_path)
+    base = ["--device=cpu", "--compile=False", "--batch_size=2", "--gradient_accumulation_steps=1", "--eval_iters=1", "--eval_interval=2", "--max_iters=2"]
+    with pytest.raises(UserError, match=r"is an arch=gpt2 model, and its weights cannot become arch=modern; drop --arch"):
+        train_main([f"--data_dir={char_dataset}", *base, f"--init_from={tiny_checkpoint}", "--arch=modern", "--out_dir=a"])
+    train_main([f"--data_dir={char_dataset}", *base, f"--init_from={tiny_checkpoint}", "--lora_rank=2", "--out_dir=lora"])  # no --block_size: the base's 16
+    ckpt = load_checkpoint(tmp_path / "lora")
+    assert ckpt["model_args"]["block_size"] == 16 == ckpt["config"]["block_size"] and ckpt["iter_num"] == 2
+    # a modern run of ours, fine-tuned without --arch, is recorded as what it is
+    train_main([f"--data_dir={char_dataset}", *base, *TINY_ARGS[:3], "--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--arch=modern", "--out_dir=modern"])
+    train_main([f"--data_dir={char_dataset}", *base, "--init_from=modern", "--out_dir=tuned"])
+    tuned = load_checkpoint(tmp_path / "tuned")
+    assert tuned["config"]["arch"] == tuned["model_args"]["arch"] == "modern"

@@ -42,7 +42,7 @@ from gptsuite.datafiles import TextCorpus
 from gptsuite.errors import UserError, cli
 from gptsuite.hf_export import export_hf
 from gptsuite.lora import LoraConfig, adapt, trainable_counts
-from gptsuite.metrics import read_metrics
+from gptsuite.metrics import METRICS_FILE, read_metrics
 from gptsuite.pipeline import prepare_text
 from gptsuite.sources import load_dataset_module
 from gptsuite.tokenizer import GPT2_META, GPT2_VOCAB_SIZE
@@ -173,7 +173,7 @@ def train_run(cfg: BenchLoraConfig, base: Path, data: Path, out_dir: Path, lora:
         last = next((line for line in reversed(log.read_text().splitlines()) if line.strip()), "no output")
         keep = "" if cfg.keep else "; run with --keep=True to keep its log"
         raise UserError(f"python train.py --init_from={base}{' --lora_rank=' + str(lora.rank) if lora else ''} failed (exit code {code}): {last}{keep}")
-    times = [r["ms_per_iter"] for r in read_metrics(out_dir / "metrics.jsonl") if "ms_per_iter" in r]
+    times = [r["ms_per_iter"] for r in read_metrics(out_dir / METRICS_FILE) if "ms_per_iter" in r]
     return (out_dir / "ckpt.pt").stat().st_size, peak_rss, statistics.median(times[1:])
 
 
