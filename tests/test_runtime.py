@@ -93,6 +93,17 @@ def test_a_mistake_under_torchrun_is_said_once(tmp_path: Path, char_dataset: Pat
     assert "gptsuite" not in proc.stderr and "train.py\", line" not in proc.stderr  # no traceback of ours (torchrun prints its own summary)
 
 
+def test_the_start_line_of_a_cpu_torchrun_run_says_processes_and_where_wandb_logs(capsys):
+    from train import describe_run
+
+    cfg = train_config(dataset="podcasts_char", wandb_log=True, wandb_project="shakespeare-char", wandb_run_name="mini-gpt", block_size=16)
+    model = GPT(GPTConfig(block_size=16, vocab_size=65, n_layer=1, n_head=2, n_embd=16))
+    describe_run(cfg, Runtime("cpu", "cpu", "float32", distributed=True, world_size=2), model, False, "64 tokens per iteration")
+    out = capsys.readouterr().out
+    assert "memory per process (estimate for 2 cpu processes: " in out and "GPU" not in out, out
+    assert "wandb: project 'shakespeare-char', run 'mini-gpt', on podcasts_char; --wandb_project and --wandb_run_name change them" in out
+
+
 def test_accumulation_steps_must_divide_across_ranks(tmp_path: Path):
     rt = Runtime("cpu", "cpu", "float32", distributed=True, rank=0, world_size=4)
     with pytest.raises(UserError, match="gradient_accumulation_steps=6 .* multiple of 4"):
