@@ -97,7 +97,7 @@ def main(argv: list[str]) -> None:
         raise UserError(f"the page shows at most {MAX_MODELS} models side by side, got {len(names)}: {' '.join(names)}")
     check_address(cfg.host, cfg.port)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
-    from gptsuite.page import THEME, build_page  # gradio takes seconds to import: after the settings are checked
+    from gptsuite.page import CSS, THEME, build_page  # gradio takes seconds to import: after the settings are checked
 
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
     pg = Playground(rt, cfg.max_new_tokens_limit, cfg.memory_limit)
@@ -117,7 +117,7 @@ def main(argv: list[str]) -> None:
     port = cfg.port or free_port(cfg.host)
     try:
         page.queue(default_concurrency_limit=1, max_size=cfg.queue_size).launch(
-            server_name=cfg.host, server_port=port, theme=THEME, quiet=True, prevent_thread_lock=True, show_error=False
+            server_name=cfg.host, server_port=port, theme=THEME, css=CSS, quiet=True, prevent_thread_lock=True, show_error=False
         )
     except OSError:  # taken since check_address (Gradio's own words advise arguments to launch(), which are not the user's)
         raise UserError(f"cannot listen on {cfg.host}:{port}: the port was taken while the models loaded; pass another --port, or --port=0 for any free one") from None
