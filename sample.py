@@ -85,7 +85,7 @@ def main(argv: list[str]) -> None:
     def run(prompt: str) -> None:
         if template:  # e.g. pubmed: the prompt is an abstract, the model writes the article
             prompt = templates.format_prompt(template, prompt)
-        ids = encode_prompt(tok, prompt)
+        ids = encode_prompt(tok, prompt, model.config.block_size, loaded.name)  # refused if it leaves no room to write, as on the page
         with torch.no_grad(), rt.autocast():
             batches = [1] * cfg.num_samples if cfg.stream else [cfg.num_samples]
             for n in batches:

@@ -21,6 +21,8 @@ sample as `python sample.py --num_samples=1`. Requests queue for one worker, in 
 tokens. The page binds to 127.0.0.1 unless --host says otherwise.
 """
 
+import errno
+import ipaddress
 import os
 import socket
 from dataclasses import dataclass, fields
@@ -54,6 +56,33 @@ def split_models(argv: list[str]) -> tuple[list[str], list[str]]:
     return names, [a for a in argv if a not in names]
 
 
+def check_address(host: str, port: int) -> None:
+    """Refuse, before any model loads, an address the page cannot listen on, naming the part that is
+    wrong: a host that is no address of this machine, or a port in use or reserved."""
+    local = "pass --host=127.0.0.1 (this machine only) or --host=0.0.0.0 (every network interface)"
+    if host.replace(".", "").isdigit():  # looks like IPv4: checked here, not sent to a name server
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise UserError(f"--host={host} is not an IPv4 address (four numbers 0-255); {local}") from None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError):
+        raise UserError(f"--host={host} is neither an address nor a name this machine knows; {local}") from None
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: a port in TIME_WAIT is free, one with a listener is not
+        try:
+            s.bind(address)
+        except OSError as e:
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise UserError(f"--host={host} is not an address of this machine; {local}") from None
+            if e.errno == errno.EADDRINUSE:
+                raise UserError(f"port {port} on {host} is in use by another program; pass another --port, or --port=0 for any free one") from None
+            if e.errno == errno.EACCES:
+                raise UserError(f"port {port} is reserved for the system (below 1024); pass --port above 1023, or --port=0 for any free one") from None
+            raise UserError(f"cannot listen on {host}:{port} ({e.strerror}); pass another --port, or --port=0 for any free one") from None
+
+
 def free_port(host: str) -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
@@ -66,8 +95,9 @@ def main(argv: list[str]) -> None:
     names = names or [cfg.out_dir if cfg.init_from == "resume" else cfg.init_from]
     if len(names) > MAX_MODELS:
         raise UserError(f"the page shows at most {MAX_MODELS} models side by side, got {len(names)}: {' '.join(names)}")
+    check_address(cfg.host, cfg.port)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
-    from gptsuite.page import THEME, build_page  # gradio takes seconds to import: after the settings are checked
+    from gptsuite.page import CSS, THEME, build_page  # gradio takes seconds to import: after the settings are checked
 
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
     pg = Playground(rt, cfg.max_new_tokens_limit, cfg.memory_limit)
@@ -87,10 +117,10 @@ def main(argv: list[str]) -> None:
     port = cfg.port or free_port(cfg.host)
     try:
         page.queue(default_concurrency_limit=1, max_size=cfg.queue_size).launch(
-            server_name=cfg.host, server_port=port, theme=THEME, quiet=True, prevent_thread_lock=True, show_error=False
+            server_name=cfg.host, server_port=port, theme=THEME, css=CSS, quiet=True, prevent_thread_lock=True, show_error=False
         )
-    except OSError as e:
-        raise UserError(f"cannot listen on {cfg.host}:{port} ({e}); pass another --port, or --port=0 for any free one") from None
+    except OSError:  # taken since check_address (Gradio's own words advise arguments to launch(), which are not the user's)
+        raise UserError(f"cannot listen on {cfg.host}:{port}: the port was taken while the models loaded; pass another --port, or --port=0 for any free one") from None
     host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
     print(f"the playground is at http://{host}:{port} (Ctrl-C stops it)", flush=True)
     if cfg.host not in LOCAL_HOSTS:

@@ -196,13 +196,19 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None, resumed
 
 
 def describe_run(cfg: TrainConfig, rt: Runtime, model: GPT, lora: bool, tokens: str) -> None:
-    """The run's size in one line, and on GPUs the memory estimate per GPU (gptsuite/memory.py)."""
+    """The run's size in one line; on GPUs (and under torchrun) the memory estimate per GPU (per
+    process on CPUs: gptsuite/memory.py); where wandb logs the run, if it does."""
     trained, total = trainable_counts(model)
     adapters = f" (LoRA rank {cfg.lora.rank}: {trained:,} of {total:,} train, {100 * trained / total:.2f}%)" if lora else ""
     print(f"{model.get_num_params() / 1e6:.2f}M parameters{adapters}, {tokens}, device {rt.device}, {rt.dtype}")
     if rt.device_type == "cuda" or rt.distributed:  # what renting GPUs is about
         estimate = {"optimizer": cfg.optim.optimizer, "activation_checkpointing": cfg.parallel.activation_checkpointing, "trainable": trained if lora else None}
-        print(memory_line(model.config, rt.world_size, rt.dtype, cfg.data.batch_size, cfg.model.block_size, **estimate))
+        line = memory_line(model.config, rt.world_size, rt.dtype, cfg.data.batch_size, cfg.model.block_size, **estimate)
+        if rt.device_type != "cuda":  # torchrun on CPUs: the same estimate, per process
+            line = line.replace(f"per GPU (estimate for {rt.world_size} GPU(s)", f"per process (estimate for {rt.world_size} {rt.device_type} processes")
+        print(line)
+    if cfg.log.wandb_log:  # a config file's project and name stay when its dataset is overridden: say where the run goes
+        print(f"wandb: project {cfg.log.wandb_project!r}, run {cfg.log.wandb_run_name!r}, on {cfg.data.data_dir or cfg.data.dataset}; --wandb_project and --wandb_run_name change them")
 
 
 if __name__ == "__main__":

@@ -17,15 +17,24 @@ class UserError(Exception):
     exit_code = 1
 
 
+def speaks() -> bool:
+    """Whether this process prints the error line: every process but torchrun's workers other than
+    the first on each node. A user's mistake (a setting, the data, a checkpoint) is the same on
+    every rank, so one line per node's console says it; one per rank would repeat it N times."""
+    return os.environ.get("LOCAL_RANK", "0") == "0"
+
+
 def cli(main) -> None:
     """Run main(argv) as a command line entry point."""
     try:
         main(sys.argv[1:])
     except (UserError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        if speaks():
+            print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        if speaks():
+            print("error: interrupted", file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:  # the reader went away (python train.py --help | head): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush does not fail again

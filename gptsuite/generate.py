@@ -42,10 +42,17 @@ def read_prompt(start: str) -> str:
     return read_text(Path(start[len("FILE:") :]), "prompt file", "pass --start=FILE:path with a readable UTF-8 text file")
 
 
-def encode_prompt(tok, text: str) -> list[int]:
+def encode_prompt(tok, text: str, block_size: int, name: str) -> list[int]:
+    """The prompt's tokens, for the model `name` of context block_size. The one rule for sample.py
+    and the page: a prompt must leave the model room to write, so one of block_size tokens or more
+    is refused (the model would not see its beginning), never cut short without a word."""
     ids = tok.encode(text)
     if not ids:
         raise UserError("the prompt is empty after tokenizing; pass some text with --start")
+    if len(ids) >= block_size:
+        raise UserError(
+            f"the prompt is {len(ids)} tokens, but {name} reads at most {block_size} (its context) and needs room to write; shorten it to {block_size - 1} tokens or fewer"
+        )
     return ids
 
 

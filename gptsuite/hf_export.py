@@ -117,12 +117,14 @@ def export_peft_adapter(ckpt: dict, dest: Path, source: str) -> dict:
     be GPT-2 weights transformers can load (a hub name or a Hugging Face folder), unchanged."""
     from safetensors.torch import save_file
 
+    from gptsuite.loading import check_lora_base
     from gptsuite.lora import LoraConfig, check_base
     from gptsuite.pretrained import fetch
 
     record = ckpt.get("lora")
     if not record:
         raise UserError(f"{source} is not a LoRA run (no adapters): export the whole model with --to=hf")
+    check_lora_base(record["base"], source)
     base = record["base"]["init_from"]
     if base not in HUB_MODELS and not (Path(base) / "config.json").is_file():
         raise UserError(

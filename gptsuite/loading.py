@@ -87,11 +87,25 @@ def lora_model(ckpt: dict, source: str, dropout: float = 0.0, merged: bool = Tru
     """The model of a LoRA checkpoint: its base (checked against the sha256 it recorded) with the
     adapters loaded, merged into the base weights unless merged=False (to train on)."""
     record = ckpt["lora"]
+    check_lora_base(record["base"], source)
     base = load_weights(record["base"]["init_from"], dropout=dropout, block_size=ckpt["model_args"]["block_size"])
     check_base(record["base"], base.weights, source)
     model = adapt(base.model, LoraConfig.from_record(record))
     load_adapter(model, ckpt["model"], source)
     return merge(model) if merged else model
+
+
+def check_lora_base(recorded: dict, source: str) -> None:
+    """Refuse, in one line, a LoRA checkpoint whose base (a Hugging Face folder, a run folder or a
+    .pt file of ours) is no longer where the run recorded it: the adapters mean nothing without it."""
+    init_from = recorded.get("init_from", "")
+    if init_from in HUB_MODELS or Path(init_from).exists():
+        return
+    weights = f" (its weights {recorded['weights']}, sha256 {str(recorded.get('sha256'))[:12]})" if recorded.get("weights") else ""
+    raise UserError(
+        f"{source} is a LoRA adapter for the base {init_from}{weights}, which is gone; put the base weights back at {init_from}, "
+        "or train a new adapter on a base that is there"
+    )
 
 
 def load_model(init_from: str = "resume", out_dir: str = "out", data_dir: str | None = None) -> Loaded:

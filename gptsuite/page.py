@@ -21,6 +21,12 @@ STREAM_EVERY = 0.1  # seconds between the page's updates while the models write;
 REFRESH_EVERY = 5.0  # seconds between looks at the runs' metrics.jsonl
 MODELS = "models"  # the queue of the requests that use the models: one at a time
 THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])  # no web fonts: the page works offline
+# a new request closes the messages of earlier ones: an error stays until the user acts again, not after a later success
+CLOSE_MESSAGES = "() => { document.querySelectorAll('.toast-close').forEach((b) => b.click()); }"
+# the plot's legend (a line per run and curve) goes below the chart, outside the box Gradio sizes for it: let the box grow
+CSS = "#curves, #curves * { overflow: visible !important; } #curves { padding-bottom: 90px; }"
+# a request that fails says so once, in its message: no "Error" badge left on every box it would have filled
+QUIET = dict(show_progress="hidden")
 
 
 def refuse(e: Exception) -> gr.Error:
@@ -53,7 +59,7 @@ class Page:
             with gr.Tab("Seen in training?"):
                 self.seen_tab()
             with gr.Tab("Runs"):
-                self.curves = gr.LinePlot(x="iteration", y="loss", color="curve", label="loss", elem_id="curves")
+                self.curves = gr.LinePlot(x="iteration", y="loss", color="curve", label="loss", height=420, elem_id="curves")
                 self.reports = gr.Markdown(elem_id="reports")
                 timer = gr.Timer(REFRESH_EVERY)
             self.wire(page, timer)
@@ -70,21 +76,26 @@ class Page:
                         label="load a model", placeholder="a run folder (out-pubmed), a .pt file, gpt2 ... gpt2-xl", scale=3, elem_id="other"
                     )
                     self.load_button = gr.Button("Load", scale=1, elem_id="load")
-        with gr.Row():
+        with gr.Row():  # a slider's label shares its line with the number box: wide enough for both
             self.settings = [
-                gr.Slider(0.0, 2.0, value=defaults.temperature, step=0.05, label="temperature (0: greedy)"),
-                gr.Number(defaults.top_k or 0, precision=0, label="top-k (0: every token)"),
-                gr.Number(defaults.top_p or 1.0, label="top-p, in (0, 1] (1: off)"),
-                gr.Slider(1, playground.max_new_tokens, value=min(defaults.max_new_tokens, playground.max_new_tokens), step=1, label="max new tokens"),
-                gr.Number(defaults.seed, precision=0, label="seed"),
-                gr.Textbox(defaults.stop.replace("\n", "\\n"), label="stop text (\\n: a newline)"),
+                gr.Slider(0.0, 2.0, value=defaults.temperature, step=0.05, label="temperature (0: greedy)", scale=2, min_width=300),
+                gr.Number(defaults.top_k or 0, precision=0, label="top-k (0: every token)", scale=1),
+                gr.Number(defaults.top_p or 1.0, label="top-p, in (0, 1] (1: off)", scale=1),
+                gr.Slider(1, playground.max_new_tokens, value=min(defaults.max_new_tokens, playground.max_new_tokens), step=1, label="max new tokens", scale=2, min_width=300),
+                gr.Number(defaults.seed, precision=0, label="seed", scale=1),
+                gr.Textbox(defaults.stop.replace("\n", "\\n"), label="stop text (\\n: newline)", scale=1, min_width=170),
             ]
         with gr.Row():
             self.go = gr.Button("Generate", variant="primary", elem_id="generate")
             self.halt = gr.Button("Stop", variant="stop", elem_id="stop")
-        with gr.Row(equal_height=True):
-            self.outs = [gr.Textbox(label=f"model {i + 1}", lines=14, visible=i < len(names), elem_id=f"out{i}") for i in range(MAX_MODELS)]
+        with gr.Row(equal_height=True):  # a pane per chosen model, named by it; each shows the prompt and what its model wrote
+            self.outs = [gr.Textbox(**self.pane(names[:MAX_MODELS], i), lines=14, elem_id=f"out{i}") for i in range(MAX_MODELS)]
         self.stats = gr.Markdown(elem_id="stats")
+
+    @staticmethod
+    def pane(names: list[str], i: int) -> dict:
+        """The i-th output pane's label and visibility for these models side by side."""
+        return {"label": names[i] if i < len(names) else f"model {i + 1}", "visible": i < len(names)}
 
     def seen_tab(self) -> None:
         names = list(self.playground.models)
@@ -98,12 +109,17 @@ class Page:
 
     def wire(self, page: gr.Blocks, timer: gr.Timer) -> None:
         models = dict(concurrency_id=MODELS, concurrency_limit=1)  # one request at a time uses the models
+        for button in (self.go, self.load_button, self.check):
+            button.click(None, None, None, js=CLOSE_MESSAGES, api_name=False)
         event = self.go.click(
-            self.write, [self.prompt, self.chosen, *self.settings, self.last], [*self.outs, self.stats, self.note, self.last], api_name="generate", **models
+            self.write, [self.prompt, self.chosen, *self.settings, self.last], [*self.outs, self.stats, self.note, self.last], api_name="generate", **models, **QUIET
         )
         self.halt.click(None, None, None, cancels=[event], api_name=False)
-        self.load_button.click(self.load, [self.other, self.chosen], [self.chosen, self.which, self.prompt, self.other, self.note], api_name="load", **models)
-        self.check.click(self.seen, [self.which, self.sample, self.last], [self.marked, self.verdict], api_name="seen", **models)
+        self.load_button.click(
+            self.load, [self.other, self.chosen], [self.chosen, self.which, self.prompt, self.other, self.note, *self.outs], api_name="load", **models, **QUIET
+        )
+        self.chosen.input(self.panes, [self.chosen], self.outs, api_name=False, show_progress="hidden")
+        self.check.click(self.seen, [self.which, self.sample, self.last], [self.marked, self.verdict], api_name="seen", **models, **QUIET)
         gr.on([page.load, timer.tick], self.runs, None, [self.curves, self.reports], api_name="runs", concurrency_limit=4, show_progress="hidden")
 
     def write(self, text, models, temperature, top_k, top_p, max_new, seed, stop, last):
@@ -141,12 +157,17 @@ class Page:
         and the end, not at every update."""
         hidden = MAX_MODELS - len(columns)
         if first:
-            boxes = [gr.Textbox(value=c.text, label=c.name, visible=True) for c in columns] + [gr.Textbox(value="", visible=False)] * hidden
+            boxes = [gr.Textbox(value=c.prompt + c.text, label=c.name, visible=True) for c in columns] + [gr.Textbox(value="", visible=False)] * hidden
         else:
-            boxes = [c.text for c in columns] + [gr.skip()] * hidden
+            boxes = [c.prompt + c.text for c in columns] + [gr.skip()] * hidden
         if last is not None:
             last.update({c.name: c.text for c in columns})
         return [*boxes, "\n\n".join(c.stats() for c in columns), notes, gr.skip() if last is None else last]
+
+    def panes(self, models) -> list:
+        """The output panes for the models now chosen: named by them, emptied (what they showed was another choice's)."""
+        names = [n for n in models or [] if n in self.playground.models][:MAX_MODELS]
+        return [gr.Textbox(value="", **self.pane(names, i)) for i in range(MAX_MODELS)]
 
     def load(self, name, models):
         try:
@@ -156,7 +177,8 @@ class Page:
         choices = list(self.playground.models)
         chosen = [*(models or []), model.name][-MAX_MODELS:]
         note = f"loaded {model.name} ({model.nbytes / 2**20:,.0f} MB of weights)"
-        return gr.CheckboxGroup(choices=choices, value=chosen), gr.Dropdown(choices=choices), gr.Textbox(label=self.playground.prompt_label()), "", note
+        boxes = (gr.CheckboxGroup(choices=choices, value=chosen), gr.Dropdown(choices=choices), gr.Textbox(label=self.playground.prompt_label()), "", note)
+        return *boxes, *self.panes(chosen)
 
     def seen(self, name, text, last):
         try:

@@ -219,12 +219,7 @@ class Playground:
         """The text model is prompted with and its tokens, refusing one that leaves no room to write."""
         template = model.loaded.template or self.template()
         prompt = templates.format_prompt(template, text) if template else text
-        ids = encode_prompt(model.tok, prompt)
-        if len(ids) >= model.block_size:
-            raise UserError(
-                f"the prompt is {len(ids)} tokens, but {model.name} reads at most {model.block_size} (its context) and needs room to write; shorten it"
-            )
-        return prompt, ids
+        return prompt, encode_prompt(model.tok, prompt, model.block_size, model.name)
 
     def generate(self, names: list[str], text: str, cfg: SamplingConfig) -> Iterator[list[Column]]:
         """Every chosen model's answer to the prompt, one token of each in turn, yielded after every

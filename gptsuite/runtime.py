@@ -153,6 +153,8 @@ def setup_runtime(device: str = SystemConfig.device, dtype: str = SystemConfig.d
             torch.cuda.set_device(device)
         if backend == "auto":
             backend = "nccl" if device.startswith("cuda") else "gloo"
+        if backend == "nccl" and not device.startswith("cuda"):
+            raise UserError(f"--backend=nccl connects CUDA GPUs, but this run is on {device}; pass --backend=gloo (or auto) for a run on {device}")
         # the threads the process group starts must never take a stop signal (a gloo thread woken by
         # one can abort the process): they inherit this thread's mask, so block them meanwhile
         stop_signals = {signal.SIGINT, signal.SIGTERM}

@@ -29,6 +29,8 @@ import train
 from configurator import ConfigError
 from conftest import ROOT, TEXT, run_entry
 from gptsuite.errors import cli
+from gptsuite.lora import LoraConfig
+from gptsuite.tokenizer import GPT2_META
 from tools import bench_generate, novelty, plot
 
 ENTRIES = {
@@ -141,6 +143,16 @@ CASES = [
     ("export", ["--out_dir={out}", "{new}"], ["char tokenizer", "GPT-2 BPE"]),
     ("export", ["--out_dir={bad}/evil", "{new}"], ["refusing to load"]),
     ("export", ["--out_dir={out}", "--hf_dir={new}", "{bad}/elsewhere"], ["two destinations"]),
+    *[  # a LoRA run whose Hugging Face base folder was deleted: one line naming the base and the fix, wherever it is read
+        (entry, args, ["lostbase is a LoRA adapter for the base", "hf-base", "which is gone", "put the base weights back at"])
+        for entry, args in [
+            ("sample", [*SAMPLE, "--out_dir={bad}/lostbase"]),
+            ("eval", [*EVAL, "--out_dir={bad}/lostbase"]),
+            ("export", ["--out_dir={bad}/lostbase", "--to=hf", "{new}"]),
+            ("export", ["--out_dir={bad}/lostbase", "--to=peft", "{new}"]),
+            ("serve", ["{bad}/lostbase"]),
+        ]
+    ],
     ("bench_generate", [*BENCH_GENERATE, "--prompt_tokens=0"], ["prompt_tokens"]),
     ("bench_generate", [*BENCH_GENERATE, "--batch_sizes=5"], ["batch_sizes", "tuple"]),
     ("bench_generate", [*BENCH_GENERATE, "--n_embd=30", "--n_head=4"], ["not divisible"]),
@@ -173,6 +185,8 @@ CASES = [
     ("serve", ["{out}", "--top_p=2"], ["top_p must be in (0, 1]"]),
     ("serve", ["{out}", "--memory_limit=0.000001"], ["needs", "--memory_limit"]),
     ("serve", ["{out}", "--max_new_tokens_limit=0"], ["max_new_tokens_limit must be positive"]),
+    ("serve", ["{out}", "--host=256.256.256.256"], ["--host=256.256.256.256 is not an IPv4 address", "--host=127.0.0.1"]),
+    ("serve", ["{out}", "--host=192.0.2.1", "--port=0"], ["--host=192.0.2.1 is not an address of this machine", "--host=0.0.0.0"]),
 ]
 
 
@@ -235,6 +249,10 @@ def earlier(tmp_path_factory) -> dict[str, Path]:
             (bad / name / "ckpt.pt").write_bytes((out / "ckpt.pt").read_bytes()[:5000])
         else:
             torch.save(obj, bad / name / "ckpt.pt", pickle_protocol=protocol)
+    lora = LoraConfig(rank=2).record() | {"base": {"init_from": str(root / "hf-base"), "weights": str(root / "hf-base" / "model.safetensors"), "sha256": "0" * 64}}
+    lostbase = {**ckpt, "model": {}, "lora": lora, "tokenizer": GPT2_META, "config": {**ckpt["config"], "init_from": str(root / "hf-base"), "lora_rank": 2}}
+    (bad / "lostbase").mkdir()
+    torch.save(lostbase, bad / "lostbase" / "ckpt.pt")
     (bad / "badmetrics").mkdir()
     (bad / "badmetrics" / "metrics.jsonl").write_text('{"iter": 1, "loss": 2.0}\n{"iter": 2, "lo')
     (bad / "latin1metrics").mkdir()
@@ -284,6 +302,17 @@ def test_bad_input(entry: str, args: list[str], words: list[str], earlier: dict,
         assert word in lines[0], (word, lines[0])
     assert snapshot(earlier["root"]) == before, "an earlier run's files changed"
     assert not earlier["new"].exists()
+
+
+def test_a_busy_port_is_said_in_our_words(earlier: dict, monkeypatch, capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, err, _ = run_cli("serve", [str(earlier["out"]), f"--port={port}"], monkeypatch, capsys)
+    assert code == 1 and err == f"error: port {port} on 127.0.0.1 is in use by another program; pass another --port, or --port=0 for any free one\n"
 
 
 def test_the_battery_is_big_enough():

@@ -53,7 +53,7 @@ def test_two_process_fsdp_matches_one_process(tmp_path: Path, char_dataset: Path
     args = [f"--data_dir={char_dataset}", *RUN, "--max_iters=10"]
     proc = torchrun(2, *args, f"--out_dir={tmp_path / 'fsdp'}", "--parallel=fsdp", *variant)
     assert "saved sharded checkpoint at iter 10" in proc.stdout
-    assert re.search(r"memory per GPU \(estimate for 2 GPU\(s\).*: DDP [\d.]+ GiB, FSDP [\d.]+ GiB", proc.stdout)  # printed before renting GPUs
+    assert re.search(r"memory per process \(estimate for 2 cpu processes.*: DDP [\d.]+ GiB, FSDP [\d.]+ GiB", proc.stdout)  # printed before renting GPUs
     main([*args, f"--out_dir={tmp_path / 'one'}"])  # one process, no sharding, no recompute
 
     assert_same_curve(curve(tmp_path / "fsdp"), curve(tmp_path / "one"))

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from configurator import ConfigError, parse_config
+from gptsuite.errors import UserError
 from gptsuite.generate import cut_at_stop, generate_texts, printable
 from gptsuite.tokenizer import CharTokenizer
 from model import ARCHS, GPT, GPTConfig, KVCache, sample_logits
@@ -127,6 +128,16 @@ def test_sample_cli_batch_stream_stop_interactive(tiny_checkpoint: Path, capsys,
     samples = sample("--interactive", "--num_samples=1", "--check_novelty").split("---------------\n")
     assert len(samples) == 3 and samples[0].startswith("All:") and samples[1].startswith("First")
     assert "novelty: longest span also in train.bin" in samples[0]
+
+
+def test_a_prompt_the_model_cannot_see_whole_is_refused_as_on_the_page(tiny_checkpoint: Path, capsys):
+    """sample.py and the page share one rule (generate.encode_prompt): a prompt of block_size
+    tokens or more is refused, with the length that fits, never cut to its last tokens."""
+    args = [f"--out_dir={tiny_checkpoint}", "--device=cpu", "--max_new_tokens=3", "--num_samples=1"]
+    with pytest.raises(UserError, match=r"the prompt is 16 tokens, but .*out reads at most 16 \(its context\) .* shorten it to 15 tokens or fewer"):
+        sample_main([*args, "--start=All:All:All:All:"])
+    sample_main([*args, "--start=All:All:All:All"])  # 15: room for one token, then the window slides
+    assert capsys.readouterr().out.startswith("All:All:All:All")
 
 
 @pytest.mark.slow

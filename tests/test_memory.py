@@ -68,3 +68,28 @@ def test_lora_and_muon_hold_less_and_the_table_prints_both():
     assert estimate(SMALL, 1, "ddp", "float32", 1, 64, optimizer="muon").optimizer == 8 * n - 4 * 2 * 12 * 64**2
     table = memory_table(SMALL, 2, "bfloat16", 1, 64)
     assert "| total |" in table and "DDP | FSDP" in table
+
+
+def test_the_tool_refuses_what_train_py_refuses(capsys, monkeypatch):
+    """tools.memory asks train.py's own checks (settings.check_train_config): LoRA with Muon is
+    refused with train.py's fix, which works; a refused FSDP column is said; a bad shape is one line."""
+    import sys
+
+    from configurator import ConfigError
+    from gptsuite.errors import UserError, cli
+    from tools.memory import main
+
+    args = ["--init_from=gpt2", "--lora_rank=8", "--nproc=2"]
+    with pytest.raises(UserError, match="train.py refuses this run.*LoRA trains its low-rank factors with AdamW.*drop --optimizer=muon"):
+        main([*args, "--optimizer=muon"])
+    main(args)
+    out = capsys.readouterr().out
+    assert "| total |" in out and "note: train.py refuses this run under FSDP (parallel=fsdp: LoRA adapters" in out
+    main(["--init_from=gpt2"])
+    assert "note:" not in capsys.readouterr().out
+    with pytest.raises(ConfigError):
+        main(["--n_embd=100", "--n_head=3"])
+    monkeypatch.setattr(sys, "argv", ["memory.py", "--n_embd=100", "--n_head=3"])
+    with pytest.raises(SystemExit) as e:
+        cli(main)
+    assert e.value.code == 2 and capsys.readouterr().err == "error: n_embd=100 is not divisible by n_head=3; pick an n_embd that is a multiple of n_head\n"

@@ -66,7 +66,7 @@ def test_generate_streams_what_sample_py_writes(served, capsys):
     final = job.outputs()[-1]
     text = final[0]
     assert len(updates) > 2 and all(text.startswith(u) for u in updates)  # it grew in front of the reader
-    assert "First Citizen:" + text == sample_py(capsys, Path(models[0]), "First Citizen:", f"--max_new_tokens={LIMIT}", "--seed=3")
+    assert text == sample_py(capsys, Path(models[0]), "First Citizen:", f"--max_new_tokens={LIMIT}", "--seed=3")  # the prompt and the sample, as sample.py prints them
     assert f"{LIMIT} tokens" in final[4] and "(done)" in final[4]
 
 
@@ -74,7 +74,7 @@ def test_three_models_side_by_side(served, capsys):
     url, proc, tmp, models = served
     final = client(url).predict(*settings(models, max_new=60, seed=5), api_name="/generate")
     for out, text in zip(models, final[:3], strict=True):
-        assert "First Citizen:" + text == sample_py(capsys, Path(out), "First Citizen:", "--max_new_tokens=60", "--seed=5")
+        assert text == sample_py(capsys, Path(out), "First Citizen:", "--max_new_tokens=60", "--seed=5")
     assert len(set(final[:3])) == 3 and final[4].count("(done)") == 3
 
 
@@ -157,41 +157,66 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
 def test_in_a_real_browser(served, tmp_path):
-    """Chromium loads the page, a prompt is typed, Generate clicked, the three columns fill; an
-    empty prompt shows its message (the error check can fail), and a screenshot is saved."""
+    """Chromium loads the page, an empty prompt and a bad model name show their messages, then a
+    prompt is typed and Generate clicked: the panes, named by their models from the start, fill with
+    the prompt and the samples; the messages go with the next request and no box keeps an "Error"
+    badge; labels do not overlap their boxes and the Runs tab shows its legend. Screenshots before
+    and after the error and after the generation are saved (PAGE_SCREENSHOT_DIR)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     url, proc, tmp, models = served
+    for i, out in enumerate(models):  # loss curves for the Runs tab
+        (Path(out) / "metrics.jsonl").write_text("".join(f'{{"iter": {j}, "loss": {4 - j / 100 - i / 10}}}\n' for j in range(0, 100, 10)))
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1600,1200", "--disable-background-networking"):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    shot = Path(os.environ.get("PAGE_SCREENSHOT_DIR", tmp_path)) / "playground.png"
+    shots = Path(os.environ.get("PAGE_SCREENSHOT_DIR", tmp_path))
+    shot = shots / "playground.png"
+    badges = "//*[normalize-space(text())='Error'][not(ancestor::*[contains(@class, 'toast')])]"  # a component's error status, not the message
+    overlaps = """return [...document.querySelectorAll('input[type=range]')].map((range) => {
+        const block = range.closest('.block'), label = block.querySelector('[data-testid=block-info]').getBoundingClientRect();
+        const box = block.querySelector('input[type=number]').getBoundingClientRect();
+        return label.right > box.left && label.left < box.right && label.bottom > box.top && label.top < box.bottom; });"""
     try:
         wait = WebDriverWait(driver, 60)
         driver.get(url)
         prompt = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#prompt textarea"))
         errors = lambda d: [e.get_attribute("textContent") for e in d.find_elements(By.CSS_SELECTOR, ".toast-body.error")]  # noqa: E731
+        shown_badges = lambda d: [e for e in d.find_elements(By.XPATH, badges) if e.is_displayed()]  # noqa: E731
+        labels = [driver.find_element(By.ID, f"out{i}").find_element(By.CSS_SELECTOR, "[data-testid=block-info]").text for i in range(3)]
+        assert labels == models, labels  # named by their models before the first generation
+        assert not any(driver.execute_script(overlaps)), "a slider's label overlaps its number box"
+        driver.save_screenshot(str(shots / "playground-before-error.png"))
         driver.find_element(By.ID, "generate").click()  # an empty prompt first: its message must show
         shown = wait.until(errors)
         assert any("the prompt is empty" in e for e in shown), shown
-        for close in driver.find_elements(By.CSS_SELECTOR, ".toast-close"):
-            close.click()
-        wait.until(lambda d: not errors(d))
+        driver.find_element(By.CSS_SELECTOR, "#other textarea").send_keys(str(tmp / "nowhere"))
+        driver.find_element(By.ID, "load").click()
+        wait.until(lambda d: any("no model" in e for e in errors(d)))
+        driver.save_screenshot(str(shots / "playground-error.png"))
+        assert not shown_badges(driver), [b.get_attribute("outerHTML")[:200] for b in shown_badges(driver)]
         prompt.send_keys("First Citizen:")
-        driver.find_element(By.ID, "generate").click()
+        driver.find_element(By.ID, "generate").click()  # the messages are not closed by hand: the next request takes them away
         boxes = [f"#out{i} textarea" for i in range(3)]
         wait.until(lambda d: all(d.find_element(By.CSS_SELECTOR, b).get_attribute("value") for b in boxes))
         wait.until(lambda d: d.find_element(By.ID, "stats").text.count("(done)") == 3)
         texts = [driver.find_element(By.CSS_SELECTOR, b).get_attribute("value") for b in boxes]
         driver.save_screenshot(str(shot))
         assert not errors(driver), errors(driver)
-        assert len(set(texts)) == 3 and all(len(t) > 50 for t in texts)
+        assert not shown_badges(driver)
+        assert len(set(texts)) == 3 and all(t.startswith("First Citizen:") and len(t) > 50 for t in texts)  # the prompt, then the sample
         assert not any(e.is_displayed() for e in driver.find_elements(By.ID, "out3"))  # three models: three columns
+        next(t for t in driver.find_elements(By.CSS_SELECTOR, "button[role=tab]") if t.text == "Runs").click()
+        legend = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#curves .role-legend"))[0]
+        plot = driver.find_element(By.ID, "curves")
+        wait.until(lambda d: legend.rect["height"] > 0)
+        driver.save_screenshot(str(shots / "playground-runs.png"))
+        assert legend.rect["y"] + legend.rect["height"] <= plot.rect["y"] + plot.rect["height"], (legend.rect, plot.rect)  # the legend is inside its box
     finally:
         driver.quit()
     assert shot.stat().st_size > 10_000

@@ -8,8 +8,8 @@ import torch
 
 from conftest import TINY_MODEL_ARGS, run_entry, train_config
 from gptsuite.checkpoint import load_checkpoint
-from gptsuite.errors import UserError
-from gptsuite.runtime import Runtime, native_bf16
+from gptsuite.errors import UserError, cli
+from gptsuite.runtime import Runtime, native_bf16, setup_runtime
 from model import GPT, GPTConfig
 from train import main, train
 
@@ -62,6 +62,46 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
         # gives 17-82% on every matrix (and the losses above differ by 1e-3).
         diff = (w_ddp[name] - w_one[name]).norm() / w_one[name].norm()
         assert diff < 0.1, (name, diff.item())
+
+
+def test_nccl_on_a_cpu_under_torchrun_is_one_line(monkeypatch):
+    monkeypatch.setenv("RANK", "0"), monkeypatch.setenv("LOCAL_RANK", "0"), monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match=r"--backend=nccl connects CUDA GPUs, but this run is on cpu; pass --backend=gloo \(or auto\)"):
+        setup_runtime("cpu", backend="nccl")
+
+
+@pytest.mark.parametrize("local_rank, printed", [(None, True), ("0", True), ("1", False)])
+def test_the_error_line_is_printed_by_one_process_per_node(monkeypatch, capsys, local_rank, printed):
+    if local_rank is None:
+        monkeypatch.delenv("LOCAL_RANK", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_RANK", local_rank)
+
+    def main(argv):
+        raise UserError("no dataset here")
+
+    with pytest.raises(SystemExit) as e:
+        cli(main)
+    assert e.value.code == 1 and capsys.readouterr().err == ("error: no dataset here\n" if printed else "")
+
+
+@pytest.mark.slow
+def test_a_mistake_under_torchrun_is_said_once(tmp_path: Path, char_dataset: Path):
+    args = [f"--data_dir={char_dataset}", *TINY, f"--out_dir={tmp_path / 'o'}", "--backend=nccl"]
+    proc = run_entry("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *args, check=False)
+    assert proc.returncode != 0 and proc.stderr.count("error: ") == 1 and "error: --backend=nccl connects CUDA GPUs" in proc.stderr, proc.stderr
+    assert "gptsuite" not in proc.stderr and "train.py\", line" not in proc.stderr  # no traceback of ours (torchrun prints its own summary)
+
+
+def test_the_start_line_of_a_cpu_torchrun_run_says_processes_and_where_wandb_logs(capsys):
+    from train import describe_run
+
+    cfg = train_config(dataset="podcasts_char", wandb_log=True, wandb_project="shakespeare-char", wandb_run_name="mini-gpt", block_size=16)
+    model = GPT(GPTConfig(block_size=16, vocab_size=65, n_layer=1, n_head=2, n_embd=16))
+    describe_run(cfg, Runtime("cpu", "cpu", "float32", distributed=True, world_size=2), model, False, "64 tokens per iteration")
+    out = capsys.readouterr().out
+    assert "memory per process (estimate for 2 cpu processes: " in out and "GPU" not in out, out
+    assert "wandb: project 'shakespeare-char', run 'mini-gpt', on podcasts_char; --wandb_project and --wandb_run_name change them" in out
 
 
 def test_accumulation_steps_must_divide_across_ranks(tmp_path: Path):

@@ -37,11 +37,11 @@ def test_pubmed_template_travels_through_training_into_sample(tmp_path: Path, ca
     prepare("pubmed", data, data_files=str(train), val_files=str(val))
     train_main([f"--data_dir={data}", f"--out_dir={out}", "--max_iters=2", "--eval_interval=2", *TINY_ARGS])
     assert load_checkpoint(out)["template"] == PUBMED
-    (tmp_path / "abstract.txt").write_text("We measured the binding of protein 7.\n", encoding="utf-8")
+    (tmp_path / "abstract.txt").write_text("Protein 7.\n", encoding="utf-8")  # the formatted prompt fits the 16-token context
     capsys.readouterr()
     sample.main([f"--out_dir={out}", f"--start=FILE:{tmp_path / 'abstract.txt'}", "--num_samples=1", "--max_new_tokens=20", "--device=cpu"])
     stdout = capsys.readouterr().out
-    assert stdout.startswith("ABSTRACT:\nWe measured the binding of protein 7.\n\nARTICLE:\n")
+    assert stdout.startswith("ABSTRACT:\nProtein 7.\n\nARTICLE:\n")
     assert "<|endoftext|>" not in stdout
 
 

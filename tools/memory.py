@@ -1,6 +1,8 @@
 """
 Memory per GPU before renting GPUs: parameters, gradients, optimizer state and activations of a
 training run under DDP and under FSDP (the rules: gptsuite/memory.py). Nothing is downloaded.
+A run train.py refuses (LoRA with Muon) is refused here in its words (its own checks,
+settings.check_train_config), and an FSDP column for a run it refuses under FSDP is said to be one.
 
     python -m tools.memory --init_from=gpt2-xl --nproc=8 --batch_size=4 --block_size=1024 --dtype=bfloat16
     python -m tools.memory --init_from=gpt2-large --nproc=1 --lora_rank=8
@@ -11,9 +13,10 @@ training run under DDP and under FSDP (the rules: gptsuite/memory.py). Nothing i
 import dataclasses
 from dataclasses import dataclass
 
-from configurator import option, parse_config, part
+from configurator import apply_values, option, parse_config, part
 from gptsuite.errors import UserError, cli
 from gptsuite.memory import estimate, memory_table
+from gptsuite.settings import TrainConfig, check_train_config
 from model import GPTConfig
 
 SHAPES = {  # GPT-2's published shapes (n_layer, n_head, n_embd), so no weights need downloading
@@ -74,14 +77,31 @@ def table(cfg: MemoryConfig) -> str:
     return "\n".join(lines)
 
 
+def refusal(cfg: MemoryConfig, parallel: str) -> UserError | None:
+    """What train.py says of this run under `parallel` (settings.check_train_config, its own
+    checks), or None if it runs. A shape given by flags stands for trained weights when LoRA
+    adapts them (a run of ours); train.py's output folder plays no part here."""
+    init_from = cfg.init_from or ("gpt2" if cfg.lora_rank else "scratch")
+    flat = {"out_dir": ".", "init_from": init_from, "optimizer": cfg.optimizer, "lora_rank": cfg.lora_rank, "parallel": parallel}
+    try:
+        check_train_config(apply_values(TrainConfig(), flat))
+    except UserError as e:
+        return e
+    return None
+
+
 def main(argv: list[str]) -> None:
     cfg = parse_config(MemoryConfig(), argv)
     if cfg.table:
         print(table(cfg))
         return
     config = config_of(cfg, cfg.init_from)
+    if refused := refusal(cfg, "ddp"):
+        raise UserError(f"train.py refuses this run, so there is nothing to estimate: {refused}")
     kw = {"optimizer": cfg.optimizer, "activation_checkpointing": cfg.activation_checkpointing, "trainable": lora_params(config, cfg.lora_rank)}
     print(memory_table(config, cfg.nproc, cfg.dtype, cfg.batch_size, cfg.model.block_size, **kw))
+    if refused := refusal(cfg, "fsdp"):
+        print(f"note: train.py refuses this run under FSDP ({refused}); the DDP column is the run it takes")
 
 
 if __name__ == "__main__":
