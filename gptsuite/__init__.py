@@ -6,6 +6,7 @@ model.py / configurator.py.
     atomic       atomic file writes (temp + fsync + rename)
     datafiles    the prepared dataset format (memmaps, meta.json) and where datasets live
     sources      dataset plugins (data/<name>/prepare.py) and the readers of user files they share
+    textscan     reading a text for the pipeline: in blocks, cut where BPE cuts, split and scanned once
     pipeline     the prepare pipeline: tokenize in threads, write the memmaps
     report       the dataset report written by every prepare
     tokenizer    character level and GPT-2 BPE (offline, sha256-checked)

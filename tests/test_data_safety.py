@@ -183,11 +183,12 @@ def test_the_reading_bar_is_hidden_for_a_small_text_and_ends_its_line(tmp_path: 
 
     from tqdm import tqdm
 
-    from gptsuite import pipeline
+    from gptsuite import pipeline, textscan
     from gptsuite.datafiles import TextFileCorpus
     from gptsuite.pipeline import prepare_text
 
-    monkeypatch.setattr(pipeline, "progress", partial(tqdm, file=sys.stdout))  # the bars write where capsys reads
+    for module in (pipeline, textscan):  # the reading bar is textscan's, the tokenizing bar pipeline's
+        monkeypatch.setattr(module, "progress", partial(tqdm, file=sys.stdout))  # the bars write where capsys reads
     path = tmp_path / "t.txt"
     path.write_text(TEXT, encoding="utf-8")
     prepare_text(TextFileCorpus(path, "small", tokenizer="char"), tmp_path / "small")

@@ -13,9 +13,10 @@ import pytest
 from conftest import run_entry
 from gptsuite.datafiles import DocumentCorpus, load_meta
 from gptsuite.errors import UserError
-from gptsuite.pipeline import count_words, prepare_documents
+from gptsuite.pipeline import prepare_documents
 from gptsuite.sources import load_dataset_module
 from gptsuite.templates import format_document
+from gptsuite.textscan import count_words
 from gptsuite.tokenizer import GPT2_EOT, CharTokenizer, GPT2Tokenizer
 
 PAPERS = [

@@ -8,7 +8,7 @@ import pytest
 from conftest import TEXT
 from gptsuite.datafiles import TokenWriter, load_meta, open_split
 from gptsuite.errors import UserError
-from gptsuite.pipeline import bpe_pieces
+from gptsuite.textscan import bpe_pieces
 from gptsuite.tokenizer import GPT2Tokenizer
 from prepare import main as prepare_main
 
