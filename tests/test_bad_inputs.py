@@ -99,6 +99,7 @@ CASES = [
     ("train", [*TRAIN, "--data_dir={bad}/badmeta"], ["meta.json", "not valid JSON"]),
     ("train", [*TRAIN, "--data_dir={bad}/badvocab"], ["meta.json", "corrupt", "vocab_size"]),
     ("train", [*TRAIN, "--init_from=resume", "--out_dir={bad}/noout"], ["no checkpoint", "noout"]),
+    ("train", ["--init_from=resume", "--out_dir={bad}/nowhere", "--device=cpu"], ["no checkpoint in", "nowhere", "to resume"]),  # no dataset either: the checkpoint is what is missing
     ("train", [*TRAIN, "--init_from=resume", "--out_dir={bad}/truncated"], ["truncated/ckpt.pt", "corrupt or truncated"]),
     ("train", [*TRAIN, "--init_from=resume", "--out_dir={bad}/evil"], ["refusing to load", "evil/ckpt.pt", "a reference to posix.system", "could run code"]),
     ("train", [*TRAIN, "--init_from=resume", "--out_dir={bad}/noopt"], ["noopt/ckpt.pt cannot be resumed", "optimizer"]),
