@@ -2,6 +2,7 @@
 train.py's loop; a frozen reference model; the run's build order; a checkpoint written before
 the settings were split into parts resumes bit for bit."""
 
+import importlib
 import json
 import shutil
 from pathlib import Path
@@ -192,3 +193,23 @@ def test_a_checkpoint_written_before_the_settings_were_split_resumes_bit_for_bit
     assert ours.keys() == theirs.keys()
     for k in theirs:
         assert torch.equal(ours[k], theirs[k]), k
+
+
+def test_a_resume_runs_each_config_file_once_and_reads_its_checkpoint_once(tmp_path: Path, char_dataset: Path, monkeypatch):
+    """One layered parse: defaults, the checkpoint's settings, config files, flags."""
+    import gptsuite.checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    train.main([f"--data_dir={char_dataset}", *TINY_MODEL_ARGS, "--gradient_accumulation_steps=1", "--eval_iters=1", "--eval_interval=2", "--out_dir=run", "--max_iters=2"])
+    config = tmp_path / "more.py"  # a config file with a side effect: one line per execution
+    config.write_text(f"open({str(tmp_path / 'runs.log')!r}, 'a').write('ran\\n')\nmax_iters = 4\n")
+    reads = []
+    load = gptsuite.checkpoint.load_checkpoint
+    monkeypatch.setattr(gptsuite.checkpoint, "load_checkpoint", lambda *a, **k: reads.append(a[0]) or load(*a, **k))
+    for module in ("gptsuite.settings", "gptsuite.start", "gptsuite.loading", "gptsuite.checkpointer"):
+        if hasattr(importlib.import_module(module), "load_checkpoint"):
+            monkeypatch.setattr(f"{module}.load_checkpoint", gptsuite.checkpoint.load_checkpoint)
+    train.main(["--init_from=resume", "--out_dir=run", str(config), "--device=cpu"])
+    assert (tmp_path / "runs.log").read_text() == "ran\n"
+    assert len(reads) == 1, reads
+    assert load_checkpoint(tmp_path / "run")["iter_num"] == 4
