@@ -99,15 +99,18 @@ def objective_class(name: str) -> type[Objective]:
 def estimate_loss(model: torch.nn.Module, objective: Objective, eval_iters: int, rt: Runtime) -> dict[str, float]:
     """Mean loss over eval batches 0..eval_iters-1 of each split. The ranks of a distributed run
     split the batches between them and all-reduce the sum, so every rank gets the same number,
-    the one a single process would get."""
+    the one a single process would get. Every rank runs the same number of forwards (under FSDP
+    each forward gathers every block's shards from all ranks): where eval_iters is not a multiple
+    of the ranks, the ranks past the end run one more batch and leave it out."""
     model.eval()
     out = {}
     for split in ("train", "val"):
         total = torch.zeros((), device=rt.device)
-        for k in range(rt.rank, eval_iters, rt.world_size):
+        for k in range(rt.rank, -(-eval_iters // rt.world_size) * rt.world_size, rt.world_size):
             with rt.autocast():
-                loss, _ = objective.loss(model, objective.eval_batch(split, k))
-            total += loss.float()
+                loss, _ = objective.loss(model, objective.eval_batch(split, min(k, eval_iters - 1)))
+            if k < eval_iters:
+                total += loss.float()
         if rt.distributed:
             torch.distributed.all_reduce(total)
         out[split] = total.item() / eval_iters

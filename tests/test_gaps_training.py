@@ -298,3 +298,22 @@ def test_estimate_loss_rank_shares_add_up_to_the_mean_loss(tmp_path: Path):
         assert single[s] == pytest.approx(expected[s], rel=1e-5)
         assert shares[0][s] + shares[1][s] == pytest.approx(expected[s], rel=1e-5)
     assert model.training  # training mode again (dropout) after the evaluation
+
+
+def test_every_rank_runs_as_many_eval_forwards_when_eval_iters_is_not_a_multiple(tmp_path: Path):
+    """Under FSDP each forward is a collective: a rank that stopped early would leave the others
+    waiting. 3 batches on 2 ranks: both run 2 forwards a split, and the shares still add up to the
+    mean of the 3 batches."""
+    data = fake_data(tmp_path, 200)
+    model = tiny_model(vocab_size=256, block_size=8)
+    objective = Objective(batches(data, batch_size=2, block_size=8, seed=3))
+    with torch.no_grad():
+        expected = {s: sum(model(*objective.eval_batch(s, k))[1].item() for k in range(3)) / 3 for s in ("train", "val")}
+    calls, shares = [], []
+    for r in (0, 1):
+        handle = model.register_forward_hook(lambda *_: calls.append(r))
+        shares.append(estimate_loss(model, objective, 3, Runtime("cpu", "cpu", "float32", rank=r, world_size=2)))
+        handle.remove()
+    assert calls.count(0) == calls.count(1) == 4  # 2 forwards for each of the 2 splits
+    for s in ("train", "val"):
+        assert shares[0][s] + shares[1][s] == pytest.approx(expected[s], rel=1e-5)
