@@ -13,9 +13,9 @@ Several GPUs on one node, with DDP through torchrun:
 Reproducing GPT-2 (docs/scaling.md): prepare openwebtext or fineweb_edu first; with
 --hellaswag_interval=N the run also scores HellaSwag every N steps into metrics.jsonl (and wandb).
 
-Two nodes of 8 GPUs (run on each node; node 0 at 10.0.0.1):
-    torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --master_addr=10.0.0.1 --master_port=29500 train.py config/train_gpt2.py
-    torchrun --nnodes=2 --node_rank=1 --nproc_per_node=8 --master_addr=10.0.0.1 --master_port=29500 train.py config/train_gpt2.py
+Two nodes of 8 GPUs (run on each node; node 0 at 10.0.0.1; 48 micro-batches a step, a multiple of the 16 processes):
+    torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --master_addr=10.0.0.1 --master_port=29500 train.py config/train_gpt2.py --gradient_accumulation_steps=48
+    torchrun --nnodes=2 --node_rank=1 --nproc_per_node=8 --master_addr=10.0.0.1 --master_port=29500 train.py config/train_gpt2.py --gradient_accumulation_steps=48
 (If your cluster has no Infiniband, prepend NCCL_IB_DISABLE=1.)
 gradient_accumulation_steps is the global count: each of the N processes does 1/N of it.
 

@@ -33,6 +33,7 @@ import pytest
 
 from configurator import ConfigError, config_keys, parse_config
 from gptsuite.datafiles import PrepareConfig
+from gptsuite.errors import UserError
 from gptsuite.sources import available_datasets, load_dataset_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -253,7 +254,9 @@ def check_invocation(tokens: list[str]) -> list[str]:
             i += 1
         if i == len(rest):
             return ["torchrun runs no script"]
-        return check_script(rest[i], rest[i + 1 :])
+        options = dict(o.split("=", 1) for o in rest[:i] if "=" in o)
+        processes = int(options.get("--nproc_per_node", 1)) * int(options.get("--nnodes", 1))
+        return check_script(rest[i], rest[i + 1 :], processes)
     if not rest:
         return ["python without a script"]
     if rest[0] == "-c":
@@ -268,7 +271,7 @@ def check_invocation(tokens: list[str]) -> list[str]:
     return check_script(rest[0], rest[1:])
 
 
-def check_script(script: str, args: list[str]) -> list[str]:
+def check_script(script: str, args: list[str], processes: int = 1) -> list[str]:
     known = scripts()
     if script not in known:
         exists = (ROOT / script).is_file()
@@ -329,9 +332,16 @@ def check_script(script: str, args: list[str]) -> list[str]:
         problems.append(f"{name}: unexpected argument{'s' if len(extra) > 1 else ''} {' '.join(extra)}")
     if config is not None and not problems:
         try:  # as the script takes it: the config files run, every value checked against its field
-            parse_config(config(), argv, tolerate=spec.tolerate)
+            cfg = parse_config(config(), argv, tolerate=spec.tolerate)
         except ConfigError as e:
             problems.append(f"{name}: {e}")
+        else:  # and as its processes take it: the micro-batches of a step divide among them
+            data = getattr(cfg, "data", None)
+            if processes > 1 and data is not None:
+                try:
+                    data.accum_steps(processes)
+                except UserError as e:
+                    problems.append(f"{name} on {processes} processes: {e}")
     return problems
 
 
@@ -451,6 +461,10 @@ def test_links_between_the_pages_lead_somewhere(path: Path):
         ("python tests/stress_kill.py --trial=3", ["unknown key --trial"]),
         ("torchrun --standalone --nproc_per_node=8 train.py --lr=1", ["unknown key --lr"]),
         ("torchrun --nproc_per_gpu=8 train.py", ["torchrun has no option --nproc_per_gpu"]),
+        (
+            "torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --master_addr=10.0.0.1 train.py config/train_gpt2.py",
+            ["train.py on 16 processes", "gradient_accumulation_steps=40 is not divisible by the 16 processes"],
+        ),
         ("pip install x && python prepare.py text --field=a --fields=b", ["unknown key --fields"]),
         ('python sample.py --start="a # b" --stop="x" --stram', ["unknown key --stram"]),
     ],
@@ -477,7 +491,7 @@ def test_the_checker_reports_a_bad_command(line: str, words: list[str]):
         "python -m tools.bench_generate --batch_sizes=(1,) --new_tokens=(512,)",
         "python -m tools.plot out-shakespeare-char",
         "python tests/stress_kill.py --trials=60",
-        "NCCL_IB_DISABLE=1 torchrun --nnodes=2 --node_rank=1 --nproc_per_node=8 --master_addr=10.0.0.1 train.py config/train_gpt2.py",
+        "NCCL_IB_DISABLE=1 torchrun --nnodes=2 --node_rank=1 --nproc_per_node=8 --master_addr=10.0.0.1 train.py config/train_gpt2.py --gradient_accumulation_steps=48",
         "pip install -q x && python -m ruff check . && python -m pytest -q",
         'python -c "import sys; print(sys.argv)"',
     ],
