@@ -14,11 +14,12 @@ from pathlib import Path
 import torch
 
 from gptsuite.batches import Batches, TrainingData
-from gptsuite.checkpoint import checkpoint_files, load_sharded_optimizer, model_from_checkpoint, set_rng_state
+from gptsuite.checkpoint import checkpoint_files, load_full_optimizer, load_sharded_optimizer, model_from_checkpoint, set_rng_state
 from gptsuite.errors import UserError
 from gptsuite.loading import checkpoint_file, load_weights, lora_model, new_model
 from gptsuite.lora import LoraConfig, adapt, file_sha256, freeze_base_dtype
 from gptsuite.metrics import METRICS_FILE, PLOT_FILE
+from gptsuite.parallel import fsdp_module
 from gptsuite.policy import NO_LOSS
 from gptsuite.runtime import Runtime, seed_everything
 from gptsuite.settings import Resumed, TrainConfig, recorded_settings
@@ -57,6 +58,8 @@ class StartingPoint:
         try:
             if self.ckpt.get("sharded"):
                 load_sharded_optimizer(self.path, model, optimizer)
+            elif fsdp_module(model):  # a DDP or single-process run's whole state onto FSDP's shards
+                load_full_optimizer(model, optimizer, self.ckpt["optimizer"])
             else:
                 optimizer.load_state_dict(self.ckpt["optimizer"])
             if self.ckpt.get("scaler"):

@@ -66,18 +66,21 @@ def test_two_process_fsdp_matches_one_process(tmp_path: Path, char_dataset: Path
 
 def test_resume_reshards_onto_other_process_counts(tmp_path: Path, char_dataset: Path, capsys):
     """Stopped at iter 5, resumed to 10 on 1 (sharded, and unsharded in a plain process), 2 or 4
-    processes: every one continues the uninterrupted run's curve."""
+    processes, and from DDP's ckpt.pt to FSDP and back: every one continues the uninterrupted run's curve."""
     args = [f"--data_dir={char_dataset}", *RUN]
     main([*args, f"--out_dir={tmp_path / 'whole'}", "--max_iters=10"])
     whole = curve(tmp_path / "whole")
 
     torchrun(2, *args, f"--out_dir={tmp_path / 'two'}", "--parallel=fsdp", "--max_iters=5")
     torchrun(1, *args, f"--out_dir={tmp_path / 'one'}", "--parallel=fsdp", "--max_iters=5")
-    for src, n, name in (("two", 1, "2to1"), ("two", 0, "2to1-plain"), ("one", 2, "1to2"), ("two", 4, "2to4")):
+    main([*args, f"--out_dir={tmp_path / 'plain'}", "--max_iters=5"])  # one process, unsharded: a ckpt.pt
+    variants = [("two", 1, "2to1", []), ("two", 0, "2to1-plain", []), ("one", 2, "1to2", []), ("two", 4, "2to4", [])]
+    variants += [("plain", 2, "ddp-to-fsdp", ["--parallel=fsdp"]), ("two", 2, "fsdp-to-ddp", ["--parallel=ddp"])]  # the optimizer state across layouts
+    for src, n, name, extra in variants:
         out = tmp_path / name
         subprocess.run(["cp", "-a", str(tmp_path / src), str(out)], check=True)
         if n:
-            torchrun(n, "--init_from=resume", f"--out_dir={out}", "--max_iters=10")
+            torchrun(n, "--init_from=resume", f"--out_dir={out}", "--max_iters=10", *extra)
         else:
             main(["--init_from=resume", f"--out_dir={out}", "--max_iters=10", "--parallel=ddp"])
         assert_same_curve(curve(out), whole)
