@@ -57,7 +57,7 @@ from configurator import print_config
 from gptsuite import hellaswag
 from gptsuite.atomic import remove_stale_temps
 from gptsuite.batches import Batches, check_model_fits_data, open_training_data
-from gptsuite.checkpointer import Checkpointer, NanGuard
+from gptsuite.checkpointer import Checkpointer, NanGuard, check_shared_out_dir
 from gptsuite.errors import UserError, cli
 from gptsuite.flops import model_flops_per_token
 from gptsuite.lora import trainable_counts
@@ -109,6 +109,7 @@ def setup(cfg: TrainConfig, rt: Runtime, resumed: Resumed | None) -> Run:
     the rest, in order: the reference model from the starting weights, the model placed on the
     ranks (sharded under FSDP) before the optimizer is built from it, the RNG state restored last."""
     check_parallel(cfg.parallel, rt)
+    check_shared_out_dir(cfg.out_dir, resumed.path if resumed else None, rt)  # every rank writes and resumes there
     claim_out_dir(cfg.out_dir, resumed is not None, cfg.overwrite, rt.master)
     accum_steps = cfg.data.accum_steps(rt.world_size)
     data = open_training_data(cfg.data, cfg.model.block_size)

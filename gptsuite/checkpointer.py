@@ -6,6 +6,9 @@ gradient norm is not finite and, after more than max_bad_steps in a row, saves t
 before them and stops the run. `consolidate` turns a sharded checkpoint into one ckpt.pt.
 """
 
+import os
+import secrets
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +33,38 @@ from gptsuite.parallel import fsdp_module
 from gptsuite.runtime import Runtime
 from gptsuite.settings import TrainConfig, recorded_settings
 from model import GPT
+
+
+def check_shared_out_dir(out_dir: str, resumed: Path | None, rt: Runtime) -> None:
+    """Under torchrun every rank must see the same out_dir (on several nodes, a shared filesystem):
+    each rank writes its shards and reads the checkpoint it resumes there. Rank 0 writes a token
+    file, every rank reads it back; and the checkpoint a resumed run continues is rank 0's choice
+    on every rank. Otherwise the run is refused, on every rank, before any work."""
+    if not rt.distributed:
+        return
+    out = Path(out_dir)
+    token = [f"{os.getpid()}-{time.time_ns()}-{secrets.token_hex(8)}" if rt.master else None, str(resumed) if rt.master else None]
+    torch.distributed.broadcast_object_list(token, src=0)
+    path = out / f".shared-{token[0][:40]}"
+    if rt.master:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(token[0])
+    torch.distributed.barrier()
+    try:
+        seen = path.read_text() == token[0]
+    except OSError:
+        seen = False
+    same = seen and str(resumed) == token[1]
+    flags = torch.tensor([0.0 if same else 1.0], device=rt.device)
+    torch.distributed.all_reduce(flags)
+    torch.distributed.barrier()
+    if rt.master:
+        path.unlink(missing_ok=True)
+    if flags.item() > 0:
+        raise UserError(
+            f"out_dir={out_dir} is not the same folder for all {rt.world_size} processes (some cannot see what rank 0 wrote there, or resume another checkpoint): "
+            "on several nodes put it on a filesystem they share (NFS, a cluster file system) and pass that path on every node"
+        )
 
 
 def gather_rng_states(state: dict, rt: Runtime) -> list[dict] | None:

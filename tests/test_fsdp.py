@@ -190,3 +190,24 @@ def test_bench_counts_what_each_rank_holds(tmp_path: Path):
     ratio = held["fsdp"][3] / total
     print(f"held per rank, FSDP / DDP: {ratio:.3f}")
     assert 0.49 < ratio <= 0.55
+
+
+def test_two_nodes_that_do_not_share_out_dir_are_refused(tmp_path: Path, char_dataset: Path):
+    """Two "nodes" on this machine (torchrun --nnodes=2, one process each), each with its own local
+    folder where a cluster would have one shared path: refused at start on both, not a run that
+    writes half of each checkpoint (FSDP) or resumes different states (DDP)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for node in (0, 1):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={node}", "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}"]
+        cmd += ["train.py", f"--data_dir={char_dataset}", *RUN, "--max_iters=2", "--parallel=fsdp", f"--out_dir={tmp_path / f'node{node}'}"]
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}))
+    outs = [p.communicate(timeout=240)[0] for p in procs]
+    for node, (p, out) in enumerate(zip(procs, outs, strict=True)):
+        assert p.returncode != 0, out
+        assert "is not the same folder for all 2 processes" in out and "a filesystem they share" in out, (node, out)
+    assert not list((tmp_path / "node0").glob("ckpt*")) and not (tmp_path / "node1").exists() or not list((tmp_path / "node1").glob("ckpt*"))
