@@ -59,6 +59,22 @@ def rank_of(pid: int) -> int | None:
     return int(env["RANK"]) if "RANK" in env else None
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """For parallel workers (pytest-xdist, `-n 2 --dist loadgroup`): the tests of a module that
+    share a module-scoped fixture (one served page, one prepared dataset) go to one worker, which
+    builds it once; and modules with slow tests go first, so that no long test is left at the end
+    for one worker while the other waits. A module's tests stay together and in their order."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    for item in items:
+        fixtures = [d for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs]
+        if any(d.scope == "module" for d in fixtures):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow_modules)
+
+
 @pytest.fixture
 def text_file(tmp_path: Path) -> Path:
     path = tmp_path / "input.txt"
