@@ -109,9 +109,9 @@ def setup(cfg: TrainConfig, rt: Runtime, resumed: Resumed | None) -> Run:
     the rest, in order: the reference model from the starting weights, the model placed on the
     ranks (sharded under FSDP) before the optimizer is built from it, the RNG state restored last."""
     check_parallel(cfg.parallel, rt)
+    accum_steps = cfg.data.accum_steps(rt.world_size)
     check_shared_out_dir(cfg.out_dir, resumed.path if resumed else None, rt)  # every rank writes and resumes there
     claim_out_dir(cfg.out_dir, resumed is not None, cfg.overwrite, rt.master)
-    accum_steps = cfg.data.accum_steps(rt.world_size)
     data = open_training_data(cfg.data, cfg.model.block_size)
     items = hellaswag.load_for_training(cfg.hellaswag, data.tokenizer, data.dir)  # None unless hellaswag_interval
     start = start_run(cfg, resumed, data, rt)

@@ -22,7 +22,7 @@ REFRESH_EVERY = 5.0  # seconds between looks at the runs' metrics.jsonl
 MODELS = "models"  # the queue of the requests that use the models: one at a time
 THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])  # no web fonts: the page works offline
 # a new request closes the messages of earlier ones: an error stays until the user acts again, not after a later success
-CLOSE_MESSAGES = "() => { document.querySelectorAll('.toast-close').forEach((b) => b.click()); }"
+CLOSE_MESSAGES = "(...args) => { document.querySelectorAll('.toast-close').forEach((b) => b.click()); return args; }"  # runs before the request, in its event
 # the plot's legend (a line per run and curve) goes below the chart, outside the box Gradio sizes for it: let the box grow
 CSS = "#curves, #curves * { overflow: visible !important; } #curves { padding-bottom: 90px; }"
 # a request that fails says so once, in its message: no "Error" badge left on every box it would have filled
@@ -109,17 +109,15 @@ class Page:
 
     def wire(self, page: gr.Blocks, timer: gr.Timer) -> None:
         models = dict(concurrency_id=MODELS, concurrency_limit=1)  # one request at a time uses the models
-        for button in (self.go, self.load_button, self.check):
-            button.click(None, None, None, js=CLOSE_MESSAGES, api_name=False)
         event = self.go.click(
-            self.write, [self.prompt, self.chosen, *self.settings, self.last], [*self.outs, self.stats, self.note, self.last], api_name="generate", **models, **QUIET
+            self.write, [self.prompt, self.chosen, *self.settings, self.last], [*self.outs, self.stats, self.note, self.last], api_name="generate", js=CLOSE_MESSAGES, **models, **QUIET
         )
         self.halt.click(None, None, None, cancels=[event], api_name=False)
         self.load_button.click(
-            self.load, [self.other, self.chosen], [self.chosen, self.which, self.prompt, self.other, self.note, *self.outs], api_name="load", **models, **QUIET
+            self.load, [self.other, self.chosen], [self.chosen, self.which, self.prompt, self.other, self.note, *self.outs], api_name="load", js=CLOSE_MESSAGES, **models, **QUIET
         )
         self.chosen.input(self.panes, [self.chosen], self.outs, api_name=False, show_progress="hidden")
-        self.check.click(self.seen, [self.which, self.sample, self.last], [self.marked, self.verdict], api_name="seen", **models, **QUIET)
+        self.check.click(self.seen, [self.which, self.sample, self.last], [self.marked, self.verdict], api_name="seen", js=CLOSE_MESSAGES, **models, **QUIET)
         gr.on([page.load, timer.tick], self.runs, None, [self.curves, self.reports], api_name="runs", concurrency_limit=4, show_progress="hidden")
 
     def write(self, text, models, temperature, top_k, top_p, max_new, seed, stop, last):

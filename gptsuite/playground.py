@@ -146,9 +146,10 @@ class Playground:
             raise UserError("type a model to load: a training run's folder (out-pubmed), a .pt checkpoint, gpt2 ... gpt2-xl, or a Hugging Face folder")
         if name in self.models:
             raise UserError(f"{name} is loaded already")
+        config = model_config(name)  # a name that names no model is told so first, whatever else holds
         if len(self.models) >= MAX_MODELS:
             raise UserError(f"the page holds {MAX_MODELS} models already; restart serve.py with the ones you want side by side")
-        nbytes = self.fits(name, model_config(name))
+        nbytes = self.fits(name, config)
         path = checkpoint_file(name)
         loaded = load_model("resume", name) if path is not None else load_model(name)
         loaded.model.to(self.rt.device)
