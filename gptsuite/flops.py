@@ -49,10 +49,12 @@ def peak_tflops(device_name: str, half_precision: bool) -> float | None:
     return (half if half_precision else tf32) or None
 
 
-def flops_per_token(n_params: int, n_layer: int, n_head: int, n_embd: int, seq_len: int) -> float:
+def flops_per_token(n_params: int, n_layer: int, n_head: int, n_embd: int, seq_len: int, trained: int | None = None) -> float:
     """Training FLOPs per token (forward + backward): 6N + 12 * L * H * Q * T, PaLM appendix B.
-    n_params leaves out the position embeddings (a lookup, no multiply)."""
-    return 6 * n_params + 12 * n_layer * n_head * (n_embd // n_head) * seq_len
+    n_params leaves out the position embeddings (a lookup, no multiply). With `trained` parameters
+    of them (LoRA: the adapters), frozen weights get no weight gradient: 4N + 2 * trained."""
+    trained = n_params if trained is None else min(trained, n_params)
+    return 4 * n_params + 2 * trained + 12 * n_layer * n_head * (n_embd // n_head) * seq_len
 
 
 def gpt2_params(n_layer: int, n_embd: int, vocab_size: int) -> int:
@@ -63,6 +65,8 @@ def gpt2_params(n_layer: int, n_embd: int, vocab_size: int) -> int:
 
 
 def model_flops_per_token(model, seq_len: int) -> float:
-    """flops_per_token for a model.py GPT at a context of seq_len tokens."""
+    """flops_per_token for a model.py GPT at a context of seq_len tokens, counting the weight
+    gradients of its trainable parameters only (tied weights once)."""
     c = model.config
-    return flops_per_token(model.get_num_params(), c.n_layer, c.n_head, c.n_embd, seq_len)
+    trained = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values() if p.requires_grad)
+    return flops_per_token(model.get_num_params(), c.n_layer, c.n_head, c.n_embd, seq_len, trained)

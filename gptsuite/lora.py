@@ -131,11 +131,15 @@ def adapters_off(model: GPT):
 
 
 def freeze_base_dtype(model: GPT, dtype: torch.dtype) -> None:
-    """Keep the frozen weights in dtype (bf16 or fp16: half their memory; autocast computes in it
-    anyway); the trained adapters stay float32 for the optimizer (and the GradScaler)."""
-    for p in model.parameters():
-        if not p.requires_grad and p.is_floating_point():
-            p.data = p.data.to(dtype)
+    """Keep the frozen matrices of the blocks' Linears in dtype (bf16 or fp16: half their memory;
+    autocast computes in it anyway); the trained adapters stay float32 for the optimizer (and the
+    GradScaler). The embeddings (wte, tied to the head) and the norms stay float32, so that the
+    residual stream is float32, as in full training and as the merged model samples."""
+    for module in model.transformer.h.modules():
+        if isinstance(module, torch.nn.Linear):
+            for p in module.parameters(recurse=False):
+                if not p.requires_grad and p.is_floating_point():
+                    p.data = p.data.to(dtype)
 
 
 def trainable_counts(model: GPT) -> tuple[int, int]:

@@ -27,6 +27,18 @@ def test_model_flops_per_token_uses_the_params_without_position_embeddings():
     assert model_flops_per_token(model, 16) == 6 * n + 12 * 1 * 2 * 4 * 16
 
 
+def test_a_lora_run_counts_weight_gradients_of_its_adapters_only():
+    """Forward 2N, the gradients of the activations 2N, of the weights 2 x the trained ones: a
+    frozen base computes no weight gradients."""
+    from gptsuite.lora import LoraConfig, adapt
+
+    model = adapt(GPT(GPTConfig(block_size=16, vocab_size=64, n_layer=1, n_head=2, n_embd=8, bias=False)), LoraConfig(rank=2, targets="c_attn"))
+    n = 64 * 8 + 8 * 24 + 8 * 8 + 8 * 32 + 32 * 8 + 3 * 8  # the base, as above (LoRA's A and B are not counted in N)
+    adapters = 2 * 8 + 24 * 2  # c_attn's A (2 x 8) and B (24 x 2)
+    assert model.get_num_params() == n + adapters
+    assert model_flops_per_token(model, 16) == 4 * (n + adapters) + 2 * adapters + 12 * 1 * 2 * 4 * 16
+
+
 # names as torch.cuda.get_device_name() reports them, and the vendors' dense bf16/fp16 peaks
 DRIVER_NAMES = [
     ("NVIDIA H100 80GB HBM3", 989.0),  # SXM
