@@ -3,7 +3,7 @@ and activations under DDP or FSDP (parallel.py), for full fine-tuning or LoRA.
 
 The rules, per GPU, with N parameters of which T train (N for full fine-tuning), W processes and
 the compute dtype's c bytes (2 under bf16/fp16 autocast, 4 in fp32):
-- DDP: fp32 parameters (4N; a LoRA run keeps the frozen N - T in the compute dtype), fp32
+- DDP: fp32 parameters (4N; a LoRA run keeps the blocks' frozen Linears in the compute dtype, the embeddings and norms fp32), fp32
   gradients (4T) and as much again in DDP's reduction buckets (W > 1), AdamW's two fp32 moments
   (8T; Muon keeps one, 4 bytes, for the block matrices).
 - FSDP: the same divided by W, plus the working set of unsharded tensors: two blocks' parameters
@@ -63,7 +63,9 @@ def estimate(
     t = n if trainable is None else trainable
     c = 2 if dtype in ("bfloat16", "float16") else 4
     matrices = config.n_layer * 12 * config.n_embd**2 if optimizer == "muon" else 0  # Muon's share: one moment instead of two
-    params, grads, optim = 4 * t + c * (n - t), 4 * t, 8 * t - 4 * matrices
+    frozen = config.n_layer * (12 * config.n_embd**2 + (9 * config.n_embd if config.bias else 0))  # LoRA: the blocks' Linears, in c bytes (lora.freeze_base_dtype)
+    params = 4 * n if trainable is None else 4 * t + c * frozen + 4 * (n - frozen)  # LoRA's adapters come on top of the base
+    grads, optim = 4 * t, 8 * t - 4 * matrices
     if parallel == "fsdp":
         params = params // world_size + c * (2 * block + root)
         grads = grads // world_size + 4 * 2 * block
