@@ -238,21 +238,6 @@ def load_sharded_optimizer(path: Path, model, optimizer) -> None:
     set_optimizer_state_dict(model, optimizer, optim_state)
 
 
-def load_full_optimizer(model, optimizer, state: dict) -> None:
-    """An unsharded optimizer state (torch.optim's layout: parameters by their index in the
-    optimizer) onto a sharded model, by parameter name through DCP, which takes each rank's shard
-    of every tensor (a DDP or single-process checkpoint resumed under FSDP)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-    names = {id(p): n for n, p in model.named_parameters()}
-    order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]  # the layout build_optimizer made, then and now
-    by_name = {
-        "state": {order[i]: s for i, s in state["state"].items()},
-        "param_groups": [g | {"params": [order[i] for i in g["params"]]} for g in state["param_groups"]],
-    }
-    set_optimizer_state_dict(model, optimizer, by_name, options=StateDictOptions(full_state_dict=True))
-
-
 def load_checkpoint(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:
     """Load a checkpoint file, or the newest complete one of a folder, refusing anything that is not
     plain tensors and data. mmap=True maps the tensors instead of reading them (for a look at the

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from gptsuite.batches import Batches, TrainingData
-from gptsuite.checkpoint import checkpoint_files, load_full_optimizer, load_sharded_optimizer, model_from_checkpoint, set_rng_state
+from gptsuite.checkpoint import checkpoint_files, load_sharded_optimizer, model_from_checkpoint, set_rng_state
 from gptsuite.errors import UserError
 from gptsuite.loading import checkpoint_file, load_weights, lora_model, new_model
 from gptsuite.lora import LoraConfig, adapt, file_sha256, freeze_base_dtype
@@ -84,6 +84,21 @@ class StartingPoint:
                 f"note: the checkpoint holds RNG states for {len(states or [])} process(es), this run has {rt.world_size}: dropout is reseeded, so the run continues but not bit for bit"
             )
         seed_everything(seed + rt.rank + 1_000_003 * self.iter_num)
+
+
+def load_full_optimizer(model, optimizer, state: dict) -> None:
+    """An unsharded optimizer state (torch.optim's layout: parameters by their index in the
+    optimizer) onto a sharded model, by parameter name through DCP, which takes each rank's shard
+    of every tensor (a DDP or single-process checkpoint resumed under FSDP)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    names = {id(p): n for n, p in model.named_parameters()}
+    order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]  # the layout build_optimizer made, then and now
+    by_name = {
+        "state": {order[i]: s for i, s in state["state"].items()},
+        "param_groups": [g | {"params": [order[i] for i in g["params"]]} for g in state["param_groups"]],
+    }
+    set_optimizer_state_dict(model, optimizer, by_name, options=StateDictOptions(full_state_dict=True))
 
 
 def claim_out_dir(out_dir: str, resumed: bool, overwrite: bool, master: bool) -> None:
