@@ -24,10 +24,22 @@ def speaks() -> bool:
     return os.environ.get("LOCAL_RANK", "0") == "0"
 
 
+def leave(code: int = 0) -> None:
+    """End a torchrun worker whose run is over (its process group destroyed) without the
+    interpreter's finalization: gloo's threads can still hold tensors then, and freeing them while
+    the interpreter is torn down aborts the process ('terminate called without an active
+    exception', now and then under load) after a run that finished. Output is flushed first."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def cli(main) -> None:
     """Run main(argv) as a command line entry point."""
     try:
         main(sys.argv[1:])
+        if "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ):
+            leave(0)
     except (UserError, ConfigError) as e:
         if speaks():
             print(f"error: {e}", file=sys.stderr)

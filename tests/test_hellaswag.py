@@ -289,6 +289,7 @@ import json, sys
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from gptsuite.hellaswag import evaluate_hellaswag, load_items
+from gptsuite.errors import leave
 from gptsuite.runtime import setup_runtime, teardown_runtime
 from test_hellaswag import tiny_gpt
 
@@ -298,6 +299,7 @@ r = evaluate_hellaswag(model, load_items(sys.argv[1]), rt)
 json.dump([r.correct, r.correct_norm, r.items], open(f"{sys.argv[2]}.{rt.rank}", "w"))
 del model  # DDP's reducer goes before the process group it uses (else gloo may abort the exit)
 teardown_runtime(rt, finished=True)
+leave(0)  # as the entry points end a torchrun worker: no interpreter finalization for gloo's threads to abort
 """
 
 
