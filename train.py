@@ -174,7 +174,8 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None, resumed
             with log.paused():  # the ranks share the items; the plain model: no DDP collectives per forward
                 log.hellaswag(iter_num, hellaswag.evaluate_hellaswag(run.raw_model, run.hellaswag, rt, cfg.hellaswag.items))
         if policy.save_due(iter_num, evaluated, improved, stopping, clock_due, bad_run=run.guard.bad_steps > 0):
-            run.saver.save(iter_num, policy.progress(), best=improved)
+            with log.paused():  # nor does a save
+                run.saver.save(iter_num, policy.progress(), best=improved)
             policy.saved()
         if stopping:
             if rt.master:

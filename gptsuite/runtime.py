@@ -142,6 +142,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def rank_device(local_rank: int, visible: int) -> str:
+    """The GPU of a torchrun worker: its LOCAL_RANK among the GPUs it sees. Where a launcher gives
+    each process one GPU (CUDA_VISIBLE_DEVICES per process), every worker's is cuda:0."""
+    return f"cuda:{local_rank % visible}"
+
+
 def setup_runtime(device: str = SystemConfig.device, dtype: str = SystemConfig.dtype, seed: int = SystemConfig.seed, backend: str = SystemConfig.backend) -> Runtime:
     """Pick the device and precision, join the torchrun process group if there is one, seed RNGs
     (seed + rank, so each rank draws different batches) and enable TF32 matmuls on CUDA."""
@@ -149,7 +155,7 @@ def setup_runtime(device: str = SystemConfig.device, dtype: str = SystemConfig.d
         rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
         device = resolve_device(device)
         if device.startswith("cuda"):
-            device = f"cuda:{local_rank}"
+            device = rank_device(local_rank, torch.cuda.device_count())
             torch.cuda.set_device(device)
         if backend == "auto":
             backend = "nccl" if device.startswith("cuda") else "gloo"

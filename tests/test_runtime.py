@@ -164,3 +164,11 @@ def test_sdpa_picks_a_fused_kernel_on_cuda():
         with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION]):  # raises if none can run
             model(x, x)[1].backward()
     assert ops and all(any(k in op for k in ("flash", "efficient", "cudnn")) for op in ops), ops
+
+
+def test_a_worker_takes_its_local_rank_among_the_gpus_it_sees():
+    from gptsuite.runtime import rank_device
+
+    assert [rank_device(r, 8) for r in (0, 3, 7)] == ["cuda:0", "cuda:3", "cuda:7"]  # one node, every GPU visible to all
+    assert [rank_device(r, 1) for r in (0, 3, 7)] == ["cuda:0"] * 3  # one GPU visible to each process
+    assert rank_device(5, 4) == "cuda:1"  # 4 visible, LOCAL_RANK 5 (two groups of workers on a node)

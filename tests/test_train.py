@@ -133,3 +133,13 @@ def test_a_run_from_a_checkpoint_of_ours_takes_its_arch_and_context(tmp_path: Pa
     train_main([f"--data_dir={char_dataset}", *base, "--init_from=modern", "--out_dir=tuned"])
     tuned = load_checkpoint(tmp_path / "tuned")
     assert tuned["config"]["arch"] == tuned["model_args"]["arch"] == "modern"
+
+
+def test_checkpoint_saves_do_not_count_in_ms_per_iter(tmp_path: Path, char_dataset: Path, monkeypatch):
+    """ms/iter, tokens/s and MFU time the training steps: a save every iteration (made slow here,
+    0.4 s each) leaves them as they are."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GPT_SUITE_TEST_SLOW_SAVE", "0.4")
+    train_main([f"--data_dir={char_dataset}", *TINY_ARGS, "--out_dir=run", "--max_iters=4", "--checkpoint_interval=1", "--eval_interval=1000"])
+    steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if "ms_per_iter" in line]
+    assert len(steps) == 4 and all(r["ms_per_iter"] < 300 for r in steps), [r["ms_per_iter"] for r in steps]
