@@ -115,7 +115,7 @@ def bench(cfg: BenchConfig, rt: Runtime) -> dict:
     placed = parallelize(model, rt, cfg.parallel)  # fsdp: model sharded in place
     optimizer = placed.build_optimizer(cfg.optim, rt.device_type)
     scaler = torch.amp.GradScaler(rt.device_type, enabled=rt.dtype == "float16")
-    stepper = Stepper(placed.model, Objective(None), optimizer, scaler, accum_steps, cfg.optim.grad_clip, rt)  # next-token loss on the batches below
+    stepper = Stepper(placed.model, Objective(), optimizer, scaler, accum_steps, cfg.optim.grad_clip, rt)  # next-token loss on the batches below
     micro = MicroBatches(batches)
     tokens_per_step = cfg.data.gradient_accumulation_steps * cfg.data.batch_size * shape.block_size
     parallel = f", {rt.world_size} processes ({cfg.parallel.parallel})" if rt.distributed else ""

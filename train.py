@@ -205,10 +205,7 @@ def describe_run(cfg: TrainConfig, rt: Runtime, model: GPT, lora: bool, tokens: 
     print(f"{model.get_num_params() / 1e6:.2f}M parameters{adapters}, {tokens}, device {rt.device}, {rt.dtype}")
     if rt.device_type == "cuda" or rt.distributed:  # what renting GPUs is about
         estimate = {"optimizer": cfg.optim.optimizer, "activation_checkpointing": cfg.parallel.activation_checkpointing, "trainable": trained if lora else None}
-        line = memory_line(model.config, rt.world_size, rt.dtype, cfg.data.batch_size, cfg.model.block_size, **estimate)
-        if rt.device_type != "cuda":  # torchrun on CPUs: the same estimate, per process
-            line = line.replace(f"per GPU (estimate for {rt.world_size} GPU(s)", f"per process (estimate for {rt.world_size} {rt.device_type} processes")
-        print(line)
+        print(memory_line(model.config, rt.world_size, rt.dtype, cfg.data.batch_size, cfg.model.block_size, rt.device_type, **estimate))
     if cfg.log.wandb_log:  # a config file's project and name stay when its dataset is overridden: say where the run goes
         print(f"wandb: project {cfg.log.wandb_project!r}, run {cfg.log.wandb_run_name!r}, on {cfg.data.data_dir or cfg.data.dataset}; --wandb_project and --wandb_run_name change them")
 

@@ -93,10 +93,11 @@ def memory_table(config: GPTConfig, world_size: int, dtype: str, batch_size: int
     return "\n".join(lines)
 
 
-def memory_line(config: GPTConfig, world_size: int, dtype: str, batch_size: int, block_size: int, **kw) -> str:
-    """The estimate in one line, for train.py's start."""
+def memory_line(config: GPTConfig, world_size: int, dtype: str, batch_size: int, block_size: int, device_type: str = "cuda", **kw) -> str:
+    """The estimate in one line, for train.py's start: per GPU, or per process of a CPU run."""
     ddp, fsdp = (estimate(config, world_size, p, dtype, batch_size, block_size, **kw).total / 2**30 for p in ("ddp", "fsdp"))
+    each, all_ = ("GPU", f"{world_size} GPU(s)") if device_type == "cuda" else ("process", f"{world_size} {device_type} processes")
     return (
-        f"memory per GPU (estimate for {world_size} GPU(s): parameters, gradients, optimizer state, activations): DDP {ddp:.2f} GiB, FSDP {fsdp:.2f} GiB; "
+        f"memory per {each} (estimate for {all_}: parameters, gradients, optimizer state, activations): DDP {ddp:.2f} GiB, FSDP {fsdp:.2f} GiB; "
         "python -m tools.memory for the breakdown"
     )

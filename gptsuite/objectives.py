@@ -71,8 +71,8 @@ class Objective:
     metrics: ClassVar[tuple[str, ...]] = ()  # the names of the metrics `loss` returns, logged to metrics.jsonl and wandb
     needs_reference: ClassVar[bool] = False
 
-    def __init__(self, batches: Batches, reference: Reference | None = None):
-        self.batches, self.reference = batches, reference
+    def __init__(self, batches: Batches | None = None, reference: Reference | None = None):
+        self.batches, self.reference = batches, reference  # no batches: a caller that brings its own (bench.py)
 
     def train_batches(self, iter_num: int) -> Iterator:
         return self.batches.train(iter_num)

@@ -133,7 +133,7 @@ def from_weights(set_now: dict) -> dict:
     path = checkpoint_file(set_now.get("init_from", ""))
     if path is None:
         return {}
-    args = load_checkpoint(path, mmap=path.suffix == ".pt")["model_args"]
+    args = load_checkpoint(path, mmap=True)["model_args"]  # its metadata: a .pt mapped, a sharded folder's checkpoint.json
     if set_now.get("arch", args["arch"]) != args["arch"]:
         raise UserError(
             f"init_from={set_now['init_from']} is an arch={args['arch']} model, and its weights cannot become arch={set_now['arch']}; drop --arch (a new arch trains from scratch)"

@@ -106,11 +106,12 @@ def claim_out_dir(out_dir: str, resumed: bool, overwrite: bool, master: bool) ->
     metrics it is refused, unless overwrite, which deletes them first (rank 0) and so starts the
     folder clean. A resumed run continues what is there."""
     out = Path(out_dir)
-    found = checkpoint_files(out) + [p for p in (out / METRICS_FILE, out / PLOT_FILE, out / "wandb") if p.exists()]
+    checkpoints = checkpoint_files(out)
+    found = checkpoints + [p for p in (out / METRICS_FILE, out / PLOT_FILE, out / "wandb") if p.exists()]
     if resumed or not found:
         return
     if not overwrite:
-        held = f"a run's checkpoint {checkpoint_files(out)[0].name}" if checkpoint_files(out) else f"a run's {found[0].name}"
+        held = f"a run's checkpoint {checkpoints[0].name}" if checkpoints else f"a run's {found[0].name}"
         raise UserError(
             f"{out_dir} holds {held}, which a new run would replace; continue it with --init_from=resume, train into another --out_dir, "
             f"or pass --overwrite=True to delete that run's checkpoints and metrics and start over there"

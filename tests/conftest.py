@@ -36,7 +36,7 @@ def train_step(model, optimizer, scaler, batches: list, accum_steps: int, grad_c
     from gptsuite.objectives import MicroBatches, Objective, Stepper
 
     micro = MicroBatches(iter(batches))
-    return Stepper(model, Objective(None), optimizer, scaler, accum_steps, grad_clip, rt).step(micro), micro
+    return Stepper(model, Objective(), optimizer, scaler, accum_steps, grad_clip, rt).step(micro), micro
 
 
 def run_entry(*args: str, cwd: Path | None = None, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -328,7 +328,7 @@ def test_syncs_per_step_and_per_token_on_cuda(tmp_path: Path, char_dataset: Path
     optimizer = build_optimizer(model, OptimConfig(), "cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=rt.dtype == "float16")
     micro = MicroBatches(iter([tuple(t.cuda() for t in batch(i)) for i in range(20)]))
-    stepper = Stepper(model, Objective(None), optimizer, scaler, 1, 1.0, rt)
+    stepper = Stepper(model, Objective(), optimizer, scaler, 1, 1.0, rt)
     stepper.step(micro)  # warm-up
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("warn")
