@@ -10,7 +10,7 @@
     python prepare.py <dataset> --help                     # a dataset's options
 
 Output goes to data/<dataset> (the text dataset: data/<the input's name>, e.g. data/book for
-book.txt), or --out_dir. Prepared data is never replaced by data from another source: a prepare
+book.txt), or --data_dir (the folder train.py's --data_dir reads). Prepared data is never replaced by data from another source: a prepare
 into a folder whose meta.json says it was prepared from other text, other documents or with other
 settings stops before writing anything, naming both; --overwrite=True replaces it. Preparing the
 same source again with the same settings writes the same bytes.

@@ -31,6 +31,8 @@ recorded (dataset, model, batch, schedule, dtype, ...; not device or backend), f
 override them (the changes are printed), and it continues exactly as if it had not stopped:
     python train.py --init_from=resume --out_dir=out-shakespeare-char
     python train.py --init_from=resume --out_dir=out-shakespeare-char --max_iters=10000
+A new run (not a resume) into an out_dir that holds another run is refused; --overwrite=True
+deletes that run's checkpoints and metrics first.
 
 Preemption: SIGTERM or Ctrl-C finishes the current step, saves a checkpoint and exits 0 (under
 torchrun every rank stops at the same step; torchrun gives its workers 30 s, --shutdown_timeout,
@@ -121,7 +123,7 @@ def setup(cfg: TrainConfig, rt: Runtime, resumed: Resumed | None) -> Run:
     reference = None
     if objective_cls.needs_reference:
         if resumed is not None and start.lora is None:
-            raise UserError(f"objective={cfg.objective} compares with the starting weights, which a resumed full fine-tuning run no longer holds; resume with --lora_rank runs")
+            raise UserError(f"objective={cfg.objective} compares with the starting weights, which a resumed full fine-tuning run no longer holds; train it with LoRA (--lora_rank, whose reference is its base) or start a new run")
         reference = Reference(raw_model, lora=start.lora is not None)
     placed = parallelize(raw_model, rt, cfg.parallel)
     scaler = torch.amp.GradScaler(rt.device_type, enabled=rt.dtype == "float16")
