@@ -223,6 +223,25 @@ def test_resume_takes_the_newest_complete_checkpoint_and_clears_partial_ones(tmp
     assert load_checkpoint(out)["iter_num"] == 8
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
+def test_a_killed_writer_nobody_reaped_is_not_taken_for_a_live_one(tmp_path: Path):
+    """A writer killed with its parent (torchrun's workers after kill -9) stays a zombie until
+    something reaps it, and a container's init may never do it: its temp file is still stale."""
+    from gptsuite.atomic import remove_stale_temps
+
+    child = subprocess.Popen(["sleep", "0"])
+    stat = Path(f"/proc/{child.pid}/stat")
+    while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":  # exited, not yet reaped
+        pass
+    partial = tmp_path / f".ckpt-000006.dcp.{child.pid}.tmp"
+    partial.mkdir()
+    (partial / "__0_0.distcp").write_bytes(b"partial")
+    try:
+        assert remove_stale_temps(tmp_path) == [partial] and not partial.exists()
+    finally:
+        child.wait()
+
+
 def fill_disk_after(nbytes: int):
     def save(obj, f, *args, **kwargs):
         f.write(b"\0" * nbytes)
