@@ -149,7 +149,15 @@ def bench(cfg: BenchConfig, rt: Runtime) -> dict:
     peak = cfg.peak_tflops * 1e12 or rt.peak_flops()
     mfu = model_flops_per_token(model, shape.block_size) * tokens_per_step / dt / peak if peak else None
     mfu = mfu / rt.world_size if mfu is not None else None  # per GPU
-    result = {"threads": threads, "ms_per_iter": dt * 1000, "tokens_per_s": tokens_per_step / dt, "peak_memory_bytes": memory, "mfu": mfu, "loss": loss, "state_bytes": held}
+    result = {
+        "threads": threads,
+        "ms_per_iter": dt * 1000,
+        "tokens_per_s": tokens_per_step / dt,
+        "peak_memory_bytes": memory,
+        "mfu": mfu,
+        "loss": loss,
+        "state_bytes": held,
+    }
     where = torch.cuda.get_device_name(rt.device) if rt.device_type == "cuda" else rt.device_type
     say(rt, f"loss {loss:.4f}")
     say(

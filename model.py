@@ -59,8 +59,12 @@ class GPTConfig:
     n_embd: int = option(768, gt=0)  # width of the residual stream
     dropout: float = option(0.0, ge=0, lt=1)  # 0 for pretraining, 0.1+ for fine-tuning
     bias: bool = False  # biases in Linears and LayerNorms (GPT-2 has them; without is a bit better and faster)
-    activation: str = option("gelu_tanh", choices=ACTIVATIONS)  # arch=gpt2's MLP: gelu_tanh (OpenAI's GPT-2) or gelu, exact (what nanoGPT trains with); arch=modern's is ReLU²
-    arch: str = option("gpt2", choices=ARCHS)  # gpt2: GPT-2's architecture (its weights, nanoGPT checkpoints); modern: RoPE, RMSNorm, QK-norm, ReLU², untied head, soft-capped logits (for training from scratch; see above)
+    activation: str = option(
+        "gelu_tanh", choices=ACTIVATIONS
+    )  # arch=gpt2's MLP: gelu_tanh (OpenAI's GPT-2) or gelu, exact (what nanoGPT trains with); arch=modern's is ReLU²
+    arch: str = option(
+        "gpt2", choices=ARCHS
+    )  # gpt2: GPT-2's architecture (its weights, nanoGPT checkpoints); modern: RoPE, RMSNorm, QK-norm, ReLU², untied head, soft-capped logits (for training from scratch; see above)
 
     def __post_init__(self):
         check_bounds(self)

@@ -120,7 +120,9 @@ def main(argv: list[str]) -> None:
             server_name=cfg.host, server_port=port, theme=THEME, css=CSS, quiet=True, prevent_thread_lock=True, show_error=False
         )
     except OSError:  # taken since check_address (Gradio's own words advise arguments to launch(), which are not the user's)
-        raise UserError(f"cannot listen on {cfg.host}:{port}: the port was taken while the models loaded; pass another --port, or --port=0 for any free one") from None
+        raise UserError(
+            f"cannot listen on {cfg.host}:{port}: the port was taken while the models loaded; pass another --port, or --port=0 for any free one"
+        ) from None
     host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
     print(f"the playground is at http://{host}:{port} (Ctrl-C stops it)", flush=True)
     if cfg.host not in LOCAL_HOSTS:

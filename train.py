@@ -123,7 +123,9 @@ def setup(cfg: TrainConfig, rt: Runtime, resumed: Resumed | None) -> Run:
     reference = None
     if objective_cls.needs_reference:
         if resumed is not None and start.lora is None:
-            raise UserError(f"objective={cfg.objective} compares with the starting weights, which a resumed full fine-tuning run no longer holds; train it with LoRA (--lora_rank, whose reference is its base) or start a new run")
+            raise UserError(
+                f"objective={cfg.objective} compares with the starting weights, which a resumed full fine-tuning run no longer holds; train it with LoRA (--lora_rank, whose reference is its base) or start a new run"
+            )
         reference = Reference(raw_model, lora=start.lora is not None)
     placed = parallelize(raw_model, rt, cfg.parallel)
     scaler = torch.amp.GradScaler(rt.device_type, enabled=rt.dtype == "float16")
@@ -133,14 +135,22 @@ def setup(cfg: TrainConfig, rt: Runtime, resumed: Resumed | None) -> Run:
     batches = Batches(data, cfg.data, cfg.model.block_size, cfg.system.seed, rt)
     objective = objective_cls(batches, reference)
     stepper = Stepper(placed.model, objective, optimizer, scaler, accum_steps, cfg.optim.grad_clip, rt)
-    policy = CheckpointPolicy(cfg.checkpoint, cfg.evals, cfg.schedule.max_iters, cfg.hellaswag.interval, start.iter_num, start.best_val_loss, start.last_eval_iter)
+    policy = CheckpointPolicy(
+        cfg.checkpoint, cfg.evals, cfg.schedule.max_iters, cfg.hellaswag.interval, start.iter_num, start.best_val_loss, start.last_eval_iter
+    )
     saver = Checkpointer(raw_model, optimizer, scaler, cfg, data, batches.sampler_state(), rt, start.lora)
     tokens = cfg.data.gradient_accumulation_steps * cfg.data.batch_size * cfg.model.block_size
     flops = model_flops_per_token(raw_model, cfg.model.block_size) * tokens / rt.world_size  # per rank
     logger = Logger(cfg.out_dir, cfg.record(), cfg.log.wandb_log, cfg.log.wandb_project, cfg.log.wandb_run_name, enabled=rt.master)
     log = TrainLog(logger, cfg.log.log_interval, tokens, flops, rt.peak_flops(), rt.master)
     if rt.master:
-        describe_run(cfg, rt, raw_model, start.lora is not None, f"{tokens:,} tokens per iteration ({rt.world_size} x {accum_steps} x {cfg.data.batch_size} x {cfg.model.block_size})")
+        describe_run(
+            cfg,
+            rt,
+            raw_model,
+            start.lora is not None,
+            f"{tokens:,} tokens per iteration ({rt.world_size} x {accum_steps} x {cfg.data.batch_size} x {cfg.model.block_size})",
+        )
         for p in remove_stale_temps(Path(cfg.out_dir)):
             print(f"removed {p}, a partial checkpoint of a run that was killed while writing it")
         if start.iter_num >= cfg.schedule.max_iters and not cfg.evals.eval_only:
@@ -209,7 +219,9 @@ def describe_run(cfg: TrainConfig, rt: Runtime, model: GPT, lora: bool, tokens: 
         estimate = {"optimizer": cfg.optim.optimizer, "activation_checkpointing": cfg.parallel.activation_checkpointing, "trainable": trained if lora else None}
         print(memory_line(model.config, rt.world_size, rt.dtype, cfg.data.batch_size, cfg.model.block_size, rt.device_type, **estimate))
     if cfg.log.wandb_log:  # a config file's project and name stay when its dataset is overridden: say where the run goes
-        print(f"wandb: project {cfg.log.wandb_project!r}, run {cfg.log.wandb_run_name!r}, on {cfg.data.data_dir or cfg.data.dataset}; --wandb_project and --wandb_run_name change them")
+        print(
+            f"wandb: project {cfg.log.wandb_project!r}, run {cfg.log.wandb_run_name!r}, on {cfg.data.data_dir or cfg.data.dataset}; --wandb_project and --wandb_run_name change them"
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """A prepared dataset opened for training, and the batches drawn from it.
 
-A batch is a set of random windows of the token memmap: inputs x and next-token targets y. Its
+A batch is a set of random windows of the token memmap: inputs x and next-token targets y (of
+data with a loss mask: rows from documents' starts, targets that do not count -1; masks.py). Its
 offsets depend only on (seed, split, batch index), so a batch is the same however many processes
 share the work, and a resumed run draws what the original would have (`Batches.sampler_state`).
 """
@@ -15,6 +16,7 @@ import torch
 from configurator import option
 from gptsuite.datafiles import DTYPES, check_token_ids, load_meta, open_split, resolve_data_dir, token_dtype
 from gptsuite.errors import UserError
+from gptsuite.masks import LossMask, open_loss_mask
 from gptsuite.runtime import Runtime
 from model import GPT
 
@@ -28,6 +30,9 @@ class DataConfig:
     data_dir: str = ""  # the prepared dataset folder itself; default: data/<dataset>
     gradient_accumulation_steps: int = option(5 * 8, gt=0)  # micro-batches per optimizer step, in all: divided across torchrun's processes
     batch_size: int = option(12, gt=0)  # micro-batch size per process
+    loss_on: str = option(
+        "response", choices=("response", "all")
+    )  # data with a loss mask (chat, prompt templates): count only what the model should say, or every token
 
     def accum_steps(self, world_size: int) -> int:
         """Micro-batches per step on each of world_size processes."""
@@ -54,6 +59,11 @@ class TrainingData:
     def tokenizer(self) -> dict:
         return self.meta["tokenizer"]
 
+    @property
+    def masked(self) -> bool:
+        """Rows start at documents and carry a loss mask (masks.py)."""
+        return bool(self.meta.get("loss_mask"))
+
     def split(self, split: str) -> Path:
         return self.dir / f"{split}.bin"
 
@@ -67,7 +77,15 @@ def open_training_data(cfg: DataConfig, block_size: int) -> TrainingData:
     """The dataset cfg names, each split checked to hold at least one window of block_size + 1."""
     data_dir = resolve_data_dir(cfg.data_dir, cfg.dataset)
     meta = load_meta(data_dir)
-    splits = {s: open_split(data_dir, s, token_dtype(meta), min_tokens=block_size + 1) for s in SPLITS}
+    splits = {s: open_split(data_dir, s, token_dtype(meta), min_tokens=1 if meta.get("loss_mask") else block_size + 1) for s in SPLITS}
+    for s in SPLITS:
+        open_loss_mask(data_dir, s, meta, len(splits[s]))  # checked before any work
+    longest_prompt = (meta.get("loss_mask") or {}).get("longest_prompt", 0)
+    if cfg.loss_on == "response" and block_size < longest_prompt:
+        raise UserError(
+            f"block_size={block_size} is shorter than the longest prompt in {data_dir} ({longest_prompt} tokens before its first counted one): some rows would have nothing to learn; "
+            f"pass --block_size={longest_prompt} or more, or --loss_on=all"
+        )
     return TrainingData(data_dir, meta, len(splits["train"]))
 
 
@@ -97,6 +115,22 @@ def get_batch(path: Path, dtype: str, batch_size: int, block_size: int, seed: tu
     return to_device(x, rt), to_device(y, rt)
 
 
+def document_rows(data: np.ndarray, loss_mask: LossMask, batch_size: int, block_size: int, seed: tuple[int, ...], counted_only: bool):
+    """A batch of rows (x, y), each from the start of a random document on for block_size tokens,
+    (B, T) int64 tensors. counted_only: targets that do not count are -1. A row that reaches the
+    end of the split is padded (inputs 0, targets -1)."""
+    starts = loss_mask.starts[np.random.default_rng(seed).integers(0, len(loss_mask.starts), size=batch_size)]
+    x = np.zeros((batch_size, block_size), dtype=np.int64)
+    y = np.full((batch_size, block_size), -1, dtype=np.int64)
+    for r, i in enumerate(starts.tolist()):
+        row = data[i : i + block_size + 1].astype(np.int64)
+        n = len(row) - 1
+        x[r, :n], y[r, :n] = row[:-1], row[1:]
+        if counted_only:
+            y[r, :n][loss_mask.mask[i + 1 : i + 1 + n] == 0] = -1
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
 @dataclass
 class Batches:
     """The windows a run trains and evaluates on: training micro-batch j of iteration n is drawn
@@ -108,8 +142,17 @@ class Batches:
     seed: int
     rt: Runtime
 
+    def __post_init__(self):
+        self.loss_masks = {
+            s: self.data.masked and open_loss_mask(self.data.dir, s, self.data.meta, len(open_split(self.data.dir, s, self.data.dtype, 1))) for s in SPLITS
+        }
+
     def batch(self, split: str, seed: tuple[int, ...]):
-        return get_batch(self.data.split(split), self.data.dtype, self.cfg.batch_size, self.block_size, seed, self.rt)
+        if not self.data.masked:
+            return get_batch(self.data.split(split), self.data.dtype, self.cfg.batch_size, self.block_size, seed, self.rt)
+        data = np.memmap(self.data.split(split), dtype=DTYPES[self.data.dtype], mode="r")
+        x, y = document_rows(data, self.loss_masks[split], self.cfg.batch_size, self.block_size, seed, self.cfg.loss_on == "response")
+        return to_device(x, self.rt), to_device(y, self.rt)
 
     def train(self, iter_num: int) -> Iterator[tuple]:
         """Micro-batches from iteration iter_num on. Batch j of an iteration is the same whatever

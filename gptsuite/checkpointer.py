@@ -89,6 +89,7 @@ class Checkpointer:
             "data": data.record(),  # what it was trained on: resuming on other data is refused (start.check_resumable)
             "tokenizer": data.tokenizer,
             "template": data.meta.get("template"),  # the dataset's prompt template (templates.py), for sample.py
+            "chat_template": data.meta.get("chat_template"),  # a chat dataset's (chat.py): for sample.py --chat, eval.py, the page and the exports
         } | ({"lora": lora} if lora else {})
         self.sampler = sampler
 

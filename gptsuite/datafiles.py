@@ -24,12 +24,16 @@ from gptsuite.atomic import atomic_path, publish, temp_path, write_text
 from gptsuite.errors import UserError
 from gptsuite.tokenizer import GPT2_META
 
-DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
+DTYPES = {"uint16": np.uint16, "uint32": np.uint32}  # of the token ids
+MASK_DTYPE, STARTS_DTYPE = "uint8", "int64"  # of a loss mask (1: the token counts), of where each document starts (token offsets)
+FILE_DTYPES = DTYPES | {MASK_DTYPE: np.uint8, STARTS_DTYPE: np.int64}  # what a TokenWriter writes
 
 
 def token_dtype(meta: dict) -> str:
     """The token ids' dtype a dataset's meta.json names: uint16 where it names none (nanoGPT's)."""
     return meta.get("dtype", "uint16")
+
+
 SPLITS = ("train", "val")  # train.bin and val.bin
 DATA_ROOT = Path("data")  # prepared datasets: data/<name>, relative to where the commands run
 
@@ -113,11 +117,22 @@ class DocumentCorpus:
     # train.bin holds at most this many tokens (0: no limit): documents are written whole, and reading
     # stops at the first train document that would not fit
     max_train_tokens: int = 0
+    rules: "RecordRules" = field(default_factory=lambda: RecordRules())
+    document_end: bool = True  # each document is followed by the end token (False: the text ends itself, as a chat does)
+
+
+@dataclass
+class RecordRules:
+    """What a dataset of records (conversations, prompt and response) asks of the pipeline."""
+
+    masked: bool = False  # `format` gives chat.Marked texts: a loss mask is written beside each split, and where each document starts
+    skip_bad: bool = False  # a record that does not fit (chat.BadRecord) is skipped and counted, instead of refused
+    max_tokens: int = 0  # a document longer than this (with its end token) is a bad record; 0: no limit
 
 
 def check_fits(ids: np.ndarray, dtype: str) -> None:
     """Refuse token ids that the dtype cannot hold, instead of letting them wrap."""
-    limit = np.iinfo(DTYPES[dtype]).max
+    limit = np.iinfo(FILE_DTYPES[dtype]).max
     if ids.size and (ids.min() < 0 or ids.max() > limit):
         bad = int(ids.max()) if ids.max() > limit else int(ids.min())
         raise UserError(f"token id {bad} does not fit {dtype} (0..{limit}); use a tokenizer with a smaller vocabulary or --dtype=uint32")
@@ -137,7 +152,7 @@ class TokenWriter:
     def write(self, ids) -> None:
         arr = np.asarray(ids)
         check_fits(arr, self.dtype)
-        data = np.ascontiguousarray(arr, dtype=DTYPES[self.dtype])
+        data = np.ascontiguousarray(arr, dtype=FILE_DTYPES[self.dtype])
         data.tofile(self._f)
         self.sha256.update(data)
         self.count += arr.size

@@ -28,6 +28,7 @@ class Loaded:
     weights: Path  # the file (or sharded folder) its weights were read from; GPT-2's: its model.safetensors
     train_config: dict = field(default_factory=dict)  # the config of the run that trained it; {} for GPT-2's weights
     template: dict | None = None  # the prompt template of its training data (templates.py), if any
+    chat_template: dict | None = None  # the chat template of its training data (chat.py), if it was tuned on conversations
 
 
 def padded_vocab_size(tokenizer_meta: dict) -> int:
@@ -80,7 +81,9 @@ def load_weights(init_from: str, dropout: float = 0.0, block_size: int | None = 
         )
     if block_size is not None and block_size < model.config.block_size:
         model.crop_block_size(block_size)
-    return Loaded(model, checkpoint_tokenizer_meta(ckpt, name=str(path)), init_from, path, ckpt.get("config") or {}, ckpt.get("template"))
+    return Loaded(
+        model, checkpoint_tokenizer_meta(ckpt, name=str(path)), init_from, path, ckpt.get("config") or {}, ckpt.get("template"), ckpt.get("chat_template")
+    )
 
 
 def lora_model(ckpt: dict, source: str, dropout: float = 0.0, merged: bool = True) -> GPT:
@@ -123,4 +126,4 @@ def load_model(init_from: str = "resume", out_dir: str = "out", data_dir: str | 
     model = lora_model(ckpt, out_dir) if "lora" in ckpt else model_from_checkpoint(ckpt, dropout=0.0)
     tokenizer = checkpoint_tokenizer_meta(ckpt, data_dir, name=f"the checkpoint in {out_dir}" if Path(out_dir).is_dir() else f"the checkpoint {out_dir}")
     weights = Path(ckpt["sharded"]) if ckpt.get("sharded") else newest_checkpoint(out_dir) if Path(out_dir).is_dir() else Path(out_dir)
-    return Loaded(model.eval(), tokenizer, out_dir, weights, ckpt.get("config") or {}, ckpt.get("template"))
+    return Loaded(model.eval(), tokenizer, out_dir, weights, ckpt.get("config") or {}, ckpt.get("template"), ckpt.get("chat_template"))

@@ -63,7 +63,9 @@ def estimate(
     t = n if trainable is None else trainable
     c = 2 if dtype in ("bfloat16", "float16") else 4
     matrices = config.n_layer * 12 * config.n_embd**2 if optimizer == "muon" else 0  # Muon's share: one moment instead of two
-    frozen = config.n_layer * (12 * config.n_embd**2 + (9 * config.n_embd if config.bias else 0))  # LoRA: the blocks' Linears, in c bytes (lora.freeze_base_dtype)
+    frozen = config.n_layer * (
+        12 * config.n_embd**2 + (9 * config.n_embd if config.bias else 0)
+    )  # LoRA: the blocks' Linears, in c bytes (lora.freeze_base_dtype)
     params = 4 * n if trainable is None else 4 * t + c * frozen + 4 * (n - frozen)  # LoRA's adapters come on top of the base
     grads, optim = 4 * t, 8 * t - 4 * matrices
     if parallel == "fsdp":

@@ -114,7 +114,9 @@ class TrainLog:
         if iter_num % self.log_interval:
             return
         if self.master:
-            means = {k: v / self.good_steps for k, v in self.sums.items()} if self.good_steps else {"loss": math.nan}  # each step read the device, so the timing is real
+            means = (
+                {k: v / self.good_steps for k, v in self.sums.items()} if self.good_steps else {"loss": math.nan}
+            )  # each step read the device, so the timing is real
             dt = (time.time() - self.t0) / self.iters
             record = {"iter": iter_num, **means, "lr": lr, "ms_per_iter": dt * 1000, "tokens_per_s": self.tokens_per_iter / dt}
             line = f"iter {iter_num}: loss {means['loss']:.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms, {self.tokens_per_iter / dt:,.0f} tok/s"

@@ -194,7 +194,9 @@ class Stepper:
             for k in sums:
                 sums[k] = sums[k] + metrics[k].detach().float() / self.accum_steps
         self.scaler.unscale_(self.optimizer)
-        grad_norm = full_norm(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip if self.grad_clip > 0 else math.inf))  # over all shards under FSDP
+        grad_norm = full_norm(
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip if self.grad_clip > 0 else math.inf)
+        )  # over all shards under FSDP
         checked = [total] if self.scaler.is_enabled() else [total, grad_norm]
         values, bad, flags = agree([total, *sums.values()], checked, host_flags(), self.rt)
         if bad:

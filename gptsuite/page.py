@@ -81,7 +81,15 @@ class Page:
                 gr.Slider(0.0, 2.0, value=defaults.temperature, step=0.05, label="temperature (0: greedy)", scale=2, min_width=300),
                 gr.Number(defaults.top_k or 0, precision=0, label="top-k (0: every token)", scale=1),
                 gr.Number(defaults.top_p or 1.0, label="top-p, in (0, 1] (1: off)", scale=1),
-                gr.Slider(1, playground.max_new_tokens, value=min(defaults.max_new_tokens, playground.max_new_tokens), step=1, label="max new tokens", scale=2, min_width=300),
+                gr.Slider(
+                    1,
+                    playground.max_new_tokens,
+                    value=min(defaults.max_new_tokens, playground.max_new_tokens),
+                    step=1,
+                    label="max new tokens",
+                    scale=2,
+                    min_width=300,
+                ),
                 gr.Number(defaults.seed, precision=0, label="seed", scale=1),
                 gr.Textbox(defaults.stop.replace("\n", "\\n"), label="stop text (\\n: newline)", scale=1, min_width=170),
             ]
@@ -110,11 +118,23 @@ class Page:
     def wire(self, page: gr.Blocks, timer: gr.Timer) -> None:
         models = dict(concurrency_id=MODELS, concurrency_limit=1)  # one request at a time uses the models
         event = self.go.click(
-            self.write, [self.prompt, self.chosen, *self.settings, self.last], [*self.outs, self.stats, self.note, self.last], api_name="generate", js=CLOSE_MESSAGES, **models, **QUIET
+            self.write,
+            [self.prompt, self.chosen, *self.settings, self.last],
+            [*self.outs, self.stats, self.note, self.last],
+            api_name="generate",
+            js=CLOSE_MESSAGES,
+            **models,
+            **QUIET,
         )
         self.halt.click(None, None, None, cancels=[event], api_name=False)
         self.load_button.click(
-            self.load, [self.other, self.chosen], [self.chosen, self.which, self.prompt, self.other, self.note, *self.outs], api_name="load", js=CLOSE_MESSAGES, **models, **QUIET
+            self.load,
+            [self.other, self.chosen],
+            [self.chosen, self.which, self.prompt, self.other, self.note, *self.outs],
+            api_name="load",
+            js=CLOSE_MESSAGES,
+            **models,
+            **QUIET,
         )
         self.chosen.input(self.panes, [self.chosen], self.outs, api_name=False, show_progress="hidden")
         self.check.click(self.seen, [self.which, self.sample, self.last], [self.marked, self.verdict], api_name="seen", js=CLOSE_MESSAGES, **models, **QUIET)

@@ -29,7 +29,9 @@ PARALLEL = ("ddp", "fsdp")
 @dataclass
 class ParallelConfig:
     # parallelism and compile
-    parallel: str = option("ddp", choices=PARALLEL)  # under torchrun: ddp (a whole copy per GPU) or fsdp (parameters, gradients and optimizer state sharded; gptsuite/parallel.py)
+    parallel: str = option(
+        "ddp", choices=PARALLEL
+    )  # under torchrun: ddp (a whole copy per GPU) or fsdp (parameters, gradients and optimizer state sharded; gptsuite/parallel.py)
     compile: bool | None = None  # torch.compile; None: on for CUDA, off elsewhere
     activation_checkpointing: bool = False  # recompute each block's activations in backward: far less activation memory for ~1/3 more compute
 

@@ -16,7 +16,7 @@ anything, unless it is told to replace it (overwrite=True, `--overwrite=True` on
 import json
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -29,10 +29,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from gptsuite import chat, masks
+from gptsuite.chat import BadRecord, Marked
 from gptsuite.datafiles import (
     NANOGPT_META,
     SPLITS,
     DocumentCorpus,
+    RecordRules,
     TextCorpus,
     TextFileCorpus,
     TokenWriter,
@@ -42,7 +45,7 @@ from gptsuite.datafiles import (
     write_nanogpt_meta,
 )
 from gptsuite.errors import UserError
-from gptsuite.report import DocStats
+from gptsuite.report import DocStats, describe_bad
 from gptsuite.textscan import CHUNK_CHARS, bpe_pieces, count_words, progress, scan_text, split_by_position, text_blocks, text_size
 from gptsuite.tokenizer import CharTokenizer, GPT2Tokenizer
 
@@ -88,13 +91,16 @@ def finish_splits(writers: dict[str, TokenWriter], what: str) -> dict[str, int]:
     return counts
 
 
-def publish_splits(writers: dict[str, TokenWriter], out_dir: Path, meta: dict) -> None:
-    """Give the finished .bin files their names, write nanoGPT's meta.pkl for a character
-    vocabulary, then meta.json, which marks the data complete."""
+def publish_splits(writers: dict[str, TokenWriter], out_dir: Path, meta: dict, publish_more: Callable[[], None] | None = None) -> None:
+    """Give the finished .bin files their names (and the loss masks theirs, with publish_more),
+    write nanoGPT's meta.pkl for a character vocabulary, then meta.json, which marks the data complete."""
     (out_dir / "meta.json").unlink(missing_ok=True)  # old data must not look complete with new bins beside it
     (out_dir / NANOGPT_META).unlink(missing_ok=True)  # nor may an old vocabulary describe new tokens to nanoGPT
+    masks.remove(out_dir)  # nor old masks new tokens
     for w in writers.values():
         w.publish()
+    if publish_more:
+        publish_more()
     if meta["tokenizer"]["kind"] == "char":
         write_nanogpt_meta(out_dir, meta["tokenizer"]["vocab"])
     write_json(out_dir / "meta.json", meta)
@@ -202,27 +208,53 @@ def chunked(items: Iterable[tuple[str, Any]], chunk_chars: int) -> Iterator[list
         yield chunk
 
 
-def encode_chunk(chunk: list[tuple[str, Any]], tok, fmt: Callable[[Any], str] | None, end: np.ndarray, keep_empty: bool = False):
+def encode_chunk(
+    chunk: list[tuple[str, Any]], tok, fmt: Callable[[Any], str] | None, end: np.ndarray, keep_empty: bool = False, rules: RecordRules | None = None
+):
     """Runs in a worker thread: format and tokenize a chunk of documents, each followed by `end`.
-    Returns the token ids of each split, the statistics of the documents written, which of the
-    chunk's documents were written (`kept`; the others were skipped: a missing text (None), or one
-    that is empty or only whitespace, unless keep_empty) and the split of each of them."""
+    Returns the token ids of each split (and with rules.masked, each split's loss mask), the
+    statistics of the documents written, which of the chunk's documents were written (`kept`; the
+    others were skipped: a missing text (None), one that is empty or only whitespace, unless
+    keep_empty, or a bad record under rules.skip_bad), the split of each, and the reasons for the
+    bad records skipped."""
+    rules = rules or RecordRules()
     ids: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
-    split, chars, words, tokens, kept, splits = [], [], [], [], [], []
+    masks: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    split, chars, words, tokens, kept, splits, bad = [], [], [], [], [], [], Counter()
     for name, record in chunk:
-        text = fmt(record) if fmt else record
         splits.append(SPLITS.index(name))  # ValueError: a dataset yielded a split other than train / val
-        kept.append(text is not None and (keep_empty or not (not text or text.isspace())))
-        if not kept[-1]:
+        kept.append(False)
+        try:
+            text = fmt(record) if fmt else record
+            marked = text if isinstance(text, Marked) else None
+            text = marked.text if marked else text
+            if text is None or (not keep_empty and (not text or text.isspace())):
+                continue
+            arr, mask = chat.encode(tok, marked) if marked else (tok.encode_array(text), None)
+            if rules.max_tokens and len(arr) + len(end) > rules.max_tokens:
+                raise BadRecord(
+                    marked.where if marked else "a document",
+                    f"is {len(arr) + len(end):,} tokens, longer than --block_size={rules.max_tokens}",
+                    "longer than block_size",
+                )
+        except BadRecord as e:
+            if not rules.skip_bad:
+                raise UserError(f"{e}; fix the record, or pass --skip_bad=True to skip such records (they are counted in the report)") from None
+            bad[e.reason] += 1
             continue
-        arr = tok.encode_array(text)
+        kept[-1] = True
         ids[name] += [arr, end]
+        if rules.masked:
+            masks[name] += [np.ones(len(arr), dtype=np.uint8) if mask is None else mask, np.ones(len(end), dtype=np.uint8)]
         split.append(splits[-1])
         chars.append(len(text))
         words.append(count_words(text))
         tokens.append(len(arr))
     out = {s: np.concatenate(parts) for s, parts in ids.items() if parts}
-    return out, (np.array(split, dtype=np.int64), np.array(chars), np.array(words), np.array(tokens, dtype=np.int64)), np.array(kept, dtype=bool), np.array(splits)
+    if rules.masked:
+        out = {s: (a, np.concatenate(masks[s])) for s, a in out.items()}
+    doc_stats = (np.array(split, dtype=np.int64), np.array(chars), np.array(words), np.array(tokens, dtype=np.int64))
+    return out, doc_stats, np.array(kept, dtype=bool), np.array(splits), bad
 
 
 def within_budget(ids: dict, doc_stats: tuple, kept: np.ndarray, splits: np.ndarray, end_length: int, room: int):
@@ -240,10 +272,15 @@ def within_budget(ids: dict, doc_stats: tuple, kept: np.ndarray, splits: np.ndar
 
 
 def char_tokenizer(corpus: DocumentCorpus) -> CharTokenizer:
-    """A first pass over the documents to collect their characters."""
+    """A first pass over the documents to collect their characters (a bad record's are left out:
+    the second pass skips or refuses it)."""
     chars = set(CHAR_DOCUMENT_END)
     for _, record in progress(corpus.documents(), desc="collecting characters", unit="doc", total=corpus.num_documents):
-        chars.update((corpus.format(record) if corpus.format else record) or "")
+        try:
+            text = corpus.format(record) if corpus.format else record
+        except BadRecord:
+            continue
+        chars.update((text.text if isinstance(text, Marked) else text) or "")
     return CharTokenizer(sorted(chars))
 
 
@@ -255,10 +292,13 @@ def prepare_documents(
     Chunks of documents are tokenized by a pool of threads (tiktoken releases the GIL) and written
     in order as they finish; at most 2 chunks per thread are in flight, so memory does not grow
     with the corpus. Data already in out_dir is replaced only if it was prepared from the same
-    source with the same settings, or with overwrite=True (check_replace). Returns meta.json's
-    contents and the per-document statistics."""
+    source with the same settings, or with overwrite=True (check_replace). A corpus of marked
+    records (corpus.rules.masked) also gets each split's loss mask and document starts (masks.py).
+    Returns meta.json's contents and the per-document statistics."""
     if corpus.tokenizer not in ("gpt2", "char"):
         raise UserError(f"unknown tokenizer '{corpus.tokenizer}'; use gpt2 or char")
+    rules = corpus.rules
+    assert not (rules.masked and (corpus.order is not None or corpus.max_train_tokens)), "a masked corpus is written in its order, whole"
     # the documents are not read twice to hash them: the same source (as the dataset describes it:
     # its path, files or rows) with the same settings counts as the same data
     prepared_from = {"source": corpus.source, "tokenizer": corpus.tokenizer, "dtype": dtype, "template": corpus.template, **corpus.meta}
@@ -266,29 +306,32 @@ def prepare_documents(
     check_replace(out_dir, prepared_from, corpus.source, overwrite)
     tok = char_tokenizer(corpus) if corpus.tokenizer == "char" else GPT2Tokenizer()
     threads = num_threads if num_threads > 0 else os.cpu_count() or 1
-    end = document_end(tok)
-    work = partial(encode_chunk, tok=tok, fmt=corpus.format, end=end, keep_empty=corpus.order is not None)
+    end = document_end(tok) if corpus.document_end else np.zeros(0, dtype=np.uint32)
+    work = partial(encode_chunk, tok=tok, fmt=corpus.format, end=end, keep_empty=corpus.order is not None, rules=rules)
     stats = DocStats()
     bar = progress(total=corpus.num_documents, desc="tokenizing", unit="doc")
     t0 = time.time()
     try:
-        with split_writers(out_dir, dtype) as writers:
+        with split_writers(out_dir, dtype) as writers, masks.mask_writers(out_dir, rules.masked) as mask_out:
             present: list[np.ndarray] = []  # with `order`: each document's split and whether it was written, as streamed
-            for ids, doc_stats, kept, splits in ordered_map(work, chunked(corpus.documents(), chunk_chars), threads):
+            for ids, doc_stats, kept, splits, bad in ordered_map(work, chunked(corpus.documents(), chunk_chars), threads):
                 spent = False
                 if corpus.max_train_tokens:  # checked per document: train.bin never holds more than the budget
-                    ids, doc_stats, kept, splits, spent = within_budget(ids, doc_stats, kept, splits, len(end), corpus.max_train_tokens - writers["train"].count)
+                    ids, doc_stats, kept, splits, spent = within_budget(
+                        ids, doc_stats, kept, splits, len(end), corpus.max_train_tokens - writers["train"].count
+                    )
                 for split, arr in ids.items():
-                    writers[split].write(arr)
+                    writers[split].write(mask_out.write(split, arr) if rules.masked else arr)
                 stats.add(*doc_stats)
-                stats.skipped += int((~kept).sum())
+                stats.skipped += int((~kept).sum()) - sum(bad.values())
+                stats.bad.update(bad)
                 if corpus.order is not None:
                     present.append(np.stack([splits, kept]).astype(np.uint8))
                 show_progress(bar, writers, t0, len(kept))
                 if spent:
                     break  # the documents in flight are dropped; so is the rest of the stream
             if not len(stats):
-                raise UserError(f"no documents with any text in {corpus.source}; check the input")
+                raise UserError(f"no documents with any text in {corpus.source}" + (f" ({describe_bad(stats.bad)})" if stats.bad else "") + "; check the input")
             if spent and not writers["train"].count:
                 raise UserError(
                     f"the first train document is longer than --max_tokens={corpus.max_train_tokens:,} tokens (documents go in whole, each with its end token); raise --max_tokens"
@@ -301,15 +344,18 @@ def prepare_documents(
                     lengths = np.zeros(len(written), dtype=np.int64)  # a skipped document (a missing text) is not written: 0 tokens
                     lengths[written] = stats.column("tokens")[split == i].astype(np.int64) + len(end)
                     writers[s] = reorder_split(writers[s], lengths, corpus.order[s])
+            mask_meta = mask_out.finish(stats, len(end)) if rules.masked else None
     finally:
         bar.close()
     meta = split_meta(tok, dtype, counts, writers, corpus.source) | {
         "documents": {s: int((stats.column("split") == i).sum()) for i, s in enumerate(SPLITS)},
         "characters": int(stats.column("chars").sum(dtype=np.int64)),
-        "document_end": "<|endoftext|>" if tok.eot_token is not None else CHAR_DOCUMENT_END,
+        "document_end": ("<|endoftext|>" if tok.eot_token is not None else CHAR_DOCUMENT_END) if corpus.document_end else None,
         **({"template": corpus.template} if corpus.template else {}),
+        **({"loss_mask": mask_meta} if mask_meta else {}),
+        **({"skipped_records": dict(stats.bad)} if stats.bad else {}),
         **corpus.meta,
         "prepared_from": prepared_from,
     }
-    publish_splits(writers, out_dir, meta)
+    publish_splits(writers, out_dir, meta, mask_out.publish if rules.masked else None)
     return meta, stats

@@ -95,7 +95,9 @@ HF_ACTIVATIONS = {v: k for k, v in HF_ACTIVATION.items()} | {"gelu_pytorch_tanh"
 
 def activation(name: str, source: str) -> str:
     if name not in HF_ACTIVATIONS:
-        raise UserError(f"{source} sets activation_function={name!r}, but this GPT implements only {', '.join(map(repr, HF_ACTIVATIONS))}; use a standard GPT-2 checkpoint")
+        raise UserError(
+            f"{source} sets activation_function={name!r}, but this GPT implements only {', '.join(map(repr, HF_ACTIVATIONS))}; use a standard GPT-2 checkpoint"
+        )
     return HF_ACTIVATIONS[name]
 
 

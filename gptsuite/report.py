@@ -13,6 +13,7 @@ as flops.flops_per_token counts it), for the four GPT-2 sizes, and hours at 40% 
 an H100 (bf16 dense peak).
 """
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ class DocStats:
         self._parts: list[dict[str, np.ndarray]] = []  # merged blocks, then up to MERGE chunks' parts
         self._merged = 0  # how many of _parts are merged blocks
         self.skipped = 0  # missing, empty or whitespace-only documents
+        self.bad: Counter = Counter()  # records that did not fit the dataset's format, skipped (--skip_bad), by reason
 
     def add(self, split: np.ndarray, chars: np.ndarray, words: np.ndarray, tokens: np.ndarray) -> None:
         self._parts.append(
@@ -75,12 +77,38 @@ def build_report(name: str, meta: dict, stats: DocStats) -> dict:
     return {
         "dataset": name,
         "tokenizer": meta["tokenizer"]["kind"],
-        "documents": {"total": len(split), **{s: int((split == i).sum()) for i, s in enumerate(SPLITS)}, "skipped_empty": stats.skipped},
+        "documents": {
+            "total": len(split),
+            **{s: int((split == i).sum()) for i, s in enumerate(SPLITS)},
+            "skipped_empty": stats.skipped,
+            "skipped_bad": dict(stats.bad),
+        },
         "per_document": {"characters": summary(stats.column("chars")), "words": summary(stats.column("words")), "tokens": summary(stats.column("tokens"))},
         "tokens_per_split": {s: meta[f"{s}_tokens"] for s in SPLITS},
         "histogram": "doc_tokens.png",
         "epoch": epoch_compute(meta["train_tokens"]),
+    } | ({"loss_mask": loss_mask_report(meta, stats)} if meta.get("loss_mask") else {})
+
+
+def loss_mask_report(meta: dict, stats: DocStats) -> dict:
+    """What a masked dataset trains on: the share of tokens that count, the longest prompt, and what
+    one document to a row would cost in padding (rows are packed from documents' starts instead)."""
+    block = int(meta.get("block_size") or GPT2_CONTEXT)
+    end = 0 if meta.get("document_end") is None else 1
+    counted = meta["loss_mask"]["counted_tokens"]
+    return {
+        "counted_share": {s: counted[s] / max(meta[f"{s}_tokens"], 1) for s in SPLITS},
+        "longest_prompt": meta["loss_mask"]["longest_prompt"],
+        "block_size": block,
+        "one_per_row_padding": padding_if_one_per_row(stats.column("tokens").astype(np.int64) + end, block),
     }
+
+
+def padding_if_one_per_row(tokens: np.ndarray, block_size: int) -> float:
+    """The share of a batch that would be padding with one document to a row of block_size + 1
+    tokens (documents' token counts with their end tokens; longer ones cut)."""
+    used = np.minimum(tokens, block_size + 1)
+    return float(1 - used.sum() / ((block_size + 1) * max(len(used), 1)))
 
 
 def save_histogram(tokens: np.ndarray, path: Path, title: str) -> None:
@@ -112,6 +140,11 @@ def write_report(report: dict, stats: DocStats, out_dir: Path) -> None:
     write_json(out_dir / "report.json", report)
 
 
+def describe_bad(bad: dict) -> str:
+    """Records skipped, by reason: "3 no assistant message, 1 longer than block_size"."""
+    return ", ".join(f"{n:,} {reason}" for reason, n in sorted(bad.items(), key=lambda kv: -kv[1]))
+
+
 def format_report(report: dict, out_dir: Path) -> str:
     docs, per = report["documents"], report["per_document"]
     lines = [
@@ -121,12 +154,19 @@ def format_report(report: dict, out_dir: Path) -> str:
             if docs["total"] == 1
             else f"documents: {docs['total']:,} (train {docs['train']:,}, val {docs['val']:,})"
         )
-        + (f", {docs['skipped_empty']:,} empty ones skipped" if docs["skipped_empty"] else ""),
+        + (f", {docs['skipped_empty']:,} empty ones skipped" if docs["skipped_empty"] else "")
+        + (f", {sum(docs['skipped_bad'].values()):,} bad records skipped ({describe_bad(docs['skipped_bad'])})" if docs.get("skipped_bad") else ""),
         f"{'per document':<14}{'sum':>16}{'mean':>12}{'median':>10}{'p95':>10}{'max':>12}",
     ]
     for name, s in per.items():
         lines.append(f"{name:<14}{s['sum']:>16,}{s['mean']:>12,.1f}{s['median']:>10,.0f}{s['p95']:>10,.0f}{s['max']:>12,}")
     lines.append("tokens per split: " + ", ".join(f"{s} {n:,}" for s, n in report["tokens_per_split"].items()))
+    if "loss_mask" in report:
+        m = report["loss_mask"]
+        lines.append(
+            f"loss on responses: {m['counted_share']['train']:.0%} of train tokens count (the rest is prompt, context); longest prompt {m['longest_prompt']:,} tokens"
+        )
+        lines.append(f"rows start at documents and are packed: one document to a row of {m['block_size']:,} would be {m['one_per_row_padding']:.0%} padding")
     epoch = report["epoch"]
     lines.append(f"one epoch ({epoch['tokens']:,} train tokens) at block size {epoch['block_size']}, {epoch['mfu']:.0%} MFU:")
     for model, m in epoch["models"].items():

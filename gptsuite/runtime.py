@@ -148,7 +148,9 @@ def rank_device(local_rank: int, visible: int) -> str:
     return f"cuda:{local_rank % visible}"
 
 
-def setup_runtime(device: str = SystemConfig.device, dtype: str = SystemConfig.dtype, seed: int = SystemConfig.seed, backend: str = SystemConfig.backend) -> Runtime:
+def setup_runtime(
+    device: str = SystemConfig.device, dtype: str = SystemConfig.dtype, seed: int = SystemConfig.seed, backend: str = SystemConfig.backend
+) -> Runtime:
     """Pick the device and precision, join the torchrun process group if there is one, seed RNGs
     (seed + rank, so each rank draws different batches) and enable TF32 matmuls on CUDA."""
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:

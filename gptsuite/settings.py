@@ -92,7 +92,10 @@ def check_train_config(cfg: TrainConfig) -> None:
                 cfg.hellaswag.interval > 0,
                 "HellaSwag scoring during an FSDP run is not supported; set --hellaswag_interval=0 and score checkpoints with eval.py --task=hellaswag",
             ),
-            (needs_reference, f"objective={cfg.objective} keeps a reference model, which is not sharded here; use --parallel=ddp (with --lora_rank for large models)"),
+            (
+                needs_reference,
+                f"objective={cfg.objective} keeps a reference model, which is not sharded here; use --parallel=ddp (with --lora_rank for large models)",
+            ),
         ]
         for refused, why in refusals:
             if refused:
@@ -161,4 +164,3 @@ def read_settings(argv: list[str]) -> tuple[TrainConfig, Resumed | None]:
     if changed and os.environ.get("RANK", "0") == "0":
         print(f"resuming {path} with its settings, except: {', '.join(changed)}")
     return cfg, Resumed(path, ckpt, set_now)
-

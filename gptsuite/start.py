@@ -199,7 +199,9 @@ def check_resumable(resumed: Resumed, cfg: TrainConfig, data: TrainingData) -> N
     check_lora_resumable(ckpt, cfg.lora, path)
     then = recorded_settings(ckpt).get("optimizer", "adamw")
     if then != cfg.optim.optimizer:
-        raise UserError(f"{path} was trained with optimizer={then}, and its optimizer state cannot go on as optimizer={cfg.optim.optimizer}; resume with --optimizer={then}")
+        raise UserError(
+            f"{path} was trained with optimizer={then}, and its optimizer state cannot go on as optimizer={cfg.optim.optimizer}; resume with --optimizer={then}"
+        )
     # the shape set now against the model's; a value the run was started with is no change (a run
     # from trained weights recorded the shape keys it was given, which those weights overrode)
     shape, started = ckpt["model_args"], ckpt.get("config") or {}
@@ -242,5 +244,3 @@ def describe_data(record: dict, other: dict) -> str:
     details = [f"from {record['source']}"] if record.get("source") else []
     details += [f"{s}.bin sha256 {v[:12]}" for s, v in sha.items() if isinstance(v, str) and v != theirs.get(s)]
     return f"{record.get('dir', 'a dataset')}" + (f" ({', '.join(details)})" if details else "")
-
-

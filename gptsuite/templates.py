@@ -11,10 +11,13 @@ Every field is stripped of surrounding whitespace before it is put in, in traini
 prompts alike. The prompt is the format up to the first field after prompt_field, e.g.
 "ABSTRACT:\\n<your abstract>\\n\\nARTICLE:\\n", and the model continues with the article. `stop`
 names the tokenizer's end-of-document token (GPT-2's <|endoftext|>, which ends every document).
+A templated dataset marks the response (format_marked): training counts the article's tokens
+and its end token, not the abstract's (masks.py; --loss_on=all counts every token).
 """
 
 import string
 
+from gptsuite.chat import Marked
 from gptsuite.errors import UserError
 
 END_OF_TEXT = "<|endoftext|>"
@@ -35,6 +38,15 @@ def format_document(template: dict, values: dict[str, str]) -> str:
     if missing:
         raise UserError(f"a document has no {', '.join(missing)}; the template needs {', '.join(names)}")
     return template["format"].format(**{n: str(values[n]).strip() for n in names})
+
+
+def format_marked(template: dict, values: dict[str, str]) -> Marked:
+    """A training document with its response marked: the tokens after the prompt (format_prompt of
+    the prompt field) count in the loss, with the end token after them; the prompt is context."""
+    text = format_document(template, values)
+    prompt = format_prompt(template, str(values[template["prompt_field"]]))
+    assert text.startswith(prompt)
+    return Marked(text, [(len(prompt), len(text))])
 
 
 def format_prompt(template: dict, text: str) -> str:

@@ -58,7 +58,11 @@ CASES = [
     ("prepare", ["nosuch"], ["unknown dataset", "nosuch", "shakespeare_char"]),
     ("prepare", ["shakespeare_char", "--input={bad}/missing.txt"], ["missing.txt", "not found", "--input"]),
     ("prepare", ["shakespeare_char", "--input={bad}/empty.txt", "--data_dir={new}"], ["empty"]),
-    ("prepare", ["shakespeare_char", "--out_dir={new}"], ["writes to --data_dir", "write --data_dir=DIR"]),  # a run's folder is --out_dir; a dataset's, --data_dir
+    (
+        "prepare",
+        ["shakespeare_char", "--out_dir={new}"],
+        ["writes to --data_dir", "write --data_dir=DIR"],
+    ),  # a run's folder is --out_dir; a dataset's, --data_dir
     ("prepare", ["shakespeare_char", "--input={bad}/latin1.txt", "--data_dir={new}"], ["latin1.txt", "UTF-8"]),
     ("prepare", ["text", "--input={bad}/latin1.txt", "--data_dir={new}"], ["latin1.txt", "not UTF-8"]),
     ("prepare", ["shakespeare_char", "--input={bad}"], ["cannot read", "Is a directory"]),
@@ -99,7 +103,11 @@ CASES = [
     ("train", [*TRAIN, "--data_dir={bad}/badmeta"], ["meta.json", "not valid JSON"]),
     ("train", [*TRAIN, "--data_dir={bad}/badvocab"], ["meta.json", "corrupt", "vocab_size"]),
     ("train", [*TRAIN, "--init_from=resume", "--out_dir={bad}/noout"], ["no checkpoint", "noout"]),
-    ("train", ["--init_from=resume", "--out_dir={bad}/nowhere", "--device=cpu"], ["no checkpoint in", "nowhere", "to resume"]),  # no dataset either: the checkpoint is what is missing
+    (
+        "train",
+        ["--init_from=resume", "--out_dir={bad}/nowhere", "--device=cpu"],
+        ["no checkpoint in", "nowhere", "to resume"],
+    ),  # no dataset either: the checkpoint is what is missing
     ("train", [*TRAIN, "--init_from=resume", "--out_dir={bad}/truncated"], ["truncated/ckpt.pt", "corrupt or truncated"]),
     ("train", [*TRAIN, "--init_from=resume", "--out_dir={bad}/evil"], ["refusing to load", "evil/ckpt.pt", "a reference to posix.system", "could run code"]),
     ("train", [*TRAIN, "--init_from=resume", "--out_dir={bad}/noopt"], ["noopt/ckpt.pt cannot be resumed", "optimizer"]),
@@ -250,7 +258,9 @@ def earlier(tmp_path_factory) -> dict[str, Path]:
             (bad / name / "ckpt.pt").write_bytes((out / "ckpt.pt").read_bytes()[:5000])
         else:
             torch.save(obj, bad / name / "ckpt.pt", pickle_protocol=protocol)
-    lora = LoraConfig(rank=2).record() | {"base": {"init_from": str(root / "hf-base"), "weights": str(root / "hf-base" / "model.safetensors"), "sha256": "0" * 64}}
+    lora = LoraConfig(rank=2).record() | {
+        "base": {"init_from": str(root / "hf-base"), "weights": str(root / "hf-base" / "model.safetensors"), "sha256": "0" * 64}
+    }
     lostbase = {**ckpt, "model": {}, "lora": lora, "tokenizer": GPT2_META, "config": {**ckpt["config"], "init_from": str(root / "hf-base"), "lora_rank": 2}}
     (bad / "lostbase").mkdir()
     torch.save(lostbase, bad / "lostbase" / "ckpt.pt")

@@ -210,7 +210,16 @@ def test_two_nodes_that_do_not_share_out_dir_are_refused(tmp_path: Path, char_da
         port = s.getsockname()[1]
     procs = []
     for node in (0, 1):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={node}", "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes=2",
+            f"--node_rank={node}",
+            "--nproc_per_node=1",
+            "--master_addr=127.0.0.1",
+            f"--master_port={port}",
+        ]
         cmd += ["train.py", f"--data_dir={char_dataset}", *RUN, "--max_iters=2", "--parallel=fsdp", f"--out_dir={tmp_path / f'node{node}'}"]
         procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}))
     outs = [p.communicate(timeout=240)[0] for p in procs]

@@ -230,7 +230,9 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
     set_lr(opt, get_lr(cfg.schedule.warmup_iters, cfg.schedule, cfg.optim.learning_rate))  # the peak
     assert all(g["lr"] == pytest.approx(0.02, rel=1e-12) for g in muon.param_groups)
     assert all(g["lr"] == pytest.approx(1e-3, rel=1e-12) for g in adamw.param_groups)
-    set_lr(opt, get_lr(cfg.schedule.lr_decay_iters, cfg.schedule, cfg.optim.learning_rate))  # the end: min_lr = learning_rate / 10, so Muon's is a tenth of its peak too
+    set_lr(
+        opt, get_lr(cfg.schedule.lr_decay_iters, cfg.schedule, cfg.optim.learning_rate)
+    )  # the end: min_lr = learning_rate / 10, so Muon's is a tenth of its peak too
     assert all(g["lr"] == pytest.approx(0.002, rel=1e-12) for g in muon.param_groups)
     assert all(g["lr"] == pytest.approx(1e-4, rel=1e-12) for g in adamw.param_groups)
     plain = build_optimizer(modern(), OptimConfig(learning_rate=1e-3), "cpu")  # optimizer='adamw': one AdamW, as before

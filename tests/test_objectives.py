@@ -200,7 +200,17 @@ def test_a_resume_runs_each_config_file_once_and_reads_its_checkpoint_once(tmp_p
     import gptsuite.checkpoint
 
     monkeypatch.chdir(tmp_path)
-    train.main([f"--data_dir={char_dataset}", *TINY_MODEL_ARGS, "--gradient_accumulation_steps=1", "--eval_iters=1", "--eval_interval=2", "--out_dir=run", "--max_iters=2"])
+    train.main(
+        [
+            f"--data_dir={char_dataset}",
+            *TINY_MODEL_ARGS,
+            "--gradient_accumulation_steps=1",
+            "--eval_iters=1",
+            "--eval_interval=2",
+            "--out_dir=run",
+            "--max_iters=2",
+        ]
+    )
     config = tmp_path / "more.py"  # a config file with a side effect: one line per execution
     config.write_text(f"open({str(tmp_path / 'runs.log')!r}, 'a').write('ran\\n')\nmax_iters = 4\n")
     reads = []

@@ -66,7 +66,9 @@ def test_generate_streams_what_sample_py_writes(served, capsys):
     final = job.outputs()[-1]
     text = final[0]
     assert len(updates) > 2 and all(text.startswith(u) for u in updates)  # it grew in front of the reader
-    assert text == sample_py(capsys, Path(models[0]), "First Citizen:", f"--max_new_tokens={LIMIT}", "--seed=3")  # the prompt and the sample, as sample.py prints them
+    assert text == sample_py(
+        capsys, Path(models[0]), "First Citizen:", f"--max_new_tokens={LIMIT}", "--seed=3"
+    )  # the prompt and the sample, as sample.py prints them
     assert f"{LIMIT} tokens" in final[4] and "(done)" in final[4]
 
 

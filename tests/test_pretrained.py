@@ -131,7 +131,9 @@ def test_finetune_and_sample_from_gpt2_weights(hf_models, tmp_path: Path, text_f
     train_main([f"--data_dir={data}", f"--out_dir={tmp_path / 'out'}", f"--init_from={folder}", "--dropout=0.1", *args])
     ckpt = load_checkpoint(tmp_path / "out")
     assert ckpt["iter_num"] == 2 and ckpt["tokenizer"]["kind"] == "gpt2"
-    assert ckpt["model_args"] | {"dropout": 0} == dict(block_size=32, vocab_size=50257, n_layer=6, n_head=12, n_embd=48, dropout=0, bias=True, arch="gpt2", activation="gelu_tanh")
+    assert ckpt["model_args"] | {"dropout": 0} == dict(
+        block_size=32, vocab_size=50257, n_layer=6, n_head=12, n_embd=48, dropout=0, bias=True, arch="gpt2", activation="gelu_tanh"
+    )
 
     capsys.readouterr()
     sample.main([f"--init_from={folder}", "--device=cpu", "--start=All:", "--num_samples=1", "--max_new_tokens=5"])

@@ -90,7 +90,7 @@ def test_a_mistake_under_torchrun_is_said_once(tmp_path: Path, char_dataset: Pat
     args = [f"--data_dir={char_dataset}", *TINY, f"--out_dir={tmp_path / 'o'}", "--backend=nccl"]
     proc = run_entry("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *args, check=False)
     assert proc.returncode != 0 and proc.stderr.count("error: ") == 1 and "error: --backend=nccl connects CUDA GPUs" in proc.stderr, proc.stderr
-    assert "gptsuite" not in proc.stderr and "train.py\", line" not in proc.stderr  # no traceback of ours (torchrun prints its own summary)
+    assert "gptsuite" not in proc.stderr and 'train.py", line' not in proc.stderr  # no traceback of ours (torchrun prints its own summary)
 
 
 def test_the_start_line_of_a_cpu_torchrun_run_says_processes_and_where_wandb_logs(capsys):

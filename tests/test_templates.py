@@ -35,7 +35,12 @@ def test_pubmed_template_travels_through_training_into_sample(tmp_path: Path, ca
     train = write_papers(tmp_path / "train.parquet", PAPERS[:9])
     val = write_papers(tmp_path / "val.parquet", PAPERS[9:])
     prepare("pubmed", data, data_files=str(train), val_files=str(val))
-    train_main([f"--data_dir={data}", f"--out_dir={out}", "--max_iters=2", "--eval_interval=2", *TINY_ARGS])
+    with pytest.raises(
+        UserError,
+        match=r"block_size=16 is shorter than the longest prompt .* \(22 tokens before its first counted one\).* pass --block_size=22 or more, or --loss_on=all",
+    ):
+        train_main([f"--data_dir={data}", f"--out_dir={out}", "--max_iters=2", "--eval_interval=2", *TINY_ARGS])  # the longest abstract and its template
+    train_main([f"--data_dir={data}", f"--out_dir={out}", "--max_iters=2", "--eval_interval=2", *TINY_ARGS, "--loss_on=all"])
     assert load_checkpoint(out)["template"] == PUBMED
     (tmp_path / "abstract.txt").write_text("Protein 7.\n", encoding="utf-8")  # the formatted prompt fits the 16-token context
     capsys.readouterr()

@@ -107,7 +107,9 @@ def test_a_new_run_does_not_replace_another_unless_asked(tmp_path: Path, char_da
     train_main([*args, "--max_iters=4"])
     before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
     assert {"ckpt.pt", "best.pt", "metrics.jsonl"} <= before.keys() and any(n.startswith("ckpt-") for n in before)
-    with pytest.raises(UserError, match=r"run holds a run's checkpoint ckpt.pt, which a new run would replace; continue it with --init_from=resume.*--overwrite=True"):
+    with pytest.raises(
+        UserError, match=r"run holds a run's checkpoint ckpt.pt, which a new run would replace; continue it with --init_from=resume.*--overwrite=True"
+    ):
         train_main([*args, "--max_iters=2"])
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()} == before  # nothing changed
     train_main([*args, "--max_iters=2", "--overwrite=True"])
@@ -129,7 +131,19 @@ def test_a_run_from_a_checkpoint_of_ours_takes_its_arch_and_context(tmp_path: Pa
     ckpt = load_checkpoint(tmp_path / "lora")
     assert ckpt["model_args"]["block_size"] == 16 == ckpt["config"]["block_size"] and ckpt["iter_num"] == 2
     # a modern run of ours, fine-tuned without --arch, is recorded as what it is
-    train_main([f"--data_dir={char_dataset}", *base, *TINY_ARGS[:3], "--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--arch=modern", "--out_dir=modern"])
+    train_main(
+        [
+            f"--data_dir={char_dataset}",
+            *base,
+            *TINY_ARGS[:3],
+            "--n_layer=1",
+            "--n_head=2",
+            "--n_embd=16",
+            "--block_size=16",
+            "--arch=modern",
+            "--out_dir=modern",
+        ]
+    )
     train_main([f"--data_dir={char_dataset}", *base, "--init_from=modern", "--out_dir=tuned"])
     tuned = load_checkpoint(tmp_path / "tuned")
     assert tuned["config"]["arch"] == tuned["model_args"]["arch"] == "modern"

@@ -37,7 +37,9 @@ class Config(PrepareConfig):
 
 def hub_documents(cfg: Config) -> tuple:
     def fail(reason: str) -> UserError:
-        return UserError(f"could not stream {HUB} ({cfg.name}) from the Hugging Face hub ({reason}); check --name, or pass parquet files: --data_files='fineweb/*.parquet'")
+        return UserError(
+            f"could not stream {HUB} ({cfg.name}) from the Hugging Face hub ({reason}); check --name, or pass parquet files: --data_files='fineweb/*.parquet'"
+        )
 
     if reason := dataset_unreachable(HUB):  # in seconds, not after half a minute of retries
         raise fail(reason)

@@ -14,7 +14,9 @@ followed by <|endoftext|>; paragraphs stay separated by newlines as in the datas
     ARTICLE:
     <article>
 
-so a model learns to write the article that follows an abstract. The template travels in
+so a model learns to write the article that follows an abstract: the article's tokens and the
+<|endoftext|> after it count in the loss, the abstract is context (train.mask.bin beside
+train.bin; --loss_on=all in train.py counts every token). The template travels in
 meta.json and the checkpoint: `python sample.py --out_dir=out-pubmed --start=FILE:abstract.txt`
 formats an abstract the same way and generates up to <|endoftext|>.
 The dataset's train split becomes train.bin, its validation split val.bin (test is not used).
@@ -29,10 +31,11 @@ from itertools import islice
 from pathlib import Path
 
 from configurator import option
-from gptsuite.datafiles import DocumentCorpus, PrepareConfig
+from gptsuite.chat import Marked
+from gptsuite.datafiles import DocumentCorpus, PrepareConfig, RecordRules
 from gptsuite.errors import UserError
 from gptsuite.sources import count_records, expand_files, read_records
-from gptsuite.templates import format_document
+from gptsuite.templates import format_marked
 from gptsuite.tokenizer import GPT2Tokenizer
 
 HUB = ("armanc/scientific_papers", "pubmed")
@@ -84,11 +87,11 @@ def corpus(cfg: Config, out_dir: Path) -> DocumentCorpus:
     limit = cfg.max_docs or None
     tok = GPT2Tokenizer()
 
-    def format_row(row: tuple[str, str]) -> str:
+    def format_row(row: tuple[str, str]) -> Marked:
         abstract, article = (v or "" for v in row)  # a missing value (null) is empty
         if cfg.max_article_tokens:
             article = tok.truncate(article.strip(), cfg.max_article_tokens)
-        return format_document(TEMPLATE, {"abstract": abstract, "article": article})
+        return format_marked(TEMPLATE, {"abstract": abstract, "article": article})
 
     source = f"local files {cfg.data_files} (train), {cfg.val_files} (val)" if cfg.data_files else f"{HUB[0]} ({HUB[1]}) from the Hugging Face hub"
     return DocumentCorpus(
@@ -96,6 +99,7 @@ def corpus(cfg: Config, out_dir: Path) -> DocumentCorpus:
         source=source,
         format=format_row,
         template=TEMPLATE,
+        rules=RecordRules(masked=True),  # the article and its <|endoftext|> count in the loss, the abstract is context
         num_documents=sum(min(n, limit or n) for n in counts.values()),
         meta={"max_article_tokens": cfg.max_article_tokens or None, "max_docs": limit},
     )

@@ -1,0 +1,190 @@
+"""Conversations to tune a model on, so that it answers: the loss counts only what the assistant says.
+
+    python prepare.py chat --input=conversations.jsonl                 # -> data/conversations
+    python prepare.py chat --input=chats/ --name=support               # every .jsonl/.json/.parquet in a folder
+    python prepare.py chat --input=alpaca.json --skip_bad=True         # skip records that do not fit, counted in the report
+    python prepare.py chat --input=tasks.jsonl --tokenizer=char --block_size=256
+
+Formats, detected from the first record and named in the output (.jsonl, .json holding a list of
+records, or .parquet):
+
+    messages        {"messages": [{"role": "system" | "user" | "assistant", "content": "..."}, ...]}  (OpenAI's, multi-turn)
+    sharegpt        {"conversations": [{"from": "system" | "human" | "gpt", "value": "..."}, ...]}
+    alpaca          {"instruction": "...", "input": "..." (may be empty), "output": "..."}
+    prompt/completion  {"prompt": "...", "completion": "..."} (either may also be a list of messages, as TRL stores them)
+
+Every conversation is written in the chat template (gptsuite/chat.py), which travels in
+meta.json into the checkpoint, sample.py --chat, eval.py, the page and the exports. The loss
+counts the assistant's messages and their end markers (train.mask.bin beside train.bin, which
+stays nanoGPT's layout); rows of a batch start at a conversation (gptsuite/masks.py).
+
+A record that does not fit its format (an unknown role, an empty assistant message, no assistant
+message, longer than --block_size tokens, a field missing) stops the prepare with a line naming
+its file and record; with --skip_bad=True it is skipped and counted in the dataset report
+instead. A seeded random --val_fraction of the conversations is val.bin.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from configurator import option
+from gptsuite.chat import CHAT_TEMPLATE, BadRecord, Marked, check_messages, render
+from gptsuite.datafiles import DocumentCorpus, PrepareConfig, RecordRules
+from gptsuite.errors import UserError
+from gptsuite.sources import val_mask, with_splits
+
+SUFFIXES = (".jsonl", ".json", ".parquet")
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+
+
+@dataclass
+class Config(PrepareConfig):
+    input: str = ""  # a .jsonl, .json or .parquet file of conversations, or a folder of them
+    name: str = ""  # the dataset's name: output in data/<name>; default: the input's name
+    tokenizer: str = option("gpt2", choices=("gpt2", "char"))  # GPT-2 BPE (to tune GPT-2), or one token per character
+    block_size: int = option(1024, gt=0)  # the context a conversation must fit in, in tokens (with its end marker)
+    val_fraction: float = option(0.1, gt=0, lt=1)  # of the conversations
+    seed: int = 1337  # which conversations go to val
+    skip_bad: bool = False  # skip records that do not fit (counted in the report) instead of stopping at the first
+
+
+def default_name(cfg: Config) -> str:
+    return cfg.name or (Path(cfg.input).expanduser().resolve().stem if cfg.input else "chat")
+
+
+def input_files(cfg: Config) -> list[Path]:
+    path = Path(cfg.input).expanduser()
+    if not cfg.input or not path.exists():
+        raise UserError(f"pass your conversations with --input=FILE_OR_FOLDER (.jsonl, .json or .parquet){f'; {path} not found' if cfg.input else ''}")
+    if path.is_dir():
+        found = sorted((p for p in path.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()), key=lambda p: p.relative_to(path).as_posix())
+        if not found:
+            raise UserError(f"no .jsonl, .json or .parquet files in {path}; pass a folder that has some, or one file")
+        return found
+    if path.suffix.lower() not in SUFFIXES:
+        raise UserError(f"{path}: unknown file type '{path.suffix}'; conversations come in {', '.join(SUFFIXES)} files")
+    return [path]
+
+
+def read_objects(path: Path):
+    """(where, record) for every record of a file: 'FILE line N' or 'FILE record N'."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            n = 0
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
+                for row in batch.to_pylist():
+                    n += 1
+                    yield f"{path} record {n}", row
+        elif suffix == ".json":
+            records = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(records, dict) and isinstance(records.get("data"), list):
+                records = records["data"]
+            if not isinstance(records, list):
+                raise UserError(f"{path} holds no list of records; a .json file holds a list of conversations ([{{...}}, ...]), a .jsonl file one per line")
+            for n, record in enumerate(records, 1):
+                yield f"{path} record {n}", record
+        else:
+            with open(path, encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    if line.strip():
+                        try:
+                            yield f"{path} line {n}", json.loads(line)
+                        except json.JSONDecodeError as e:
+                            yield f"{path} line {n}", BadRecord(f"{path} line {n}", f"is not JSON ({e.msg})", "not JSON")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not JSON ({e.msg} at line {e.lineno}); a .json file holds a list of conversations, a .jsonl file one per line") from None
+    except OSError as e:
+        raise UserError(f"could not read {path} ({e})") from None
+    except ValueError as e:  # pyarrow's ArrowInvalid
+        raise UserError(f"could not read {path} as parquet ({e})") from None
+
+
+def detect(record) -> str:
+    if isinstance(record, dict):
+        if "messages" in record:
+            return "messages"
+        if "conversations" in record:
+            return "sharegpt"
+        if "instruction" in record and "output" in record:
+            return "alpaca"
+        if "prompt" in record and "completion" in record:
+            return "prompt/completion"
+    keys = f" (its fields: {', '.join(map(str, record))})" if isinstance(record, dict) else ""
+    raise UserError(
+        f"the first record is in no format this dataset reads{keys}; use messages, conversations (ShareGPT), instruction/input/output (Alpaca) or prompt/completion"
+    )
+
+
+def as_messages(value, role: str) -> list:
+    """A prompt or completion: a string (one message of `role`) or a list of messages."""
+    return [{"role": role, "content": value}] if isinstance(value, str) else value
+
+
+def to_messages(fmt: str, record, where: str) -> list:
+    """The record's conversation as messages; BadRecord where it does not fit the format."""
+    if isinstance(record, BadRecord):
+        raise record
+    if not isinstance(record, dict):
+        raise BadRecord(where, f"is not an object in the {fmt} format", "not in the format")
+    try:
+        if fmt == "messages":
+            return record["messages"]
+        if fmt == "sharegpt":
+            turns = record["conversations"]
+            if not isinstance(turns, list) or not all(isinstance(t, dict) and "from" in t and "value" in t for t in turns):
+                raise BadRecord(where, "has conversations that are not a list of {from, value} turns", "not in the format")
+            unknown = next((t["from"] for t in turns if t["from"] not in SHAREGPT_ROLES), None)
+            if unknown is not None:
+                raise BadRecord(where, f"has a turn from {unknown!r}; ShareGPT turns are from {', '.join(SHAREGPT_ROLES)}", "unknown role")
+            return [{"role": SHAREGPT_ROLES[t["from"]], "content": t["value"]} for t in turns]
+        if fmt == "alpaca":
+            instruction, extra = record["instruction"], record.get("input") or ""
+            if not isinstance(instruction, str) or not isinstance(extra, str):
+                raise BadRecord(where, "has an instruction or input that is not text", "not in the format")
+            question = instruction.strip() + (f"\n\n{extra.strip()}" if extra.strip() else "")
+            return [{"role": "user", "content": question}, {"role": "assistant", "content": record["output"]}]
+        return as_messages(record["prompt"], "user") + as_messages(record["completion"], "assistant")
+    except KeyError as e:
+        raise BadRecord(where, f"has no field {e.args[0]!r}, which the {fmt} format needs", "not in the format") from None
+    except TypeError:
+        raise BadRecord(where, f"is not in the {fmt} format", "not in the format") from None
+
+
+def corpus(cfg: Config, out_dir: Path) -> DocumentCorpus:
+    paths = input_files(cfg)
+    n = sum(1 for p in paths for _ in read_objects(p))
+    first = next((r for p in paths for _, r in read_objects(p)), None)
+    if first is None:
+        raise UserError(f"no records in {cfg.input}; pass a file with conversations in it")
+    fmt = detect(first)
+    is_val = val_mask(n, cfg.val_fraction, cfg.seed)
+
+    def format_record(item) -> Marked:
+        where, record = item
+        marked = render(CHAT_TEMPLATE, check_messages(to_messages(fmt, record, where), CHAT_TEMPLATE, where))
+        marked.where = where
+        return marked
+
+    return DocumentCorpus(
+        documents=lambda: with_splits((item for p in paths for item in read_objects(p)), is_val),
+        source=f"{n:,} conversations ({fmt} format) from {cfg.input}",
+        tokenizer=cfg.tokenizer,
+        format=format_record,
+        num_documents=n,
+        meta={
+            "chat_template": CHAT_TEMPLATE,
+            "format": fmt,
+            "val_fraction": cfg.val_fraction,
+            "seed": cfg.seed,
+            "block_size": cfg.block_size,
+            "skip_bad": cfg.skip_bad,
+        },
+        rules=RecordRules(masked=True, skip_bad=cfg.skip_bad, max_tokens=cfg.block_size),
+        document_end=False,  # a conversation ends with the end marker of its last turn
+    )
