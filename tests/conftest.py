@@ -97,6 +97,24 @@ def char_dataset(tmp_path: Path, text_file: Path) -> Path:
 
 
 @pytest.fixture
+def chat_dataset(tmp_path: Path) -> Path:
+    """A character-level chat dataset (prepare.py chat), short conversations: its longest prompt
+    is 42 characters, so --block_size=64 leaves every row something to learn."""
+    import json
+
+    from gptsuite.pipeline import prepare_documents
+    from gptsuite.sources import load_dataset_module
+
+    records = [{"messages": [{"role": "user", "content": f"{i}+{i}?"}, {"role": "assistant", "content": str(2 * i)}]} for i in range(40)]
+    path = tmp_path / "chat.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    module = load_dataset_module("chat")
+    out = tmp_path / "chat"
+    prepare_documents(module.corpus(module.Config(input=str(path), tokenizer="char", block_size=64), out), out)
+    return out
+
+
+@pytest.fixture
 def tiny_checkpoint(tmp_path: Path, char_dataset: Path) -> Path:
     """An untrained 1-layer char model of char_dataset's vocabulary, saved as out/ckpt.pt."""
     import torch

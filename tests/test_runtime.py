@@ -35,13 +35,20 @@ def metrics(out: Path) -> list[dict]:
 MODERN_MUON = ["--arch=modern", "--optimizer=muon", "--lr_schedule=wsd", "--muon_lr=0.02"]
 
 
+CHAT = ["--data_dir={chat}", "--block_size=64"]  # conversations, the loss on the answers only: rows from conversation starts, targets -1 elsewhere
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", [[], MODERN_MUON, ["--init_from={base}", "--lora_rank=4", "--lora_dropout=0"]], ids=["gpt2-adamw", "modern-muon", "lora"])
-def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path: Path, char_dataset: Path, tiny_checkpoint: Path, variant: list[str]):
-    variant = [v.format(base=tiny_checkpoint) for v in variant]
+@pytest.mark.parametrize(
+    "variant", [CHAT, MODERN_MUON, ["--init_from={base}", "--lora_rank=4", "--lora_dropout=0"]], ids=["gpt2-adamw-chat", "modern-muon", "lora"]
+)
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(
+    tmp_path: Path, char_dataset: Path, chat_dataset: Path, tiny_checkpoint: Path, variant: list[str]
+):
+    variant = [v.format(base=tiny_checkpoint, chat=chat_dataset) for v in variant]
     args = [f"--data_dir={char_dataset}", *TINY, "--gradient_accumulation_steps=4", *variant]
     proc = run_entry("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *args, f"--out_dir={tmp_path / 'ddp'}")
-    assert "(2 x 2 x 4 x 16)" in proc.stdout and proc.stdout.count("step 5:") == 1  # rank 0 alone prints
+    assert f"(2 x 2 x 4 x {64 if '--block_size=64' in variant else 16})" in proc.stdout and proc.stdout.count("step 5:") == 1  # rank 0 alone prints
     main([*args, f"--out_dir={tmp_path / 'one'}"])
 
     ddp, one = metrics(tmp_path / "ddp"), metrics(tmp_path / "one")
