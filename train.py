@@ -151,6 +151,8 @@ def setup(cfg: TrainConfig, rt: Runtime, resumed: Resumed | None) -> Run:
             start.lora is not None,
             f"{tokens:,} tokens per iteration ({rt.world_size} x {accum_steps} x {cfg.data.batch_size} x {cfg.model.block_size})",
         )
+        if data.masked:
+            print(data.rows_line(cfg.model.block_size, cfg.data.loss_on))
         for p in remove_stale_temps(Path(cfg.out_dir)):
             print(f"removed {p}, a partial checkpoint of a run that was killed while writing it")
         if start.iter_num >= cfg.schedule.max_iters and not cfg.evals.eval_only:

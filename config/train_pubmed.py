@@ -1,7 +1,7 @@
 # GPT-2 124M from scratch on PubMed, to compare with the fine-tuned GPT-2 of config/finetune_pubmed.py:
 #   python prepare.py pubmed && python train.py config/train_pubmed.py
 #   python eval.py --compare out-pubmed-scratch out-pubmed gpt2 --dataset=pubmed --stride=512
-# The fine-tuning recipe (data, batch, one epoch of ~4,500 iterations, ~1 hour on an A100) with the
+# The fine-tuning recipe (data, batch, one pass over the papers: ~1,000 iterations, ~15 minutes on an A100) with the
 # architecture of GPT-2 (biases included) initialized at random, GPT-2's pretraining learning rate,
 # and its own out_dir and run name (an included config's run name would otherwise be logged).
 

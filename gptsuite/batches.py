@@ -16,7 +16,7 @@ import torch
 from configurator import option
 from gptsuite.datafiles import DTYPES, check_token_ids, load_meta, open_split, resolve_data_dir, token_dtype
 from gptsuite.errors import UserError
-from gptsuite.masks import LossMask, open_loss_mask
+from gptsuite.masks import LossMask, files, open_loss_mask
 from gptsuite.runtime import Runtime
 from model import GPT
 
@@ -63,6 +63,18 @@ class TrainingData:
     def masked(self) -> bool:
         """Rows start at documents and carry a loss mask (masks.py)."""
         return bool(self.meta.get("loss_mask"))
+
+    def rows_line(self, block_size: int, loss_on: str) -> str:
+        """What rows of masked data train on, in one line: the share of train tokens that count,
+        and the share that lie more than a row past their document's start, never reached."""
+        starts = np.fromfile(self.dir / files("train")[1], dtype=np.int64)
+        lengths = np.diff(np.append(starts, self.train_tokens))
+        unreached = int(np.maximum(lengths - (block_size + 1), 0).sum())
+        counted = self.meta["loss_mask"]["counted_tokens"]["train"] / max(self.train_tokens, 1) if loss_on == "response" else 1.0
+        line = f"rows start at documents; the loss counts {'the responses' if loss_on == 'response' else 'every token'}: {counted:.0%} of train.bin's tokens"
+        if unreached:
+            line += f"; {unreached / self.train_tokens:.0%} lie more than block_size={block_size} past their document's start and are never trained"
+        return line
 
     def split(self, split: str) -> Path:
         return self.dir / f"{split}.bin"

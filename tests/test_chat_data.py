@@ -201,3 +201,14 @@ def test_messages_are_checked():
     with pytest.raises(BadRecord, match="message 2 is not an object"):
         check_messages([{"role": "user", "content": "x"}, "hi"], CHAT_TEMPLATE, "here")
     assert check_messages([{"role": "user", "content": "x"}], CHAT_TEMPLATE, "here", answered=False) == [{"role": "user", "content": "x"}]
+
+
+def test_a_run_says_how_much_its_rows_reach(tmp_path: Path, capsys):
+    train, val = write_papers(tmp_path / "train.jsonl", PAPERS[:9]), write_papers(tmp_path / "val.jsonl", PAPERS[9:])
+    prepare("pubmed", tmp_path / "data", data_files=str(train), val_files=str(val))
+    docs = documents(tmp_path / "data", "train")
+    total = sum(len(ids) for ids, _ in docs)
+    counted = sum(int(mask.sum()) for _, mask in docs) / total
+    unreached = sum(max(len(ids) - 33, 0) for ids, _ in docs) / total  # a row holds 32 inputs and one more target
+    train_main([f"--data_dir={tmp_path / 'data'}", f"--out_dir={tmp_path / 'out'}", "--max_iters=0", "--eval_iters=1", *TINY_MODEL_ARGS, "--block_size=32"])
+    assert f"the loss counts the responses: {counted:.0%} of train.bin's tokens; {unreached:.0%} lie more than block_size=32" in capsys.readouterr().out
