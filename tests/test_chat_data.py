@@ -212,3 +212,27 @@ def test_a_run_says_how_much_its_rows_reach(tmp_path: Path, capsys):
     unreached = sum(max(len(ids) - 33, 0) for ids, _ in docs) / total  # a row holds 32 inputs and one more target
     train_main([f"--data_dir={tmp_path / 'data'}", f"--out_dir={tmp_path / 'out'}", "--max_iters=0", "--eval_iters=1", *TINY_MODEL_ARGS, "--block_size=32"])
     assert f"the loss counts the responses: {counted:.0%} of train.bin's tokens; {unreached:.0%} lie more than block_size=32" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # builds GPT-2 weights with transformers
+def test_tuning_on_chat_data_from_gpt2_weights_through_lora_and_with_the_modern_preset(tmp_path: Path, capsys):
+    """From GPT-2's weights (a Hugging Face folder) through LoRA, the first evaluation's val loss is
+    transformers' own loss of those weights on the answers' tokens; the modern preset trains on
+    the same data; both checkpoints carry the chat template."""
+    from test_pretrained import save_hf_model
+
+    data = tmp_path / "data"
+    prepare("chat", data, input=str(write_jsonl(tmp_path / "c.jsonl", [{"messages": m} for m in CONVERSATIONS])), block_size=64)
+    hf = save_hf_model(tmp_path / "gpt2", n_layer=2, n_head=2, n_embd=32)
+    args = [f"--data_dir={data}", "--device=cpu", "--compile=False", "--block_size=64", "--batch_size=4", "--max_iters=2", "--eval_iters=1", "--eval_interval=2"]
+    train_main([*args, f"--out_dir={tmp_path / 'lora'}", f"--init_from={tmp_path / 'gpt2'}", "--lora_rank=4", "--lora_dropout=0", "--dropout=0"])
+    first_eval = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("step 0:"))
+    cfg = DataConfig(data_dir=str(data), batch_size=4)
+    x, y = Batches(open_training_data(cfg, 64), cfg, 64, 1337, setup_runtime("cpu", "float32", 1337)).eval("val", 0)
+    with torch.no_grad():
+        logits = hf(x).logits
+    expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-1).item()
+    assert f"val loss {expected:.4f}" in first_eval, (expected, first_eval)
+    train_main([*args, f"--out_dir={tmp_path / 'modern'}", "--arch=modern", "--n_layer=2", "--n_head=2", "--n_embd=32"])
+    for run in ("lora", "modern"):
+        assert load_checkpoint(tmp_path / run)["chat_template"] == CHAT_TEMPLATE
