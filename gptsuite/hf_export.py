@@ -1,6 +1,6 @@
 """Our GPT in Hugging Face's format: a GPT2LMHeadModel folder (config.json, model.safetensors,
-generation_config.json) with GPT-2's tokenizer files, or a LoRA run's adapter alone in peft's
-format; and the upload of such a folder to the hub.
+generation_config.json) with GPT-2's tokenizer files (and a chat model's template), or a LoRA run's
+adapter alone in peft's format; and the upload of such a folder to the hub.
 The reverse direction, GPT-2's weights into our GPT, is gptsuite/pretrained.py.
 """
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from gptsuite.chat import check_template, jinja
 from gptsuite.errors import UserError
 from gptsuite.pretrained import CONV1D, HF_ACTIVATION, HUB_MODELS
 from gptsuite.tokenizer import GPT2_EOT, GPT2_VOCAB_SIZE, gpt2_files
@@ -67,17 +68,21 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     return out
 
 
-def write_tokenizer(dest: Path, block_size: int) -> None:
+def write_tokenizer(dest: Path, block_size: int, chat_template: dict | None = None) -> None:
+    """GPT-2's tokenizer files; for a model tuned on conversations, its chat template (chat.py) in
+    Jinja as tokenizer_config.json's `chat_template`, so that apply_chat_template writes our prompts."""
     src = gpt2_files()  # sha256-checked
     shutil.copyfile(src["encoder.json"], dest / "vocab.json")  # the same token -> id map
     shutil.copyfile(src["vocab.bpe"], dest / "merges.txt")  # the same merges, '#version: 0.2' header included
     special = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
     (dest / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
     tok_config = {"tokenizer_class": "GPT2Tokenizer", "model_max_length": block_size, "add_prefix_space": False, **special}
+    if chat_template:
+        tok_config["chat_template"] = jinja(check_template(chat_template))
     (dest / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n")
 
 
-def export_hf(model: GPT, tok_meta: dict, dest: Path) -> None:
+def export_hf(model: GPT, tok_meta: dict, dest: Path, chat_template: dict | None = None) -> None:
     from safetensors.torch import save_file
 
     if model.config.arch != "gpt2":
@@ -99,7 +104,7 @@ def export_hf(model: GPT, tok_meta: dict, dest: Path) -> None:
     # context limit is config.json's n_positions, as in openai-community/gpt2's generation_config.json
     generation = {"bos_token_id": GPT2_EOT, "eos_token_id": GPT2_EOT, "do_sample": True}
     (dest / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-    write_tokenizer(dest, model.config.block_size)
+    write_tokenizer(dest, model.config.block_size, chat_template)
 
 
 def new_folder(dest: Path) -> None:
@@ -137,7 +142,7 @@ def export_peft_adapter(ckpt: dict, dest: Path, source: str) -> dict:
     weights = {f"base_model.model.{k}": v.detach().float().cpu().contiguous() for k, v in ckpt["model"].items()}
     save_file(weights, dest / "adapter_model.safetensors", metadata={"format": "pt"})
     shutil.copymode(dest / "adapter_config.json", dest / "adapter_model.safetensors")
-    write_tokenizer(dest, ckpt["model_args"]["block_size"])
+    write_tokenizer(dest, ckpt["model_args"]["block_size"], ckpt.get("chat_template"))
     return {"base": name, "tensors": len(weights), "parameters": sum(v.numel() for v in weights.values())}
 
 
