@@ -1,6 +1,6 @@
 """
 Evaluate a model on the whole validation split of a prepared dataset: loss, perplexity, bits per
-byte; or on HellaSwag's validation set: acc, acc_norm.
+byte; on HellaSwag's validation set: acc, acc_norm; or on its answers to conversations: exact match.
 
     python eval.py --out_dir=out-shakespeare-char                       # the dataset it was trained on
     python eval.py --out_dir=out-shakespeare-char --data_dir=/tmp/other --stride=128
@@ -9,6 +9,8 @@ byte; or on HellaSwag's validation set: acc, acc_norm.
     python eval.py --compare out-scratch out-finetuned gpt2 gpt2@2 --dataset=azure_docs --stride=512
     python eval.py --init_from=gpt2 --task=hellaswag                    # HellaSwag (gptsuite/hellaswag.py)
     python eval.py --compare out-gpt2 gpt2 gpt2-medium --task=hellaswag --hellaswag_file=hellaswag_val.jsonl
+    python eval.py --out_dir=out-tasks --task=chat --chat_file=data/tasks/test.jsonl  # answers (gptsuite/chat_eval.py)
+    python eval.py --compare gpt2 out-tasks --task=chat --chat_file=data/tasks/test.jsonl --chat_items=200
 
 Every token of the split after the first is scored exactly once, in order, with no sampling:
 windows of `stride` scored tokens, each preceded by as much earlier context as the model's
@@ -20,6 +22,12 @@ Logits of padded vocabulary ids (50257..50303) are left out of the softmax.
   perplexity  exp(loss)
   bits/byte   total loss in bits / UTF-8 bytes of the scored tokens' decoded text (each token's
               own bytes; <|endoftext|> counts as its 13 characters). Comparable across tokenizers.
+
+Data with a loss mask (prepare.py chat, a prompt template such as pubmed's) is scored as training
+counts it: the loss, perplexity and bits per byte (bytes of those tokens only) of the response
+tokens alone, each in a window that stays inside its conversation or document and starts at its
+start where the block leaves room, so that a response is scored with its prompt before it, as in
+a training row. --loss_on=all scores every token of the split instead, as for plain text.
 
 --in_context_docs=K puts K training documents before each window (the in-context setting): for
 GPT-2 BPE data, documents are train.bin split at <|endoftext|>; for character-level data (no
@@ -41,6 +49,15 @@ those whose right ending has the lowest loss per token. The items are downloaded
 $GPTSUITE_CACHE/hellaswag/ (default ~/.cache/gptsuite/hellaswag/); --hellaswag_file=PATH reads a
 local copy instead, --hellaswag_items=N only the first N items. With --compare, the table gives
 every model's acc and acc_norm on the same items.
+
+--task=chat asks the model every conversation of --chat_file (a .jsonl file in OpenAI's messages
+format, as `python -m tools.chat_tasks` writes) without its last message, the assistant's
+answer, in the model's chat template, and counts the greedy answers (temperature 0, the KV
+cache) that equal the expected one, both stripped: exact match per "task" of the records and
+overall, with counts. An answer may run to the longest expected one plus a few tokens.
+--chat_items=N asks only the first N. A model that was not tuned on conversations (GPT-2's
+weights) is asked in the default template (gptsuite/chat.py), with a note: a baseline to
+compare a tuned model against. With --compare, the table gives every model's scores.
 """
 
 import dataclasses
@@ -51,13 +68,15 @@ from pathlib import Path
 import torch
 
 from configurator import option, parse_config
-from gptsuite import hellaswag
+from gptsuite import chat_eval, hellaswag
 from gptsuite import tokenizer as tokenizers
+from gptsuite.chat import CHAT_TEMPLATE
 from gptsuite.checkpoint import load_checkpoint
 from gptsuite.datafiles import check_token_ids, load_meta, open_split, resolve_data_dir, token_dtype
 from gptsuite.errors import UserError, cli
-from gptsuite.evaluation import ContextDocs, EvalResult, evaluate, token_byte_lengths
+from gptsuite.evaluation import ContextDocs, EvalResult, counted_targets, evaluate, token_byte_lengths
 from gptsuite.loading import Loaded, load_model
+from gptsuite.masks import open_loss_mask
 from gptsuite.runtime import DTYPE_CHOICES, Runtime, setup_runtime
 
 
@@ -77,9 +96,16 @@ class EvalConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     dtype: str = option("auto", choices=DTYPE_CHOICES)  # auto: bf16 on GPUs with native bf16 (compute capability >= 8.0), else fp16; fp32 on cpu/mps
     compile: bool = False  # torch.compile the model first
-    task: str = option("loss", choices=("loss", "hellaswag"))  # loss: score a dataset split; hellaswag: HellaSwag's validation items (acc, acc_norm)
+    loss_on: str = option(
+        "response", choices=("response", "all")
+    )  # data with a loss mask (chat, prompt templates): score only the response tokens, as training counts them, or every token
+    task: str = option(
+        "loss", choices=("loss", "hellaswag", "chat")
+    )  # loss: score a dataset split; hellaswag: HellaSwag's validation items (acc, acc_norm); chat: answers to conversations (exact match)
     hellaswag_file: str = ""  # with --task=hellaswag: a local copy of hellaswag_val.jsonl; default: downloaded once and cached
     hellaswag_items: int = option(0, ge=0)  # with --task=hellaswag: score only its first this many items; 0: all 10,042
+    chat_file: str = ""  # with --task=chat: a .jsonl file of conversations ending in the expected answer (python -m tools.chat_tasks writes one)
+    chat_items: int = option(0, ge=0)  # with --task=chat: score only its first this many conversations; 0: all
 
 
 def describe(tok_meta: dict) -> str:
@@ -100,8 +126,13 @@ def run_eval(cfg: EvalConfig, rt: Runtime, data_dir: Path, loaded: Loaded) -> tu
     tok = tokenizers.from_meta(meta["tokenizer"])
     dtype = token_dtype(meta)
     data = open_split(data_dir, cfg.split, dtype)
+    loss_mask = open_loss_mask(data_dir, cfg.split, meta, len(data)) if cfg.loss_on == "response" else None
     if cfg.max_tokens:
         data = data[: cfg.max_tokens]
+    if loss_mask is not None and not counted_targets(loss_mask, len(data)).any():
+        raise UserError(
+            f"the first {len(data):,} tokens of {data_dir / f'{cfg.split}.bin'} hold no response tokens to score; pass a larger --max_tokens, or --loss_on=all"
+        )
     check_token_ids(data, meta["tokenizer"]["vocab_size"], data_dir / f"{cfg.split}.bin")
     model = loaded.model
     if cfg.block_size > model.config.block_size:
@@ -120,7 +151,7 @@ def run_eval(cfg: EvalConfig, rt: Runtime, data_dir: Path, loaded: Loaded) -> tu
     model.to(rt.device)
     fwd = torch.compile(model) if cfg.compile else model
     batch_size = cfg.batch_size or max(1, 8192 // block)
-    result = evaluate(fwd, data, block, stride, batch_size, rt, token_byte_lengths(tok), tok.vocab_size, context)
+    result = evaluate(fwd, data, block, stride, batch_size, rt, token_byte_lengths(tok), tok.vocab_size, context, loss_mask)
     return result, block, stride
 
 
@@ -209,6 +240,61 @@ def main_hellaswag(configs: list[EvalConfig], rt: Runtime, compare: bool) -> Non
         print(hellaswag_table(rows))
 
 
+def chat_table(rows: list[tuple[str, chat_eval.ChatResult]]) -> str:
+    tasks = list(dict.fromkeys(t for _, r in rows for t in r.tasks))
+    lines = [f"| model | exact match | {' | '.join(tasks)} |", "| --- | ---: |" + " ---: |" * len(tasks)]
+    for name, r in rows:
+        cells = [f"{r.tasks[t].accuracy:.4f} ({r.tasks[t].correct}/{r.tasks[t].items})" if t in r.tasks else "" for t in tasks]
+        lines.append(f"| {name} | {r.accuracy:.4f} ({r.correct}/{r.items}) | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def chat_template_of(loaded: Loaded, tok) -> dict:
+    """The chat template a model was tuned with; for one that was not (GPT-2's weights, a model of
+    plain text), the default template with a note, so that it can be a row to compare against."""
+    if loaded.chat_template:
+        return loaded.chat_template
+    print(f"note: {loaded.name} was not tuned on conversations; asking it in the default chat template (gptsuite/chat.py)", flush=True)
+    try:
+        tok.encode("".join(CHAT_TEMPLATE["roles"].values()) + CHAT_TEMPLATE["end"])
+    except UserError:
+        raise UserError(
+            f"{loaded.name} was not tuned on conversations, and its characters cannot spell the chat template; score a model tuned on a chat dataset"
+        ) from None
+    return CHAT_TEMPLATE
+
+
+def main_chat(configs: list[EvalConfig], rt: Runtime, compare: bool) -> None:
+    """--task=chat: each model's greedy answers to the same conversations, exact match per task."""
+    if not configs[0].chat_file:
+        raise UserError(
+            "--task=chat needs the conversations to answer: pass --chat_file=FILE.jsonl (python -m tools.chat_tasks --out=DIR writes DIR/test.jsonl)"
+        )
+    if any(c.in_context_docs for c in configs):
+        raise UserError("--task=chat asks each conversation on its own: drop --in_context_docs (and @K in --compare)")
+    rows = []
+    for c in configs:
+        loaded = load_model(c.init_from, c.out_dir)
+        tok = tokenizers.from_meta(loaded.tokenizer)
+        template = chat_template_of(loaded, tok)
+        items = chat_eval.load_items(c.chat_file, template)
+        model = loaded.model.to(rt.device)
+        r = chat_eval.evaluate_chat(torch.compile(model) if c.compile else model, tok, template, items, rt, c.chat_items)
+        rows.append((loaded.name, r))
+        trimmed = f"; {r.trimmed:,} prompts lost their oldest turns to fit the context" if r.trimmed else ""
+        print(
+            f"{loaded.name}: chat exact match {r.accuracy:.4f} ({r.correct:,} of {r.items:,} answers of {c.chat_file}; {r.seconds:.1f} s{trimmed})", flush=True
+        )
+        if not compare:
+            for task, score in r.tasks.items():
+                print(f"  {task:<12} {score.accuracy:.4f} ({score.correct:,} of {score.items:,})")
+        del loaded, model
+    if compare:
+        n = rows[0][1].items
+        print(f"\n{n:,} conversations of {configs[0].chat_file}, answered greedily; exact match (right/asked) per task\n")
+        print(chat_table(rows))
+
+
 def main(argv: list[str]) -> None:
     specs, argv = split_compare(argv)
     cfg = parse_config(EvalConfig(), argv)
@@ -216,6 +302,8 @@ def main(argv: list[str]) -> None:
     configs = [spec_config(cfg, s) for s in specs] if specs else [cfg]
     if cfg.task == "hellaswag":
         return main_hellaswag(configs, rt, bool(specs))
+    if cfg.task == "chat":
+        return main_chat(configs, rt, bool(specs))
     rows, data_dir = [], None
     for c in configs:
         t0 = time.time()
@@ -224,14 +312,18 @@ def main(argv: list[str]) -> None:
         data_dir = data_dir or resolve_data_dir(c.data_dir, c.dataset, loaded.train_config)  # every row on the first row's data
         result, block, stride = run_eval(c, rt, data_dir, loaded)
         rows.append((name, c.in_context_docs, block, stride, result))
+        which = " of the response tokens" if result.responses else ""
         print(
-            f"{name}: {c.split} loss {result.loss:.4f}, perplexity {result.perplexity:.2f}, bits per byte {result.bits_per_byte:.4f} "
-            f"({result.tokens:,} tokens, {result.bytes:,} bytes of {data_dir}; block {block}, stride {stride}, {c.in_context_docs} in-context docs; {time.time() - t0:.1f}s)",
+            f"{name}: {c.split} loss {result.loss:.4f}, perplexity {result.perplexity:.2f}, bits per byte {result.bits_per_byte:.4f}{which} "
+            f"({result.tokens:,}{' response' if result.responses else ''} tokens, {result.bytes:,} bytes of {data_dir}; block {block}, stride {stride}, {c.in_context_docs} in-context docs; {time.time() - t0:.1f}s)",
             flush=True,
         )
         del loaded
+    if rows and rows[0][-1].responses:
+        print("(only the response tokens count, as in training, each with its conversation or prompt before it; --loss_on=all scores every token)")
     if specs:
-        print(f"\n{cfg.split} split of {data_dir}: every token after the first, scored once\n")
+        scored = "the response tokens, each scored once" if rows[0][-1].responses else "every token after the first, scored once"
+        print(f"\n{cfg.split} split of {data_dir}: {scored}\n")
         print(compare_table(rows))
 
 

@@ -1,6 +1,13 @@
 """Scoring a model on a token split: every token after the first exactly once, in windows with
 as much earlier context as the model's block_size leaves room for, optionally with training
 documents put in context. eval.py's command line and tables sit on top of this.
+
+Data with a loss mask (conversations, prompt templates: masks.py) is scored as training counts
+it: only the tokens the model learns to say (the responses), each once, in windows that stay
+inside its document and start at the document's start where the block leaves room, as training
+rows start at documents; so a response is scored with its prompt before it, not with a window
+edge cutting into the prompt. A document's first token, which nothing of it comes before, is
+never scored (it is a role marker or the start of a prompt, never counted).
 """
 
 import math
@@ -11,6 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from gptsuite.errors import UserError
+from gptsuite.masks import LossMask
 from gptsuite.runtime import Runtime
 from model import GPT
 
@@ -22,6 +30,7 @@ class EvalResult:
     nats: float  # summed cross-entropy of the scored tokens
     tokens: int
     bytes: int  # UTF-8 bytes of the scored tokens
+    responses: bool = False  # only the counted tokens of masked data were scored
 
     @property
     def loss(self) -> float:
@@ -47,6 +56,23 @@ def token_byte_lengths(tok) -> np.ndarray:
 def windows(n_tokens: int, stride: int) -> list[tuple[int, int]]:
     """The scored ranges [s, e) of a split of n_tokens: every token but the first, once."""
     return [(s, min(s + stride, n_tokens)) for s in range(1, n_tokens, stride)]
+
+
+def counted_targets(loss_mask: LossMask, n_tokens: int) -> np.ndarray:
+    """Which tokens of masked data are scored: the counted ones (mask 1), but not a document's first."""
+    counted = np.asarray(loss_mask.mask[:n_tokens]) != 0
+    counted[loss_mask.starts[loss_mask.starts < n_tokens]] = False
+    return counted
+
+
+def document_windows(starts: np.ndarray, n_tokens: int, stride: int, counted: np.ndarray) -> list[tuple[int, int, int]]:
+    """Scored ranges [s, e) of masked data that hold a counted token, each with the start of its
+    document (no context from before it): every token of a document but its first, once."""
+    ends = [*starts[1:].tolist(), n_tokens]
+    spans = []
+    for d, end in zip(starts.tolist(), ends, strict=True):
+        spans += [(s, min(s + stride, end), d) for s in range(d + 1, end, stride) if counted[s : min(s + stride, end)].any()]
+    return spans
 
 
 class ContextDocs:
@@ -93,20 +119,28 @@ def evaluate(
     byte_lengths: np.ndarray,
     vocab_size: int,
     context=None,
+    loss_mask: LossMask | None = None,
 ) -> EvalResult:
     """Score every token of data after the first, once, in windows of `stride` tokens with up to
-    block_size tokens of input each; `context(window_index)` gives tokens to put in front."""
+    block_size tokens of input each; `context(window_index)` gives tokens to put in front.
+    With a loss_mask, only the counted tokens, in windows within their documents."""
     model.eval()
     row_nats = []  # each row's summed loss, in float32 (MPS has no float64): at most block_size terms
-    spans = windows(len(data), stride)
+    counted = counted_targets(loss_mask, len(data)) if loss_mask is not None else None
+    if counted is None:
+        spans = [(s, e, 0) for s, e in windows(len(data), stride)]
+    else:
+        spans = document_windows(loss_mask.starts[loss_mask.starts < len(data)], len(data), stride, counted)
     for b in range(0, len(spans), batch_size):
         xs, ys = [], []
-        for w, (s, e) in enumerate(spans[b : b + batch_size], start=b):
+        for w, (s, e, floor) in enumerate(spans[b : b + batch_size], start=b):
             prefix = context(w) if context is not None else np.zeros(0, dtype=np.int64)
-            a = max(0, e - 1 - block_size + len(prefix))  # earlier tokens of the split that still fit
+            a = max(floor, e - 1 - block_size + len(prefix))  # earlier tokens of the split (of the document) that still fit
             seq = np.concatenate([prefix, data[a:e].astype(np.int64)])
             y = seq[1:].copy()
             y[: len(y) - (e - s)] = -1  # score only data[s:e]
+            if counted is not None:
+                y[len(y) - (e - s) :][~counted[s:e]] = -1  # and of those only the counted ones
             xs.append(seq[:-1])
             ys.append(y)
         T = max(len(x) for x in xs)
@@ -123,6 +157,9 @@ def evaluate(
             chunk = logits[i : i + rows, :, :vocab_size].float()
             token_nats = F.cross_entropy(chunk.flatten(0, 1), y[i : i + rows].flatten(), ignore_index=-1, reduction="none")
             row_nats.append(token_nats.view(len(chunk), T).sum(dim=1))
-    n_bytes = sum(int(byte_lengths[data[c : c + (1 << 24)].astype(np.int64)].sum()) for c in range(1, len(data), 1 << 24))
     nats = math.fsum(torch.cat(row_nats).tolist()) if row_nats else 0.0  # one read of the device; an exact sum of the rows
-    return EvalResult(nats, len(data) - 1, n_bytes)
+    if counted is None:
+        n_bytes = sum(int(byte_lengths[data[c : c + (1 << 24)].astype(np.int64)].sum()) for c in range(1, len(data), 1 << 24))
+        return EvalResult(nats, len(data) - 1, n_bytes)
+    n_bytes = sum(int(byte_lengths[data[c : c + (1 << 24)][counted[c : c + (1 << 24)]].astype(np.int64)].sum()) for c in range(0, len(data), 1 << 24))
+    return EvalResult(nats, int(counted.sum()), n_bytes, responses=True)
