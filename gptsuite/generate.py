@@ -1,9 +1,11 @@
 """Text generation around GPT.generate_stream: prompts from the command line or a file, sampling
 in a batch, stop rules (<|endoftext|>, a stop text) and streaming output that never shows a
-partial character or the start of the stop text. sample.py and the playground page
-(serve.py) generate through here.
+partial character or the start of the stop text; for a conversation, the prompt of the turns
+that fit the context (chat_prompt) and the end of an answer (chat_settings). sample.py and the
+playground page (serve.py) generate through here.
 """
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import torch
 
 from configurator import option
+from gptsuite.chat import CHAT_TEMPLATE, BadRecord, check_messages, check_template
 from gptsuite.datafiles import read_text
 from gptsuite.errors import UserError
 from model import GPT
@@ -149,3 +152,81 @@ def chat_settings(cfg: "SamplingConfig", tok, template: dict) -> "SamplingConfig
     from dataclasses import replace
 
     return replace(cfg, stop_at_eot=True, stop=cfg.stop or ("" if tok.eot_token is not None else template["end"]))
+
+
+CONVERSATION_FORMAT = '{"messages": [{"role": "user", "content": "Hi"}]}'  # what a conversation file holds, in messages that show it
+CONVERSATION_FIXES = {  # the fix for each chat.check_messages reason that does not name one
+    "no messages": "put the conversation in its list of messages",
+    "malformed message": 'write each message as {"role": "user", "content": "..."}',
+    "end marker in a message": "leave the marker out",
+    "empty assistant message": "give it its text, or remove it",
+}
+
+
+def read_conversation(start: str) -> list | None:
+    """The messages of a conversation to answer, from --start=FILE:path.json holding
+    {"messages": [...]} (OpenAI's format, as prepare.py chat reads it); None for a prompt of plain
+    text (any other --start). Refused in one line when the file is no such conversation; the
+    messages themselves are checked against the model's template (check_conversation)."""
+    if not start.startswith("FILE:") or Path(start[len("FILE:") :]).suffix.lower() != ".json":
+        return None
+    path = Path(start[len("FILE:") :])
+    text = read_text(path, "conversation file", f"pass --start=FILE:path.json with a conversation, {CONVERSATION_FORMAT}")
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(
+            f"{path} is not JSON ({e.msg} at line {e.lineno}); a .json file is a conversation, {CONVERSATION_FORMAT} (a plain text prompt goes in a file of another suffix)"
+        ) from None
+    if isinstance(record, list):
+        raise UserError(f"{path} holds a list; a conversation file holds one conversation, {CONVERSATION_FORMAT}")
+    if not isinstance(record, dict) or "messages" not in record:
+        fields = f" (its fields: {', '.join(map(str, record))})" if isinstance(record, dict) else ""
+        raise UserError(f"{path} has no messages{fields}; a conversation file holds {CONVERSATION_FORMAT}")
+    return record["messages"]
+
+
+def check_conversation(messages, template: dict, where: str) -> list[dict]:
+    """chat.check_messages for a conversation to answer (it needs no assistant message yet), its
+    problem as a UserError that names the fix."""
+    try:
+        return check_messages(messages, template, where, answered=False)
+    except BadRecord as e:
+        fix = CONVERSATION_FIXES.get(e.reason)
+        raise UserError(f"{e}; {fix}" if fix else str(e)) from None
+
+
+def answer_room(block_size: int, max_new_tokens: int) -> int:
+    """The tokens of a model's context a conversation leaves free for the answer (chat_prompt's
+    room): max_new_tokens, but at most half the context, so that a long max_new_tokens does not
+    push all but the last message out (an answer longer than the room slides the window on)."""
+    return max(1, min(max_new_tokens, block_size // 2))
+
+
+def kept_messages(messages: list[dict], dropped: int) -> list[dict]:
+    """The messages chat_prompt kept when it dropped `dropped` of them: a leading system message,
+    then all but the oldest `dropped` of the rest."""
+    system = messages[:1] if messages and messages[0]["role"] == "system" else []
+    return system + messages[len(system) + dropped :]
+
+
+def drop_note(dropped: int, block_size: int, room: int) -> str:
+    """One line saying that chat_prompt dropped the oldest messages of a conversation."""
+    some = "message is" if dropped == 1 else f"{dropped} messages are"
+    return f"note: the conversation no longer fits the model's context of {block_size} tokens with {room} left to answer in; its oldest {some} left out"
+
+
+def conversation_template(chat_template: dict | None, tok, name: str) -> tuple[dict, str]:
+    """The chat template to talk to a model in, and a note for the user when it was not tuned on
+    conversations (GPT-2's weights, a run on plain text): it gets the suite's CHAT_TEMPLATE, which
+    it has never seen. A character-level model can only read the template if its vocabulary spells it."""
+    if chat_template:
+        return check_template(chat_template), ""
+    if tok.kind == "char":
+        missing = sorted({c for c in "".join(CHAT_TEMPLATE["roles"].values()) + CHAT_TEMPLATE["end"] if c not in tok.stoi})
+        if missing:
+            raise UserError(
+                f"{name} was not tuned on conversations, and its vocabulary lacks {', '.join(map(repr, missing))}, which the chat template spells; "
+                "train a character-level model on conversations (python prepare.py chat --input=FILE.jsonl --tokenizer=char)"
+            )
+    return CHAT_TEMPLATE, f"note: {name} was not tuned on conversations (it has no chat template), so its answers may not follow the chat template it is given"
