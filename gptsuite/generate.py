@@ -126,19 +126,20 @@ def generate_texts(model: GPT, tok, prompt_ids: list[int], num_samples: int, cfg
 
 def chat_prompt(tok, template: dict, messages: list[dict], block_size: int, room: int) -> tuple[list[int], int]:
     """The tokens that ask for the assistant's next answer (chat.prompt_ids), leaving `room` tokens
-    of the model's context to write in. Where the conversation no longer fits, its oldest turns
-    drop (a leading system message stays); returns the ids and how many messages were dropped.
-    Refused when even the last message alone leaves no room."""
+    of the model's context to write in. Where the conversation no longer fits, its oldest
+    exchanges drop, whole (the kept part starts with a user message; a leading system message
+    stays); returns the ids and how many messages were dropped. Refused when even the last
+    message alone leaves no room."""
     from gptsuite.chat import prompt_ids
 
     system = messages[:1] if messages and messages[0]["role"] == "system" else []
     rest = messages[len(system) :]
-    for dropped in range(len(rest)):
+    cuts = [i for i, m in enumerate(rest) if i == 0 or (m["role"] == "user" and rest[i - 1]["role"] != "user")] or [0]
+    cuts = sorted({*cuts, len(rest) - 1}) if rest else [0]  # the last message alone, as a last resort
+    for dropped in cuts:
         ids = prompt_ids(tok, template, system + rest[dropped:])
-        if len(ids) + room <= block_size or dropped == len(rest) - 1:
+        if len(ids) + room <= block_size:
             break
-    else:
-        ids, dropped = prompt_ids(tok, template, system), 0
     if len(ids) >= block_size:
         raise UserError(
             f"the last message is {len(ids)} tokens with the chat template, but the model reads at most {block_size} (its context) and needs room to answer; shorten it"
@@ -151,7 +152,7 @@ def chat_settings(cfg: "SamplingConfig", tok, template: dict) -> "SamplingConfig
     <|endoftext|> token with GPT-2 BPE, its spelling at character level)."""
     from dataclasses import replace
 
-    return replace(cfg, stop_at_eot=True, stop=cfg.stop or ("" if tok.eot_token is not None else template["end"]))
+    return replace(cfg, stop_at_eot=True, stop=cfg.stop if tok.eot_token is not None else template["end"])  # at character level the marker is the stop
 
 
 CONVERSATION_FORMAT = '{"messages": [{"role": "user", "content": "Hi"}]}'  # what a conversation file holds, in messages that show it

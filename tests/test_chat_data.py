@@ -224,7 +224,16 @@ def test_tuning_on_chat_data_from_gpt2_weights_through_lora_and_with_the_modern_
     data = tmp_path / "data"
     prepare("chat", data, input=str(write_jsonl(tmp_path / "c.jsonl", [{"messages": m} for m in CONVERSATIONS])), block_size=64)
     hf = save_hf_model(tmp_path / "gpt2", n_layer=2, n_head=2, n_embd=32)
-    args = [f"--data_dir={data}", "--device=cpu", "--compile=False", "--block_size=64", "--batch_size=4", "--max_iters=2", "--eval_iters=1", "--eval_interval=2"]
+    args = [
+        f"--data_dir={data}",
+        "--device=cpu",
+        "--compile=False",
+        "--block_size=64",
+        "--batch_size=4",
+        "--max_iters=2",
+        "--eval_iters=1",
+        "--eval_interval=2",
+    ]
     train_main([*args, f"--out_dir={tmp_path / 'lora'}", f"--init_from={tmp_path / 'gpt2'}", "--lora_rank=4", "--lora_dropout=0", "--dropout=0"])
     first_eval = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("step 0:"))
     cfg = DataConfig(data_dir=str(data), batch_size=4)

@@ -112,8 +112,8 @@ def test_chat_prompt_drops_the_oldest_turns_and_keeps_the_system_message():
     lengths = [len(prompt_ids(tok, CHAT_TEMPLATE, [system, *turns[d:]])) for d in range(len(turns))]
     ids, dropped = chat_prompt(tok, CHAT_TEMPLATE, [system, *turns], lengths[0] + 10, 10)  # fits as it is
     assert dropped == 0 and ids == prompt_ids(tok, CHAT_TEMPLATE, [system, *turns])
-    ids, dropped = chat_prompt(tok, CHAT_TEMPLATE, [system, *turns], lengths[3] + 10, 10)  # three fewer messages fit
-    assert dropped == 3 and ids == prompt_ids(tok, CHAT_TEMPLATE, [system, *turns[3:]])
+    ids, dropped = chat_prompt(tok, CHAT_TEMPLATE, [system, *turns], lengths[3] + 10, 10)  # three fewer messages fit: whole exchanges drop, four
+    assert dropped == 4 and ids == prompt_ids(tok, CHAT_TEMPLATE, [system, *turns[4:]]) and turns[4]["role"] == "user"
     assert kept_messages([system, *turns], 3) == [system, *turns[3:]] and kept_messages(turns, 3) == turns[3:]
     ids, dropped = chat_prompt(tok, CHAT_TEMPLATE, turns, len(prompt_ids(tok, CHAT_TEMPLATE, turns[2:])) + 10, 10)  # no system message
     assert dropped == 2 and ids == prompt_ids(tok, CHAT_TEMPLATE, turns[2:])
@@ -139,7 +139,8 @@ def test_a_conversation_longer_than_the_context_drops_its_oldest_turns_with_a_no
         )[1]
     )
     assert used == [prompt_ids(tok, CHAT_TEMPLATE, [system, *messages[1 + dropped :]])]  # the system message and the newest turns
-    assert len(used[0]) + 16 <= BLOCK < len(prompt_ids(tok, CHAT_TEMPLATE, [system, *messages[dropped:]])) + 16  # as many as leave the room
+    assert messages[1 + dropped]["role"] == "user"  # whole exchanges drop
+    assert len(used[0]) + 16 <= BLOCK < len(prompt_ids(tok, CHAT_TEMPLATE, [system, *messages[dropped - 1 :]])) + 16  # as many as leave the room
     assert out.endswith(f"\n{sample.SEPARATOR}\n")
 
 

@@ -104,6 +104,7 @@ def scripts() -> dict[str, Script]:
         "-m tools.bench_serve": Script(config("tools.bench_serve", "BenchServeConfig")),
         "-m tools.consolidate": Script(config("tools.consolidate", "ConsolidateConfig")),
         "-m tools.memory": Script(config("tools.memory", "MemoryConfig")),
+        "-m tools.chat_tasks": Script(config("tools.chat_tasks", "ChatTasksConfig")),
         "experiments/modern_vs_gpt2.py": Script(None, extra=argparse_keys("experiments/modern_vs_gpt2.py")),
     }
 
@@ -393,6 +394,7 @@ def test_the_docs_show_commands_for_every_entry_point():
         "tools.bench_serve",
         "tools.consolidate",
         "tools.memory",
+        "tools.chat_tasks",
     ]:
         assert entry in named, f"no command in README.md or docs/*.md runs {entry}"
     for path in [
