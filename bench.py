@@ -34,7 +34,7 @@ from gptsuite.flops import model_flops_per_token
 from gptsuite.loading import new_model
 from gptsuite.objectives import MicroBatches, Objective, Stepper
 from gptsuite.optim import OptimConfig
-from gptsuite.parallel import ParallelConfig, check_parallel, parallelize
+from gptsuite.parallel import ParallelConfig, accumulating, check_parallel, parallelize
 from gptsuite.runtime import CpuThreads, Runtime, SystemConfig, setup_runtime, teardown_runtime
 from gptsuite.settings import TrainConfig
 from model import GPTConfig
@@ -135,9 +135,9 @@ def bench(cfg: BenchConfig, rt: Runtime) -> dict:
 
     say(rt, f"warming up for {cfg.warmup_steps} steps, then timing {cfg.timed_steps}")
     run(cfg.warmup_steps)
-    x, y = micro.take()  # one more backward, to count the gradients this rank holds before the step frees them
+    x, y = micro.take()  # one more micro-step, to count what this rank holds between micro-steps (the gradients the step frees)
     micro.fetch()
-    with rt.autocast():
+    with accumulating(placed.model, last=accum_steps == 1), rt.autocast():
         placed.model(x, y)[1].backward()
     held = state_bytes(model, optimizer)
     optimizer.zero_grad(set_to_none=True)

@@ -184,7 +184,7 @@ class Stepper:
         total = torch.zeros((), device=self.rt.device)
         sums = dict.fromkeys(self.objective.metrics, 0.0)
         for micro_step in range(self.accum_steps):
-            with accumulating(self.model, last=micro_step == self.accum_steps - 1):  # gradients are reduced across ranks on the last micro-step only
+            with accumulating(self.model, last=micro_step == self.accum_steps - 1):  # DDP reduces on the last micro-step, FSDP on each
                 with self.rt.autocast():
                     loss, metrics = self.objective.loss(self.model, micro.take())
                     loss = loss / self.accum_steps  # the gradients add up over micro-steps: average them

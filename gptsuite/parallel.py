@@ -113,14 +113,14 @@ def parallelize(model: GPT, rt: Runtime, cfg: ParallelConfig) -> Placed:
 
 
 def accumulating(model, last: bool):
-    """The context of one micro-step's backward: gradients are reduced across ranks on the last
-    micro-step only. FSDP also keeps the gathered parameters until then (no reshard between
-    micro-steps) and accumulates unsharded gradients, as DDP's no_sync does."""
-    if isinstance(model, DDP):
-        return contextlib.nullcontext() if last else model.no_sync()
-    if fsdp_module(model):
-        model.set_requires_gradient_sync(last)
-        model.set_reshard_after_backward(last)
+    """The context of one micro-step's backward. DDP reduces the gradients across ranks on the
+    last micro-step only (no_sync before it). FSDP reduce-scatters every micro-step's gradients
+    into the ranks' fp32 shards and reshards the parameters after each backward: holding full-size
+    gradients and the gathered parameters between micro-steps would cost ~6 bytes per parameter
+    of the whole model on every rank, the memory FSDP is there to save, for one reduce-scatter
+    per micro-step instead of per step."""
+    if isinstance(model, DDP) and not last:
+        return model.no_sync()
     return contextlib.nullcontext()
 
 

@@ -172,8 +172,9 @@ def test_what_fsdp_cannot_do_is_refused(tmp_path: Path, char_dataset: Path):
 
 
 def test_bench_counts_what_each_rank_holds(tmp_path: Path):
-    """bench.py under torchrun: DDP ranks hold every parameter, its gradient and AdamW's two
-    moments; FSDP ranks half of each (2 processes)."""
+    """bench.py under torchrun, between two micro-steps of a step: DDP ranks hold every parameter,
+    its gradient and AdamW's two moments; FSDP ranks half of each (2 processes): the gradients are
+    reduce-scattered into shards every micro-step, not kept whole until the last."""
     from model import GPT, GPTConfig
 
     shape = [
@@ -186,7 +187,7 @@ def test_bench_counts_what_each_rank_holds(tmp_path: Path):
         "--timed_steps=1",
         "--device=cpu",
         "--compile=False",
-        "--gradient_accumulation_steps=2",  # one micro-batch per process: the count is over all of them, as in train.py
+        "--gradient_accumulation_steps=4",  # two micro-batches per process (the count is over all of them, as in train.py): held between them
     ]
     held = {}
     for parallel in ("ddp", "fsdp"):
