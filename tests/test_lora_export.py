@@ -8,9 +8,11 @@ import pytest
 import torch
 
 import export
+from gptsuite.chat import CHAT_TEMPLATE, jinja, prompt_ids
 from gptsuite.checkpoint import load_checkpoint, save_checkpoint
 from gptsuite.errors import UserError
 from gptsuite.loading import load_model, lora_model
+from gptsuite.tokenizer import GPT2Tokenizer
 from train import main as train_main
 
 pytestmark = pytest.mark.slow  # transformers and peft models
@@ -39,14 +41,35 @@ def bpe_data(tmp_path_factory) -> Path:
     return root / "data"
 
 
+@pytest.fixture(scope="module")
+def chat_data(tmp_path_factory) -> Path:
+    """Short conversations in GPT-2 BPE (prepare.py chat)."""
+    import json
+
+    from gptsuite.pipeline import prepare_documents
+    from gptsuite.sources import load_dataset_module
+
+    root = tmp_path_factory.mktemp("chat")
+    records = [
+        {"messages": [{"role": "user", "content": f"Say {w}."}, {"role": "assistant", "content": f"{w}, {w}!"}]}
+        for w in ("alpha beta gamma delta epsilon zeta eta theta " * 3).split()
+    ]
+    (root / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    module = load_dataset_module("chat")
+    prepare_documents(module.corpus(module.Config(input=str(root / "c.jsonl"), block_size=32), root / "data"), root / "data")
+    return root / "data"
+
+
 @pytest.mark.parametrize("bias", ["none", "all"])
-def test_merged_and_peft_exports_give_our_logits(base: Path, bpe_data: Path, tmp_path: Path, bias: str):
+def test_merged_and_peft_exports_give_our_logits(base: Path, bpe_data: Path, chat_data: Path, tmp_path: Path, bias: str):
+    """lora_bias=all trains on conversations: the adapter's export carries the chat template."""
     from peft import PeftModel
-    from transformers import GPT2LMHeadModel
+    from transformers import AutoTokenizer, GPT2LMHeadModel
 
     args = ["--device=cpu", "--compile=False", "--batch_size=2", "--block_size=32", "--gradient_accumulation_steps=1", "--eval_iters=2", "--eval_interval=100"]
+    data = chat_data if bias == "all" else bpe_data
     train_main(
-        [*args, f"--data_dir={bpe_data}", f"--out_dir={tmp_path / 'lora'}", f"--init_from={base}", "--lora_rank=4", f"--lora_bias={bias}"]
+        [*args, f"--data_dir={data}", f"--out_dir={tmp_path / 'lora'}", f"--init_from={base}", "--lora_rank=4", f"--lora_bias={bias}"]
         + ["--learning_rate=3e-2", "--max_iters=8", "--warmup_iters=0", "--decay_lr=False", "--weight_decay=0"]
     )
     ckpt = load_checkpoint(tmp_path / "lora")
@@ -68,6 +91,15 @@ def test_merged_and_peft_exports_give_our_logits(base: Path, bpe_data: Path, tmp
     print(f"lora_bias={bias}: max abs logit difference against ours: {diffs}")
     assert max(diffs.values()) <= 1e-5, diffs
     assert (plain - ours).abs().max() > 1e-3  # the adapters change the logits: the comparison can fail
+    messages = [{"role": "user", "content": "Say alpha."}]
+    for folder in ("merged", "adapter"):
+        template = AutoTokenizer.from_pretrained(tmp_path / folder).chat_template
+        assert (template == jinja(CHAT_TEMPLATE)) == (bias == "all"), (folder, template)
+    if bias == "all":
+        ids = AutoTokenizer.from_pretrained(tmp_path / "adapter").apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)[
+            "input_ids"
+        ]
+        assert ids == prompt_ids(GPT2Tokenizer(), CHAT_TEMPLATE, messages)
 
 
 def test_peft_export_refusals(base: Path, bpe_data: Path, tmp_path: Path, tiny_checkpoint: Path, char_dataset: Path):
