@@ -131,7 +131,7 @@ class Page:
             self.again = gr.Button("Regenerate (next seed: seed + 1)", elem_id="regenerate")
             self.clear = gr.Button("Clear", elem_id="clear")
         self.chat_note = gr.Markdown(self.chat_notes(default), elem_id="chat-note")
-        with gr.Accordion("sampling settings, as in the Write tab (the seed box shows the last answer's seed)", open=False):
+        with gr.Accordion("sampling settings, as in the Write tab (the seed box shows the last answer's seed)", open=False, elem_id="chat-settings"):
             self.chat_settings = self.settings_row()
 
     def chat_default(self) -> str | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from gptsuite.chat import CHAT_TEMPLATE, BadRecord, check_messages
 from gptsuite.errors import UserError
-from gptsuite.generate import SamplingConfig, chat_prompt, chat_settings, cut_at_stop, visible
+from gptsuite.generate import SamplingConfig, answer_room, chat_prompt, chat_settings, cut_at_stop, visible
 from gptsuite.playground import Model, Playground, SeededStream
 
 
@@ -46,12 +46,6 @@ def untuned(name: str) -> str:
     return f"{name} was not tuned on conversations: it is prompted with the default chat template and may not answer as a chat model would"
 
 
-def room(block_size: int, max_new_tokens: int) -> int:
-    """The context kept free for the answer: its max_new_tokens, but at most half of the context,
-    so that a long conversation still keeps its recent turns in view."""
-    return min(max_new_tokens, block_size // 2)
-
-
 def chat_model(playground: Playground, name: str) -> Model:
     if not name:
         raise UserError("choose a model to chat with")
@@ -74,7 +68,7 @@ def reply(playground: Playground, name: str, messages: list[dict], cfg: Sampling
         raise UserError(f"{e.problem}; edit it out and send again") from None
     tok = model.tok
     cfg = chat_settings(cfg, tok, template)
-    ids, dropped = chat_prompt(tok, template, messages, model.block_size, room(model.block_size, cfg.max_new_tokens))
+    ids, dropped = chat_prompt(tok, template, messages, model.block_size, answer_room(model.block_size, cfg.max_new_tokens))
     answer = Reply(name, cfg.seed, model.loaded.chat_template is not None, dropped)
     stream = SeededStream(playground, model, ids, cfg)
     yield answer

@@ -342,6 +342,24 @@ def test_chat_answers_as_a_greedy_loop(chat_run, tmp_path):
             final_reply(pg, name, bad, max_new_tokens=20)
 
 
+def test_a_reply_ends_at_the_end_of_turn_marker(chat_run, tmp_path, monkeypatch):
+    """Whatever the model writes after the end-of-turn marker is not part of its answer: the
+    marker spelled in characters (a character-level model) or the <|endoftext|> token (GPT-2 BPE).
+    The models here are scripted, so that they write the marker where the test says."""
+    pg = page(max_new_tokens=200)
+    tuned, plain = pg.load(str(chat_run)), pg.load(str(bpe_model(tmp_path / "bpe", None)))
+    for model, script, said in [(tuned, "12<|endoftext|>34", "12"), (plain, None, "Hi there")]:
+        ids = model.tok.encode(script) if script else [*model.tok.encode("Hi there"), 50256, *model.tok.encode(" and more")]
+
+        def scripted(x, max_new_tokens, *args, ids=ids):
+            for t in ids[:max_new_tokens]:
+                yield torch.tensor([[t]])
+
+        monkeypatch.setattr(model.loaded.model, "generate_stream", scripted)
+        answer = final_reply(pg, model.name, exchange("3+3?"), temperature=0.0, max_new_tokens=40)
+        assert answer.done and answer.text == said, answer
+
+
 def test_old_turns_drop_to_fit_the_context_and_the_page_says_so(chat_run):
     """A conversation longer than the context: the oldest turns are left out (the system message
     stays) until the prompt and the room to answer fit, the reply is the greedy one for what is
@@ -353,7 +371,8 @@ def test_old_turns_drop_to_fit_the_context_and_the_page_says_so(chat_run):
     system = [{"role": "system", "content": "test"}]
     turns = exchange(*[t for i in range(1, 6) for t in (f"{i}+{i}?", str(2 * i))], "9+9?")
     room = 100  # max_new_tokens, under half the context of 256
-    fits = [d for d in range(len(turns)) if len(prompt_ids(model.tok, model.loaded.chat_template, system + turns[d:])) + room <= model.block_size]
+    exchanges = range(0, len(turns), 2)  # whole exchanges drop: what is kept starts with a user message
+    fits = [d for d in exchanges if len(prompt_ids(model.tok, model.loaded.chat_template, system + turns[d:])) + room <= model.block_size]
     assert fits[0] > 0
     answer = final_reply(pg, model.name, system + turns, temperature=0.0, max_new_tokens=room)
     assert answer.dropped == fits[0]
@@ -412,12 +431,12 @@ def test_a_conversation_in_a_real_browser(served, chat_served, browser, tmp_path
     reply in the history, a second message and its reply; both are the Playground's replies to that
     conversation with the page's settings and seed. A screenshot is saved (PAGE_SCREENSHOT_DIR)."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     url = served[0]
     driver, wait = browser, WebDriverWait(browser, 60)
-    if not driver.current_url.startswith(url):
-        driver.get(url)
+    driver.get(url)  # afresh: the Chat tab lists the models loaded now
     wait.until(lambda d: any(t.text == "Chat" for t in d.find_elements(By.CSS_SELECTOR, "button[role=tab]")))
     next(t for t in driver.find_elements(By.CSS_SELECTOR, "button[role=tab]") if t.text == "Chat").click()
     box = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#message textarea"))
@@ -426,6 +445,15 @@ def test_a_conversation_in_a_real_browser(served, chat_served, browser, tmp_path
     def said(who: str) -> list[str]:
         return [e.get_attribute("textContent").strip() for e in driver.find_elements(By.CSS_SELECTOR, f"#history [data-testid={who}]")]
 
+    # short answers, so that the second message is asked with the whole first exchange in the context
+    driver.find_element(By.CSS_SELECTOR, "#chat-settings button").click()
+    limit = wait.until(
+        lambda d: d.find_element(
+            By.XPATH, "//*[@id='chat-settings']//*[normalize-space(text())='max new tokens']/ancestor::div[contains(@class, 'block')][1]//input[@type='number']"
+        )
+    )
+    limit.send_keys(Keys.CONTROL, "a")
+    limit.send_keys("16", Keys.TAB)
     pg = page(max_new_tokens=LIMIT)
     pg.load(chat_served)
     messages = []
@@ -434,7 +462,8 @@ def test_a_conversation_in_a_real_browser(served, chat_served, browser, tmp_path
         driver.find_element(By.ID, "send").click()
         wait.until(lambda d: len(said("bot")) == n and "answered with seed 1337" in d.find_element(By.ID, "chat-note").text)  # noqa: B023
         messages.append({"role": "user", "content": message})
-        expected = final_reply(pg, chat_served, messages, max_new_tokens=200).text  # the page's starting settings
+        expected = final_reply(pg, chat_served, messages, max_new_tokens=16).text  # the page's settings
+        assert len(messages) == 2 * n - 1 and final_reply(pg, chat_served, messages, max_new_tokens=16).dropped == 0  # the whole conversation is asked
         assert said("user") == [m["content"] for m in messages if m["role"] == "user"]
         assert said("bot")[-1].split() == expected.split()  # as shown: line breaks as breaks
         if expected.strip():  # an empty answer is no turn (the page leaves it out too)
