@@ -10,6 +10,7 @@ import torch
 from test_datasets import prepare
 
 import export
+import sample
 from conftest import TINY_MODEL_ARGS
 from gptsuite import chat
 from gptsuite.chat import CHAT_TEMPLATE
@@ -72,7 +73,9 @@ def test_apply_chat_template_gives_our_tokens(tmp_path: Path, monkeypatch):
 
 
 @pytest.mark.slow  # training, and transformers' model
-def test_exported_chat_model_answers_as_ours_in_transformers(tmp_path: Path, monkeypatch):
+def test_exported_chat_model_answers_as_ours_in_transformers(tmp_path: Path, monkeypatch, capsys):
+    """Greedy answers of the exported model in transformers (its own chat template, generate) are
+    ours token for token, and what sample.py prints for the same conversation file."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
@@ -106,6 +109,12 @@ def test_exported_chat_model_answers_as_ours_in_transformers(tmp_path: Path, mon
         assert len(ours) >= 2, tok.decode(ours)  # an answer, not an end of turn at once
         assert theirs[: theirs.index(GPT2_EOT) if GPT2_EOT in theirs else None] == ours, (tok.decode(ours), hf_tok.decode(theirs))
         answers.append(ours)
+        (tmp_path / "conversation.json").write_text(json.dumps({"messages": messages}), encoding="utf-8")
+        capsys.readouterr()
+        sample.main(
+            [f"--out_dir={out}", "--device=cpu", f"--start=FILE:{tmp_path / 'conversation.json'}", "--temperature=0", f"--max_new_tokens={cfg.max_new_tokens}"]
+        )
+        assert capsys.readouterr().out.split(sample.SEPARATOR)[0].strip() == hf_tok.decode(theirs, skip_special_tokens=True).strip()
     assert any(len(a) < cfg.max_new_tokens for a in answers)  # some answer ended at the end of its turn, in both
 
 
