@@ -1,4 +1,5 @@
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -129,3 +130,27 @@ def test_sample_and_export_read_a_run_whose_ckpt_pt_is_gone(tmp_path: Path, text
     for name in ("transformer.wpe.weight", "transformer.h.1.mlp.c_proj.weight"):  # c_proj: GPT-2's Conv1D stores it transposed
         trained = newest["model"][name]
         assert torch.equal(exported[name], trained.t() if name.endswith("c_proj.weight") else trained), name
+
+
+def test_a_peft_export_names_each_adapter_weight_under_base_model_model(tmp_path: Path, monkeypatch):
+    """peft's PeftModel wraps a model as base_model (its LoraModel) with the model as .model, so
+    adapter_model.safetensors names the checkpoint's transformer.h.0... weights
+    base_model.model.transformer.h.0...; tests/test_lora_export.py loads such an export in peft.
+    Here peft's config writer is stood in for (importing peft takes seconds)."""
+    from gptsuite.atomic import file_sha256
+    from gptsuite.hf_export import export_peft_adapter
+    from gptsuite.lora import LoraConfig
+
+    base = tmp_path / "base"  # a Hugging Face folder as far as the export looks: it is not loaded
+    base.mkdir()
+    (base / "config.json").write_text("{}")
+    (base / "model.safetensors").write_bytes(b"weights")
+    reference = {"init_from": str(base), "weights": str(base / "model.safetensors"), "sha256": file_sha256(base / "model.safetensors")}
+    adapters = {f"transformer.h.0.attn.c_attn.lora_{m}.weight": torch.full((2, 2), float(i)) for i, m in enumerate("AB")}
+    ckpt = {"lora": LoraConfig(rank=2).record() | {"base": reference}, "model": adapters, "model_args": {"block_size": 16}}
+    written = lambda dest: (Path(dest) / "adapter_config.json").write_text("{}")  # noqa: E731
+    monkeypatch.setattr(LoraConfig, "peft_config", lambda self, **extra: SimpleNamespace(save_pretrained=written))
+    export_peft_adapter(ckpt, tmp_path / "peft", "run")
+    exported = load_file(tmp_path / "peft" / "adapter_model.safetensors")
+    assert exported.keys() == {f"base_model.model.{k}" for k in adapters}
+    assert all(torch.equal(exported[f"base_model.model.{k}"], v) for k, v in adapters.items())

@@ -185,6 +185,24 @@ def test_limit_takes_the_first_items_and_ranks_share_them(tmp_path: Path, rt: Ru
     assert tuple(map(sum, zip(*map(dataclass_counts, halves), strict=True))) == dataclass_counts(whole)
 
 
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_the_limit_takes_the_same_items_whatever_the_number_of_ranks(monkeypatch, world_size: int):
+    """--hellaswag_items=N scores the first N items, split across the ranks after the cut: the
+    score does not depend on how many GPUs a run has."""
+    items = [Item(f"context {i}", tuple(ENDINGS), i % 4) for i in range(7)]
+    scored = []
+
+    def losses(model, batch, rt, tok):  # records what each rank scores; the losses do not matter here
+        scored.extend(batch)
+        return torch.zeros(len(batch), 4), torch.zeros(len(batch), 4)
+
+    monkeypatch.setattr(hellaswag, "item_losses", losses)
+    monkeypatch.setattr(hellaswag, "GPT2Tokenizer", lambda: None)
+    ranks = [Runtime("cpu", "cpu", "float32", rank=r, world_size=world_size) for r in range(world_size)]
+    counts = [evaluate_hellaswag(BigramStandIn(), items, rt, limit=5).items for rt in ranks]
+    assert sorted(scored, key=items.index) == items[:5] and sum(counts) == 5
+
+
 def dataclass_counts(r: hellaswag.HellaSwagResult) -> tuple[int, int, int]:
     return r.correct, r.correct_norm, r.items
 

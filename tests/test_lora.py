@@ -122,6 +122,29 @@ def test_settings_that_cannot_work_are_refused(tmp_path: Path, char_dataset: Pat
         train_main(["--init_from=resume", f"--out_dir={tmp_path / 'full'}", "--lora_rank=4"])
 
 
+def test_a_resume_keeps_the_adapters_bias_and_takes_a_new_dropout(tmp_path: Path, char_dataset: Path, tiny_checkpoint: Path):
+    """lora_bias says which weights train, so a resume with another is refused; lora_dropout may
+    change, and the resumed adapters then drop out at the new rate. The checkpoint is made by hand:
+    start_run's fine-tune from tiny_checkpoint, saved as a LoRA run saves, without training."""
+    from gptsuite.lora import adapter_state
+    from gptsuite.settings import read_settings
+
+    cfg = train_config(data_dir=str(char_dataset), init_from=str(tiny_checkpoint), lora_rank=4, lora_bias="all", lora_dropout=0.1, block_size=16, device="cpu")
+    data, rt = open_training_data(cfg.data, 16), Runtime("cpu", "cpu", "float32")
+    start = start_run(cfg, None, data, rt)
+    meta = {"model_args": start.model.model_args(), "config": cfg.record(), "tokenizer": data.tokenizer, "lora": start.lora}
+    save_checkpoint(meta | {"model": adapter_state(start.model), "optimizer": {}, "iter_num": 1, "best_val_loss": 9.0}, tmp_path / "run" / "ckpt.pt")
+
+    resume = ["--init_from=resume", f"--out_dir={tmp_path / 'run'}"]
+    with pytest.raises(UserError, match=r"holds LoRA adapters with lora_bias=all, but this run asks for lora_bias=none; resume with --lora_bias=all$"):
+        start_run(*read_settings([*resume, "--lora_bias=none"]), data, rt)
+    for flags, rate in (([], 0.1), (["--lora_dropout=0.3"], 0.3)):
+        cfg, resumed = read_settings([*resume, *flags])
+        assert cfg.lora.dropout == rate and cfg.lora.bias == "all"
+        rates = {m.p for name, m in start_run(cfg, resumed, data, rt).model.named_modules() if isinstance(m, torch.nn.Dropout) and "lora_dropout" in name}
+        assert rates == {rate}
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_a_half_precision_lora_run_keeps_the_frozen_base_in_half_precision(tmp_path: Path, char_dataset: Path, tiny_checkpoint: Path, dtype: str):
     cfg = train_config(data_dir=str(char_dataset), init_from=str(tiny_checkpoint), lora_rank=4, block_size=16, device="cpu")

@@ -99,3 +99,13 @@ def test_the_tool_refuses_what_train_py_refuses(capsys, monkeypatch):
     with pytest.raises(SystemExit) as e:
         cli(main)
     assert e.value.code == 2 and capsys.readouterr().err == "error: n_embd=100 is not divisible by n_head=3; pick an n_embd that is a multiple of n_head\n"
+
+
+def test_float16_counts_as_many_bytes_as_bfloat16():
+    """Both are 2-byte autocast dtypes: whatever the formulas, a float16 run is estimated as a
+    bfloat16 one, and below a float32 one."""
+    for parallel in ("ddp", "fsdp"):
+        for recompute in (False, True):
+            fp16, bf16, fp32 = (estimate(SMALL, 2, parallel, d, 2, 64, activation_checkpointing=recompute) for d in ("float16", "bfloat16", "float32"))
+            assert fp16.activations == bf16.activations < fp32.activations, (parallel, recompute)
+            assert fp16 == bf16, (parallel, recompute)

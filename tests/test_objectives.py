@@ -17,8 +17,8 @@ from gptsuite.batches import Batches, open_training_data
 from gptsuite.checkpoint import load_checkpoint
 from gptsuite.errors import UserError
 from gptsuite.lora import LoraConfig, adapt
-from gptsuite.objectives import OBJECTIVES, Objective, Reference, token_losses, weighted_mean
-from gptsuite.runtime import setup_runtime
+from gptsuite.objectives import OBJECTIVES, Objective, Reference, agree, token_losses, weighted_mean
+from gptsuite.runtime import Runtime, setup_runtime
 from gptsuite.settings import read_settings
 from gptsuite.start import start_run
 from model import GPT, GPTConfig
@@ -223,3 +223,16 @@ def test_a_resume_runs_each_config_file_once_and_reads_its_checkpoint_once(tmp_p
     assert (tmp_path / "runs.log").read_text() == "ran\n"
     assert len(reads) == 1, reads
     assert load_checkpoint(tmp_path / "run")["iter_num"] == 4
+
+
+def test_ddp_ranks_agree_on_the_mean_loss_and_on_any_bad_step_or_flag(monkeypatch):
+    """agree() under DDP: one all-reduce (a sum; the other rank's numbers are stood in for), from
+    which each rank reads the mean of the values, and whether anything was bad or flagged on any rank."""
+    other = torch.tensor([1.0, 3.0, 0.0, 1.0])  # rank 1's: a non-finite gradient, loss 3.0, no stop signal, its clock due
+    reduced = []
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda t: reduced.append(t.clone()) or t.add_(other))
+    rt = Runtime("cpu", "cpu", "float32", distributed=True, world_size=2)
+    values, bad, flags = agree([torch.tensor(1.0)], [torch.tensor(0.5)], [False, False], rt)
+    assert len(reduced) == 1 and values == [2.0] and bad and flags == [False, True]
+    one = Runtime("cpu", "cpu", "float32")
+    assert agree([torch.tensor(1.0)], [torch.tensor(float("inf"))], [True], one) == ([1.0], True, [True])

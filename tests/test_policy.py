@@ -58,6 +58,16 @@ def test_a_resumed_run_does_not_repeat_its_eval_or_save_at_once():
     assert evals == [12] and saves == [12] and bests == [12]
 
 
+def test_hellaswag_scores_the_start_of_a_new_run_but_not_that_of_a_resumed_one():
+    """A new run scores its untrained model at iter 0 (the curve's first point); a resumed run
+    scored its start iteration before the save it resumes from."""
+    new = policy_of(hellaswag_interval=5, max_iters=12)
+    assert [it for it in range(13) if new.hellaswag_due(it)] == [0, 5, 10]
+    resumed = policy_of(hellaswag_interval=5, max_iters=12, start_iter=5, last_eval_iter=5)
+    assert [it for it in range(5, 13) if resumed.hellaswag_due(it)] == [10]
+    assert not any(policy_of(max_iters=12).hellaswag_due(it) for it in range(13))  # hellaswag_interval=0: never
+
+
 def test_a_stop_signal_saves_without_evaluating_and_eval_only_never_saves():
     cfg = dict(eval_interval=5, max_iters=12, checkpoint_interval=0, always_save_checkpoint=False)
     evals, saves, _ = run_schedule(policy_of(**cfg), 0, 12, LOSSES, stopping_at=10)

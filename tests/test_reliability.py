@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -197,6 +198,23 @@ def test_keep_last_rotation_best_and_interval(tmp_path: Path, char_dataset: Path
     assert not list(out.glob(".*"))
     main([*base, "--max_iters=15", "--init_from=resume", "--keep_last=0"])  # off: the numbered files are left alone
     assert sorted(p.name for p in out.glob("ckpt-*.pt")) == kept and load_checkpoint(out)["iter_num"] == 15
+
+
+@pytest.mark.parametrize("keep_last, left", [(0, [2, 5, 9]), (1, [2, 5, 9]), (2, [2, 4, 5, 9]), (10, [1, 2, 3, 4, 5, 9])])
+def test_a_sharded_run_rotates_its_folders_and_keeps_best(tmp_path: Path, keep_last: int, left: list[int]):
+    """A sharded (FSDP) run's checkpoints are the ckpt-<iter>.dcp folders themselves: it keeps the
+    newest max(keep_last, 1) and the one best.dcp points at; folders numbered past this run (an
+    earlier, longer run's) are not its to delete. One process, no process group: DCP saves alone."""
+    for i in (1, 2, 3, 4, 9):
+        (tmp_path / f"ckpt-{i:06d}.dcp").mkdir()
+        (tmp_path / f"ckpt-{i:06d}.dcp" / checkpoint.SHARDED_META).write_text("{}")
+    os.symlink("ckpt-000002.dcp", tmp_path / checkpoint.BEST_SHARDED_NAME)
+    model = torch.nn.Linear(2, 2)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "torch.distributed is disabled")  # the single-process save DCP says it assumes
+        checkpoint.write_sharded_checkpoint(model, torch.optim.AdamW(model.parameters()), {"iter_num": 5}, None, tmp_path, keep_last, False, True)
+    assert [p.name for p in checkpoint.numbered_sharded(tmp_path)] == [f"ckpt-{i:06d}.dcp" for i in left]
+    assert checkpoint.newest_sharded(tmp_path) == tmp_path / "ckpt-000005.dcp"
 
 
 def test_checkpoint_minutes_saves_on_the_clock(tmp_path: Path, char_dataset: Path):

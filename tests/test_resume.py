@@ -3,6 +3,7 @@
 import os
 import shutil
 import signal
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ import torch
 from conftest import TINY_MODEL_ARGS
 from gptsuite.checkpoint import load_checkpoint, save_checkpoint
 from gptsuite.errors import UserError
-from model import GPT
+from gptsuite.settings import TrainConfig, read_settings
+from model import GPT, GPTConfig
 from train import main
 
 RUN = [*TINY_MODEL_ARGS, "--gradient_accumulation_steps=2", "--eval_iters=2", "--eval_interval=4", "--warmup_iters=2", "--lr_decay_iters=20"]
@@ -117,3 +119,41 @@ def test_a_checkpoint_from_before_arch_and_optimizer_resumes_as_gpt2_with_adamw(
         main(["--init_from=resume", "--out_dir=run", "--optimizer=muon"])
     main(["--init_from=resume", "--out_dir=run", "--max_iters=3"])
     assert load_checkpoint("run")["iter_num"] == 3
+
+
+def test_a_resume_runs_where_it_is_now_with_what_the_run_was(tmp_path: Path):
+    """device, backend and threads say where a run executes: a resume takes this machine's (the
+    defaults, or what is set now), never the checkpoint's; the rest (seed here) it inherits."""
+    machine = {"device": "cuda:1", "backend": "nccl", "threads": 3}
+    model_args = asdict(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=65))
+    save_checkpoint({"model": {}, "model_args": model_args, "config": machine | {"seed": 7}}, tmp_path / "ckpt.pt")  # what read_settings reads
+    cfg, resumed = read_settings(["--init_from=resume", f"--out_dir={tmp_path}"])
+    here = TrainConfig().system
+    assert (cfg.system.device, cfg.system.backend, cfg.system.threads) == (here.device, here.backend, here.threads)
+    assert cfg.system.seed == 7 and resumed.path == tmp_path / "ckpt.pt"
+    cfg, _ = read_settings(["--init_from=resume", f"--out_dir={tmp_path}", "--threads=2"])
+    assert cfg.system.threads == 2
+
+
+def test_a_resume_onto_another_number_of_processes_reseeds_each_rank(monkeypatch, capsys):
+    """A checkpoint holds one RNG state per rank: the same number of ranks each take back their
+    own; another number (1 -> 2, 2 -> 1) cannot, and each rank is reseeded, differently."""
+    from gptsuite import start
+    from gptsuite.runtime import Runtime
+
+    calls = []
+    monkeypatch.setattr(start, "set_rng_state", lambda state, device: calls.append(("restored", state)))
+    monkeypatch.setattr(start, "seed_everything", lambda seed: calls.append(("seeded", seed)))
+
+    def resume(states: list, world_size: int) -> list:
+        calls.clear()
+        point = start.StartingPoint(model=None, ckpt={"iter_num": 10, "rng": states})
+        for rank in range(world_size):
+            point.restore_rng(7, Runtime("cpu", "cpu", "float32", distributed=world_size > 1, rank=rank, world_size=world_size))
+        return list(calls)
+
+    assert resume(["state 0", "state 1"], 2) == [("restored", "state 0"), ("restored", "state 1")]
+    one_to_two = resume(["state 0"], 2)
+    assert [kind for kind, _ in one_to_two] == ["seeded", "seeded"] and one_to_two[0][1] != one_to_two[1][1]
+    assert "RNG states for 1 process(es), this run has 2" in capsys.readouterr().out
+    assert [kind for kind, _ in resume(["state 0", "state 1"], 1)] == ["seeded"]

@@ -1,5 +1,6 @@
 """Scaling up: DDP through torchrun, mixed precision, torch.compile, the attention kernel."""
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -179,3 +180,78 @@ def test_a_worker_takes_its_local_rank_among_the_gpus_it_sees():
     assert [rank_device(r, 8) for r in (0, 3, 7)] == ["cuda:0", "cuda:3", "cuda:7"]  # one node, every GPU visible to all
     assert [rank_device(r, 1) for r in (0, 3, 7)] == ["cuda:0"] * 3  # one GPU visible to each process
     assert rank_device(5, 4) == "cuda:1"  # 4 visible, LOCAL_RANK 5 (two groups of workers on a node)
+
+
+def test_a_bare_cuda_is_the_current_device(monkeypatch):
+    """--device=cuda after torch.cuda.set_device(1) runs on cuda:1, the device bare .cuda() calls
+    and capability checks see, not cuda:0. torch.cuda's answers are stood in for: no GPU is used."""
+    from gptsuite import runtime
+
+    current, chosen = [1], []
+    for name in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current[0])
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setattr(runtime, "seed_everything", lambda seed: None)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", torch.backends.cuda.matmul.allow_tf32)  # restored after
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", torch.backends.cudnn.allow_tf32)
+    assert setup_runtime("cuda", "float32").device == "cuda:1" and chosen == ["cuda:1"]
+    assert setup_runtime("cuda:0", "float32").device == "cuda:0"  # a number given is kept
+    current[0] = 0
+    assert setup_runtime("cuda", "float32").device == "cuda:0"
+
+
+def test_fsdp_refuses_float16_under_torchrun():
+    from gptsuite.parallel import ParallelConfig, check_parallel
+
+    fsdp, ddp = ParallelConfig(parallel="fsdp"), ParallelConfig(parallel="ddp")
+    with pytest.raises(UserError, match="^parallel=fsdp: float16 needs a loss scaler"):
+        check_parallel(fsdp, Runtime("cuda:0", "cuda", "float16", distributed=True, world_size=2))
+    for dtype in ("bfloat16", "float32"):
+        check_parallel(fsdp, Runtime("cuda:0", "cuda", dtype, distributed=True, world_size=2))
+    check_parallel(ddp, Runtime("cuda:0", "cuda", "float16", distributed=True, world_size=2))  # DDP keeps its GradScaler
+
+
+def test_ddp_reduces_gradients_on_the_last_micro_step_only():
+    """Every micro-step but the last runs under DDP's no_sync (nothing reduced); a model that is
+    not DDP-wrapped (one process, or FSDP, which reduce-scatters every micro-step) has no such context."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from gptsuite.parallel import accumulating
+
+    no_sync = contextlib.nullcontext("no_sync")
+
+    class DDPStandIn(DistributedDataParallel):
+        def __init__(self):
+            torch.nn.Module.__init__(self)  # no process group: only the type and no_sync matter here
+
+        def no_sync(self):
+            return no_sync
+
+    ddp = DDPStandIn()
+    assert accumulating(ddp, last=False) is no_sync
+    assert accumulating(ddp, last=True) is not no_sync
+    with accumulating(ddp, last=True) as ctx:
+        assert ctx is None  # a nullcontext: this backward all-reduces
+    plain = torch.nn.Linear(2, 2)
+    assert all(accumulating(plain, last) is not no_sync for last in (False, True))
+
+
+def test_fsdp_starts_every_rank_from_rank_0s_weights(monkeypatch):
+    """Each rank initialized its own copy (seeded seed + rank): shard() sends rank 0's parameters
+    and buffers to all before sharding, as DDP does. The collectives are stood in for."""
+    import torch.distributed.fsdp as fsdp
+
+    from gptsuite.parallel import shard
+
+    events = []
+    monkeypatch.setattr(torch.distributed, "broadcast", lambda t, src: events.append(("broadcast", t, src)))
+    monkeypatch.setattr(fsdp, "fully_shard", lambda module, **kw: events.append(("shard", module, None)))
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=32))
+    shard(model, Runtime("cpu", "cpu", "float32", distributed=True, world_size=2), compile_blocks=False, activation_checkpointing=False)
+    first_shard = next(i for i, e in enumerate(events) if e[0] == "shard")
+    sent = [id(t) for kind, t, src in events[:first_shard] if kind == "broadcast" and src == 0]
+    assert sorted(sent) == sorted(id(t) for t in [*model.parameters(), *model.buffers()])
+    assert [m for kind, m, _ in events if kind == "shard"] == [*model.transformer.h, model]  # each block, then the root

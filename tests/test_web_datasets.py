@@ -44,6 +44,28 @@ def test_openwebtext_split_is_datasets_train_test_split(n: int):
     assert np.flatnonzero(~is_val)[order["train"]].tolist() == split["train"]["i"]
 
 
+def test_a_budget_that_ends_on_a_document_boundary_takes_that_document_and_stops():
+    """--max_tokens falling exactly where a train document (with its end token) ends: that
+    document goes in, the next train document does not, and the budget is spent, so reading stops
+    there, also when the boundary is the chunk's end (no further chunk is written)."""
+    from gptsuite.pipeline import SPLITS, within_budget
+
+    tr, va = SPLITS.index("train"), SPLITS.index("val")
+    split, tokens = np.array([va, tr, tr, va, tr]), np.array([2, 3, 4, 1, 5])  # with end tokens, the train documents take 4, 5 and 6
+    doc_stats = (split, 3 * tokens, tokens, tokens)  # split, chars, words, tokens of the documents kept
+    kept = np.array([True, True, False, True, True, True])  # the chunk's records; the third was skipped (no text)
+    splits = np.array([va, tr, tr, tr, va, tr])
+    ids = {"train": np.arange(15), "val": np.arange(5)}
+
+    out, stats, kept_now, splits_now, spent = within_budget(ids, doc_stats, kept, splits, 1, room=4 + 5)
+    assert spent and len(out["train"]) == 9 and len(out["val"]) == 5  # the val document before the third train one goes too
+    assert stats[0].tolist() == split[:4].tolist() and kept_now.tolist() == kept[:5].tolist() and len(splits_now) == 5
+
+    out, stats, kept_now, _, spent = within_budget(ids, doc_stats, kept, splits, 1, room=15)
+    assert spent and len(out["train"]) == 15 and len(stats[0]) == 5 and len(kept_now) == 6  # all of it, and no more chunks
+    assert not within_budget(ids, doc_stats, kept, splits, 1, room=16)[-1]
+
+
 def test_fineweb_edu_val_first_then_train_until_max_tokens(tmp_path: Path):
     shards = write_shards(tmp_path / "fw", 1200)
     import pyarrow.parquet as pq
