@@ -142,6 +142,11 @@ def test_loading_refuses_what_does_not_fit_or_does_not_exist(tmp_path: Path, cha
         pg.load(str(tmp_path / "empty"))
     with pytest.raises(UserError, match="loaded already"):
         pg.load(str(small))
+    # the limit is for the page's models in all: two that fit one by one do not fit together
+    pair = page(memory_limit=1.5 * pg.models[str(small)].nbytes / 2**30)
+    pair.load(str(small))
+    with pytest.raises(UserError, match=r"GB are in use; start serve.py with a larger --memory_limit"):
+        pair.load(str(char_model(tmp_path / "small2", char_dataset, 3)))
 
 
 def test_a_newer_checkpoint_is_loaded_and_a_vanished_one_is_said(tmp_path: Path, char_dataset: Path, capsys):
@@ -150,8 +155,10 @@ def test_a_newer_checkpoint_is_loaded_and_a_vanished_one_is_said(tmp_path: Path,
     model = pg.load(str(run_dir))
     first = run(pg, [str(run_dir)], "All:", max_new_tokens=20)[0].text
     assert pg.refresh(model) == ""
-    char_model(run_dir, char_dataset, 9)  # the run saved again
-    os.utime(run_dir / "ckpt.pt", ns=(1, 2))  # a different mtime even on coarse clocks
+    saved = (run_dir / "ckpt.pt").stat()
+    char_model(run_dir, char_dataset, 9)  # the run saved again: the same size, within the same second
+    assert (run_dir / "ckpt.pt").stat().st_size == saved.st_size
+    os.utime(run_dir / "ckpt.pt", ns=(saved.st_atime_ns, saved.st_mtime_ns + 1))  # a nanosecond later
     assert "loaded its newer checkpoint ckpt.pt" in pg.refresh(model)
     second = run(pg, [str(run_dir)], "All:", max_new_tokens=20)[0]
     assert second.prompt + second.text == sample_py(capsys, run_dir, "All:", "--max_new_tokens=20", "--seed=1337")
