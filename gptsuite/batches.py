@@ -108,8 +108,20 @@ def check_model_fits_data(model: GPT, block_size: int, data: TrainingData) -> No
     vocab_size = data.tokenizer["vocab_size"]
     if model.config.vocab_size < vocab_size:
         raise UserError(f"the model has {model.config.vocab_size} token ids, fewer than the dataset's {vocab_size}; use a dataset of its tokenizer")
-    for split in SPLITS:
-        check_token_ids(open_split(data.dir, split, data.dtype), vocab_size, data.split(split))
+    # one pass over the token files, by rank 0, whose verdict every rank then raises: a pass on each
+    # rank would read a large train.bin world_size times over on a node, all at the start
+    group = torch.distributed.is_available() and torch.distributed.is_initialized()
+    found = [None]
+    if not group or torch.distributed.get_rank() == 0:
+        try:
+            for split in SPLITS:
+                check_token_ids(open_split(data.dir, split, data.dtype), vocab_size, data.split(split))
+        except UserError as e:
+            found = [str(e)]
+    if group:
+        torch.distributed.broadcast_object_list(found, src=0)
+    if found[0]:
+        raise UserError(found[0])
 
 
 def to_device(t: torch.Tensor, rt: Runtime) -> torch.Tensor:

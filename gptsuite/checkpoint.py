@@ -362,17 +362,23 @@ def checkpoint_tokenizer_meta(ckpt: dict, data_dir: str | None = None, name: str
 
 def rng_state(device: str = "cpu") -> dict:
     """Every random number generator this process draws from (python, numpy, torch CPU and the
-    current CUDA device), as plain data and tensors that a weights_only load accepts."""
+    current CUDA device or MPS), as plain data and tensors that a weights_only load accepts."""
     np_state = np.random.get_state(legacy=False)
     np_state["state"]["key"] = torch.from_numpy(np_state["state"]["key"].astype(np.int64))
     state = {"python": random.getstate(), "numpy": np_state, "torch": torch.get_rng_state()}
     if device.startswith("cuda"):
         state["cuda"] = torch.cuda.get_rng_state(device)
+    if device.startswith("mps") and mps_available():
+        state["mps"] = torch.mps.get_rng_state()
     return state
 
 
+def mps_available() -> bool:
+    return hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+
+
 def set_rng_state(state: dict, device: str = "cpu") -> None:
-    """Restore what rng_state() captured (a CUDA state only where this process is on CUDA)."""
+    """Restore what rng_state() captured (a CUDA or MPS state only where this process is on it)."""
     try:
         version, internal, gauss = state["python"]
         random.setstate((version, tuple(internal), gauss))
@@ -382,6 +388,8 @@ def set_rng_state(state: dict, device: str = "cpu") -> None:
         torch.set_rng_state(state["torch"].cpu())
         if device.startswith("cuda") and "cuda" in state:
             torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+        if device.startswith("mps") and "mps" in state and mps_available():
+            torch.mps.set_rng_state(state["mps"].cpu())
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, RuntimeError) as e:
         raise UserError(
             f"the checkpoint's random number generator state is damaged ({type(e).__name__}: {e}); resume from another checkpoint or start a new run"

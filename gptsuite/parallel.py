@@ -80,6 +80,11 @@ def shard(model: GPT, rt: Runtime, compile_blocks: bool, activation_checkpointin
         if compile_blocks:
             block.compile()
         fully_shard(block, mp_policy=policy)
+    # The root (embeddings, ln_f, head, loss) stays eager: compiling its forward (model.compile() here)
+    # trains the same, but torch's FSDP hooks are hidden from dynamo (fully_shard's _dynamo_disable),
+    # so the frame breaks at every sharded block it calls, and what dynamo then captures of the
+    # root is the head's matmul alone (torch 2.13, CPU: the embeddings and the cross-entropy ran
+    # eager): a compile for nothing. Compiling the loss would need it in a function of its own.
     fully_shard(model, mp_policy=policy)
 
 
@@ -108,7 +113,9 @@ def parallelize(model: GPT, rt: Runtime, cfg: ParallelConfig) -> Placed:
             recompute_in_backward(block)
     wrapped = rt.maybe_compile(model, cfg.compile)
     if rt.distributed:
-        wrapped = DDP(wrapped, device_ids=[rt.local_rank] if rt.device_type == "cuda" else None)
+        wrapped = DDP(
+            wrapped, device_ids=[rt.local_rank] if rt.device_type == "cuda" else None, gradient_as_bucket_view=True
+        )  # the gradients live in the all-reduce buckets: no second copy
     return Placed(wrapped, model)
 
 

@@ -131,9 +131,19 @@ def resolve_dtype(dtype: str, device: str) -> str:
             f"{torch.cuda.get_device_name(device)} ({device}, compute capability {major}.{minor}) has no native bfloat16 (8.0 and newer do) and would emulate it "
             f"several times slower; use --dtype=float16 (with loss scaling) or --dtype=auto"
         )
-    if dtype != "float32" and device_type == "mps":
-        raise UserError(f"--dtype={dtype} autocast is not supported on MPS here; use --dtype=float32")
+    if dtype != "float32" and device_type == "mps" and not mps_autocasts(dtype):
+        raise UserError(
+            f"--dtype={dtype} autocast on MPS needs torch 2.5 or newer{' and macOS 14 or newer' if dtype == 'bfloat16' else ''} (this is torch {torch.__version__}); use --dtype=float32"
+        )
     return dtype
+
+
+def mps_autocasts(dtype: str) -> bool:
+    """Whether torch.autocast runs in `dtype` on MPS: float16 since torch 2.5, bfloat16 there too
+    where the Mac has it (macOS 14+)."""
+    if tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2]) < (2, 5):
+        return False
+    return dtype == "float16" or (dtype == "bfloat16" and torch.backends.mps.is_macos_or_newer(14, 0))
 
 
 def seed_everything(seed: int) -> None:

@@ -105,6 +105,7 @@ def scripts() -> dict[str, Script]:
         "-m tools.consolidate": Script(config("tools.consolidate", "ConsolidateConfig")),
         "-m tools.memory": Script(config("tools.memory", "MemoryConfig")),
         "-m tools.chat_tasks": Script(config("tools.chat_tasks", "ChatTasksConfig")),
+        "-m tools.bench_memory": Script(config("tools.bench_memory", "BenchMemoryConfig")),
         "experiments/modern_vs_gpt2.py": Script(None, extra=argparse_keys("experiments/modern_vs_gpt2.py")),
     }
 
@@ -395,6 +396,7 @@ def test_the_docs_show_commands_for_every_entry_point():
         "tools.consolidate",
         "tools.memory",
         "tools.chat_tasks",
+        "tools.bench_memory",
     ]:
         assert entry in named, f"no command in README.md or docs/*.md runs {entry}"
     for path in [

@@ -1,5 +1,7 @@
 """The per-GPU memory estimate (gptsuite/memory.py) against real models and hand counts."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -41,7 +43,7 @@ def test_parameter_count_is_the_models():
 def test_ddp_and_fsdp_state_by_hand():
     n, block, root = parameter_counts(SMALL)
     ddp = estimate(SMALL, 2, "ddp", "float32", 1, 64)
-    assert (ddp.parameters, ddp.gradients, ddp.optimizer) == (4 * n, 8 * n, 8 * n)
+    assert (ddp.parameters, ddp.gradients, ddp.optimizer) == (4 * n, 4 * n, 8 * n)  # the gradients are views into DDP's buckets
     for world in (2, 8):
         fsdp = estimate(SMALL, world, "fsdp", "bfloat16", 1, 64)
         assert fsdp.parameters == 4 * n // world + 2 * (2 * block + root)
@@ -55,10 +57,44 @@ def test_ddp_and_fsdp_state_by_hand():
 def test_activations_are_near_what_a_forward_saves(recompute: bool):
     got = saved_for_backward(SMALL, 2, recompute)
     est = estimate(SMALL, 1, "ddp", "float32", 2, 64, activation_checkpointing=recompute).activations
+    est -= 8 * 2 * 64 * 512  # the loss's two gradients of the logits exist in backward only
     if recompute:  # the estimate also holds the one layer rebuilt during backward, which the forward does not save
         est -= 34 * 2 * 64 * 64 * 4 // 2
     print(f"activations saved by a forward: {got:,} bytes, estimated {est:,}")
     assert 0.7 * got <= est <= 1.3 * got
+
+
+def test_the_loss_checkpointed_inputs_and_autocast_copies_by_hand():
+    """The terms the estimate once missed, each isolated by changing one thing, against numbers
+    counted by hand for 2 sequences of 64 tokens, 64 wide."""
+    acts = lambda config, *a, **kw: estimate(config, *a, **kw).activations  # noqa: E731
+    wider = dataclasses.replace(SMALL, vocab_size=1024)
+    # the loss: 12 bytes a logit (log-softmax output, its gradient, the logits' gradient): 512 more ids x 128 tokens
+    assert acts(wider, 1, "ddp", "float32", 2, 64) - acts(SMALL, 1, "ddp", "float32", 2, 64) == 786_432
+    assert acts(wider, 1, "ddp", "bfloat16", 2, 64) - acts(SMALL, 1, "ddp", "bfloat16", 2, 64) == 786_432 + 2 * 512 * 64  # + the head's bf16 copy
+    modern = dataclasses.replace(SMALL, arch="modern")  # the soft-cap's saved tanh on top: 4 bytes a logit in fp32
+    assert acts(modern, 1, "fsdp", "float32", 2, 64) - acts(SMALL, 1, "fsdp", "float32", 2, 64) == 4 * 128 * 512
+    # checkpointed block inputs: 2 layers more keep 128 x 64 values each, fp32 under DDP's autocast, bf16 under FSDP
+    deeper = dataclasses.replace(SMALL, n_layer=4)
+    for parallel, held in (("ddp", 65_536), ("fsdp", 32_768)):
+        diff = acts(deeper, 2, parallel, "bfloat16", 2, 64, activation_checkpointing=True) - acts(
+            SMALL, 2, parallel, "bfloat16", 2, 64, activation_checkpointing=True
+        )
+        assert diff == held, parallel
+    # DDP's autocast copies: the blocks' Linear weights (2 x 12 x 64^2 x 2 bytes) and the head's (512 x 64 x 2); FSDP gathers in bf16
+    ddp, fsdp = estimate(SMALL, 2, "ddp", "bfloat16", 2, 64), estimate(SMALL, 2, "fsdp", "bfloat16", 2, 64)
+    assert ddp.activations - fsdp.activations == 196_608 + 65_536
+    # LoRA's dropout copies: 7 x 128 x 64 values a layer, 4 bytes in fp32
+    assert acts(SMALL, 1, "ddp", "float32", 2, 64, trainable=100) - acts(SMALL, 1, "ddp", "float32", 2, 64) == 2 * 229_376
+
+
+def test_checkpointed_block_inputs_stay_float32_under_autocast():
+    """What the recomputed model saves under CPU bf16 autocast (DDP's case): its block inputs in fp32."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = saved_for_backward(SMALL, 2, recompute=True)
+    plain = saved_for_backward(SMALL, 2, recompute=True)
+    # fp32 run: the same block inputs; under autocast the head's bf16 weight copy and ln_f's bf16 output are saved on top
+    assert autocast - plain == 2 * 512 * 64 + 2 * 128 * 64 - 4 * 128 * 64
 
 
 def test_lora_and_muon_hold_less_and_the_table_prints_both():

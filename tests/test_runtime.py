@@ -255,3 +255,70 @@ def test_fsdp_starts_every_rank_from_rank_0s_weights(monkeypatch):
     sent = [id(t) for kind, t, src in events[:first_shard] if kind == "broadcast" and src == 0]
     assert sorted(sent) == sorted(id(t) for t in [*model.parameters(), *model.buffers()])
     assert [m for kind, m, _ in events if kind == "shard"] == [*model.transformer.h, model]  # each block, then the root
+
+
+def fake_mps(monkeypatch, state: list) -> None:
+    """This machine has no MPS: pretend it does, its generator a tensor in `state`."""
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.mps, "get_rng_state", lambda: state[0].clone())
+    monkeypatch.setattr(torch.mps, "set_rng_state", lambda t: state.__setitem__(0, t.clone()))
+
+
+def test_the_mps_generator_is_saved_and_restored_on_mps(monkeypatch):
+    from gptsuite.checkpoint import rng_state, set_rng_state
+
+    mps = [torch.tensor([1, 2, 3], dtype=torch.uint8)]
+    fake_mps(monkeypatch, mps)
+    saved = rng_state("mps")
+    assert torch.equal(saved["mps"], torch.tensor([1, 2, 3], dtype=torch.uint8)) and "mps" not in rng_state("cpu")
+    mps[0] = torch.tensor([9, 9, 9], dtype=torch.uint8)  # the run draws on
+    set_rng_state(saved, "mps")
+    assert mps[0].tolist() == [1, 2, 3]
+    set_rng_state(rng_state("cpu"), "mps")  # a checkpoint from a CPU run has none: MPS keeps its state
+    assert mps[0].tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_mps_takes_half_precision_autocast_on_new_torch(monkeypatch, dtype: str):
+    from gptsuite.runtime import resolve_dtype
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.mps, "is_macos_or_newer", lambda major, minor: True)
+    assert resolve_dtype(dtype, "mps") == dtype and resolve_dtype("auto", "mps") == "float32"
+    monkeypatch.setattr(torch, "__version__", "2.4.1")
+    with pytest.raises(UserError, match=f"--dtype={dtype} autocast on MPS needs torch 2.5 or newer"):
+        resolve_dtype(dtype, "mps")
+    monkeypatch.setattr(torch, "__version__", "2.5.0")
+    monkeypatch.setattr(torch.backends.mps, "is_macos_or_newer", lambda major, minor: False)  # a Mac before macOS 14: fp16 only
+    assert resolve_dtype("float16", "mps") == "float16"
+    with pytest.raises(UserError, match="macOS 14"):
+        resolve_dtype("bfloat16", "mps")
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_the_token_files_are_scanned_by_rank_0_only_and_its_verdict_raised_everywhere(monkeypatch, char_dataset: Path, rank: int):
+    import numpy as np
+
+    import gptsuite.batches as batches
+    from gptsuite.batches import DataConfig, check_model_fits_data, open_training_data
+    from gptsuite.datafiles import check_token_ids
+
+    data = open_training_data(DataConfig(data_dir=str(char_dataset)), 16)
+    vocab = data.tokenizer["vocab_size"]
+    (char_dataset / "val.bin").write_bytes(np.array([0, 1, 500] * 20, dtype=np.uint16).tobytes())  # an id past the characters
+    scanned, sent = [], []
+    monkeypatch.setattr(batches, "check_token_ids", lambda *a: scanned.append(a[2]) or check_token_ids(*a))
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: rank)
+    verdict = f"{char_dataset / 'val.bin'} holds token id 500, but the vocabulary has {vocab} ids; the file is corrupt or from another tokenizer: prepare the dataset again"
+
+    def broadcast(objects, src):  # rank 0 sends what it found; the others receive it
+        sent.append(objects[0])
+        if rank:
+            objects[0] = verdict
+
+    monkeypatch.setattr(torch.distributed, "broadcast_object_list", broadcast)
+    with pytest.raises(UserError) as e:
+        check_model_fits_data(GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=16, vocab_size=vocab)), 16, data)
+    assert str(e.value) == verdict
+    assert (scanned, sent) == (([char_dataset / "train.bin", char_dataset / "val.bin"], [verdict]) if rank == 0 else ([], [None]))

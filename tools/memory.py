@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from configurator import apply_values, option, parse_config, part
 from gptsuite.errors import UserError, cli
-from gptsuite.memory import estimate, memory_table
+from gptsuite.memory import estimate, lora_params, memory_table
 from gptsuite.settings import TrainConfig, check_train_config
 from model import GPTConfig
 
@@ -47,12 +47,6 @@ def config_of(cfg: MemoryConfig, name: str = "") -> GPTConfig:
         return cfg.model
     n_layer, n_head, n_embd = SHAPES[name]
     return dataclasses.replace(cfg.model, n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=50257)
-
-
-def lora_params(config: GPTConfig, rank: int) -> int | None:
-    """Adapter parameters at this rank on the four Linears of each block: rank * (in + out) each."""
-    d = config.n_embd
-    return config.n_layer * rank * ((d + 3 * d) + (d + d) + (d + 4 * d) + (4 * d + d)) if rank else None
 
 
 def fits(total: int, gib: int) -> str:
