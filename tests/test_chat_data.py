@@ -188,7 +188,15 @@ def test_training_on_chat_data_records_the_template_and_refuses_a_block_too_shor
     data, out = tmp_path / "data", tmp_path / "out"
     meta = prepare("chat", data, input=str(write_jsonl(tmp_path / "c.jsonl", [{"messages": m} for m in CONVERSATIONS])))
     longest = meta["loss_mask"]["longest_prompt"]
-    args = [f"--data_dir={data}", f"--out_dir={out}", "--max_iters=2", "--eval_interval=2", "--eval_iters=2", *TINY_MODEL_ARGS]
+    args = [
+        f"--data_dir={data}",
+        f"--out_dir={out}",
+        "--max_iters=2",
+        "--eval_interval=2",
+        "--eval_iters=2",
+        "--gradient_accumulation_steps=1",
+        *TINY_MODEL_ARGS,
+    ]
     with pytest.raises(
         UserError, match=rf"block_size=16 is shorter than the longest prompt .*\({longest} tokens.*pass --block_size={longest} or more, or --loss_on=all"
     ):
@@ -210,7 +218,17 @@ def test_a_run_says_how_much_its_rows_reach(tmp_path: Path, capsys):
     total = sum(len(ids) for ids, _ in docs)
     counted = sum(int(mask.sum()) for _, mask in docs) / total
     unreached = sum(max(len(ids) - 33, 0) for ids, _ in docs) / total  # a row holds 32 inputs and one more target
-    train_main([f"--data_dir={tmp_path / 'data'}", f"--out_dir={tmp_path / 'out'}", "--max_iters=0", "--eval_iters=1", *TINY_MODEL_ARGS, "--block_size=32"])
+    train_main(
+        [
+            f"--data_dir={tmp_path / 'data'}",
+            f"--out_dir={tmp_path / 'out'}",
+            "--max_iters=0",
+            "--eval_iters=1",
+            "--gradient_accumulation_steps=1",
+            *TINY_MODEL_ARGS,
+            "--block_size=32",
+        ]
+    )
     assert f"the loss counts the responses: {counted:.0%} of train.bin's tokens; {unreached:.0%} lie more than block_size=32" in capsys.readouterr().out
 
 
@@ -230,6 +248,7 @@ def test_tuning_on_chat_data_from_gpt2_weights_through_lora_and_with_the_modern_
         "--compile=False",
         "--block_size=64",
         "--batch_size=4",
+        "--gradient_accumulation_steps=1",
         "--max_iters=2",
         "--eval_iters=1",
         "--eval_interval=2",

@@ -72,7 +72,15 @@ def chat_run(tmp_path_factory):
     (tmp / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     module = load_dataset_module("chat")
     prepare_documents(module.corpus(module.Config(input=str(tmp / "chat.jsonl"), tokenizer="char", block_size=256), tmp / "data"), tmp / "data")
-    args = ["--max_iters=8", "--eval_interval=8", "--eval_iters=1", "--learning_rate=1e-2", "--warmup_iters=0", "--lr_decay_iters=8"]
+    args = [
+        "--max_iters=8",
+        "--eval_interval=8",
+        "--eval_iters=1",
+        "--learning_rate=1e-2",
+        "--warmup_iters=0",
+        "--lr_decay_iters=8",
+        "--gradient_accumulation_steps=1",
+    ]
     shape = ["--device=cpu", "--compile=False", "--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=256", "--batch_size=4"]
     train.main([f"--data_dir={tmp / 'data'}", f"--out_dir={tmp / 'run'}", *args, *shape])
     return tmp / "run"
