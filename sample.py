@@ -72,7 +72,7 @@ from gptsuite.generate import (
     read_prompt,
 )
 from gptsuite.loading import check_init_from, load_model
-from gptsuite.runtime import DTYPE_CHOICES, seed_everything, setup_runtime
+from gptsuite.runtime import DTYPE_CHOICES, Runtime, seed_everything, setup_runtime
 
 SEPARATOR = "---------------"
 
@@ -93,6 +93,73 @@ class SampleConfig(SamplingConfig):
     compile: bool = False  # torch.compile the model for decoding: the first sample waits for the compile (tens of seconds), later tokens come faster
 
 
+@dataclass
+class Sampler:
+    """A loaded model and how it samples: what a prompt, typed prompts and a conversation share."""
+
+    cfg: SampleConfig
+    model: torch.nn.Module
+    tok: object
+    rt: Runtime
+    name: str
+    index: object = None  # the novelty index of --check_novelty
+
+    def draw(self, ids: list[int], head: str, gen: SamplingConfig) -> None:
+        """num_samples continuations of ids, each printed after `head` (the prompt; nothing before an answer)."""
+        cfg, tok = self.cfg, self.tok
+        with torch.no_grad(), self.rt.autocast():
+            batches = [1] * cfg.num_samples if cfg.stream else [cfg.num_samples]
+            for n in batches:
+                if cfg.stream:
+                    print(head, end="", flush=True)
+                rows = generate_texts(self.model, tok, ids, n, gen, self.rt.device, sys.stdout if cfg.stream else None)
+                for row in rows:
+                    text = cut_at_stop(tok.decode(row), gen.stop)[0]
+                    print("" if cfg.stream else head + text)
+                    self.novelty(text)
+                    print(SEPARATOR, flush=True)
+
+    def novelty(self, text: str) -> None:
+        if self.index is not None:  # re-encoded: train.bin holds the text's canonical tokenization
+            from gptsuite import novelty
+
+            print(novelty.format_report(self.index.report(self.tok.encode(text)), self.tok), flush=True)
+
+    def prompt(self, text: str, template: dict | None) -> None:
+        if template:  # e.g. pubmed: the prompt is an abstract, the model writes the article
+            text = templates.format_prompt(template, text)
+        ids = encode_prompt(self.tok, text, self.model.config.block_size, self.name)  # refused if it leaves no room to write, as on the page
+        self.draw(ids, text, self.cfg)
+
+    def converse(self, chat_template: dict, conversation: list[dict] | None) -> None:
+        """Answer the conversation of a file, or talk in the terminal (chat) when there is none."""
+        block_size = self.model.config.block_size
+        room, gen = answer_room(block_size, self.cfg.max_new_tokens), chat_settings(self.cfg, self.tok, chat_template)
+
+        def prompt_of(messages: list[dict]) -> tuple[list[int], list[dict]]:
+            """The prompt for the next answer, and the messages it holds: the oldest drop where they no longer fit."""
+            ids, dropped = chat_prompt(self.tok, chat_template, messages, block_size, room)
+            if dropped:
+                print(drop_note(dropped, block_size, room), file=sys.stderr, flush=True)
+            return ids, kept_messages(messages, dropped)
+
+        def answer(messages: list[dict]) -> tuple[str, list[dict]]:
+            ids, kept = prompt_of(messages)
+            print("assistant> ", end="", flush=True)
+            seed_everything(self.cfg.seed)  # each answer as --start=FILE:conversation.json gives it for the same conversation
+            with torch.no_grad(), self.rt.autocast():
+                row = generate_texts(self.model, self.tok, ids, 1, gen, self.rt.device, sys.stdout)[0]
+            print(flush=True)
+            reply = cut_at_stop(self.tok.decode(row), gen.stop)[0]
+            self.novelty(reply)
+            return reply, kept
+
+        if conversation is not None:
+            self.draw(prompt_of(conversation)[0], "", gen)
+        else:
+            chat(answer, chat_template)
+
+
 def main(argv: list[str]) -> None:
     cfg = parse_config(SampleConfig(), argv)
     cfg.stop = cfg.stop.replace("\\n", "\n")
@@ -106,77 +173,32 @@ def main(argv: list[str]) -> None:
     prompt = None if typed or conversation is not None else read_prompt(cfg.start)
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
     loaded = load_model(cfg.init_from, cfg.out_dir, data_dir=cfg.data_dir)  # a nanoGPT checkpoint finds its vocabulary there
-    model, tok_meta, template = loaded.model, loaded.tokenizer, loaded.template
-    tok = tokenizers.from_meta(tok_meta)
+    tok = tokenizers.from_meta(loaded.tokenizer)
     if cfg.chat or conversation is not None:
         chat_template, note = conversation_template(loaded.chat_template, tok, loaded.name)
         if note:
             print(note, file=sys.stderr, flush=True)
         if conversation is not None:
             conversation = check_conversation(conversation, chat_template, cfg.start[len("FILE:") :])
-    model.to(rt.device)
+    loaded.model.to(rt.device)
     if cfg.compile:  # in place: generate_stream calls the module itself, so a compiled wrapper would never run
-        model.compile()
-    index = None
+        loaded.model.compile()
+    sampler = Sampler(cfg, loaded.model, tok, rt, loaded.name)
     if cfg.check_novelty:
         from gptsuite import novelty
 
-        index = novelty.open_index(resolve_data_dir(cfg.data_dir, trained_on=loaded.train_config), tok_meta)
+        sampler.index = novelty.open_index(resolve_data_dir(cfg.data_dir, trained_on=loaded.train_config), loaded.tokenizer)
     seed_everything(cfg.seed)  # again, after loading: a seed gives the same samples here and on the playground page
-
-    def draw(ids: list[int], head: str, gen: SamplingConfig) -> None:
-        """num_samples continuations of ids, each printed after `head` (the prompt; nothing before an answer)."""
-        with torch.no_grad(), rt.autocast():
-            batches = [1] * cfg.num_samples if cfg.stream else [cfg.num_samples]
-            for n in batches:
-                if cfg.stream:
-                    print(head, end="", flush=True)
-                rows = generate_texts(model, tok, ids, n, gen, rt.device, sys.stdout if cfg.stream else None)
-                for row in rows:
-                    text = cut_at_stop(tok.decode(row), gen.stop)[0]
-                    print("" if cfg.stream else head + text)
-                    if index is not None:  # re-encoded: train.bin holds the text's canonical tokenization
-                        print(novelty.format_report(index.report(tok.encode(text)), tok))
-                    print(SEPARATOR, flush=True)
-
-    def run(prompt: str) -> None:
-        if template:  # e.g. pubmed: the prompt is an abstract, the model writes the article
-            prompt = templates.format_prompt(template, prompt)
-        ids = encode_prompt(tok, prompt, model.config.block_size, loaded.name)  # refused if it leaves no room to write, as on the page
-        draw(ids, prompt, cfg)
-
     if cfg.chat or conversation is not None:
-        block_size, room = model.config.block_size, answer_room(model.config.block_size, cfg.max_new_tokens)
-        gen = chat_settings(cfg, tok, chat_template)
+        sampler.converse(chat_template, conversation)
+    elif not cfg.interactive:
+        sampler.prompt(prompt, loaded.template)
+    else:
+        prompts(sampler, loaded.template)
 
-        def prompt_of(messages: list[dict]) -> tuple[list[int], list[dict]]:
-            """The prompt for the next answer, and the messages it holds: the oldest drop where they no longer fit."""
-            ids, dropped = chat_prompt(tok, chat_template, messages, block_size, room)
-            if dropped:
-                print(drop_note(dropped, block_size, room), file=sys.stderr, flush=True)
-            return ids, kept_messages(messages, dropped)
 
-        if conversation is not None:
-            draw(prompt_of(conversation)[0], "", gen)
-            return
-
-        def answer(messages: list[dict]) -> tuple[str, list[dict]]:
-            ids, kept = prompt_of(messages)
-            print("assistant> ", end="", flush=True)
-            seed_everything(cfg.seed)  # each answer as --start=FILE:conversation.json gives it for the same conversation
-            with torch.no_grad(), rt.autocast():
-                row = generate_texts(model, tok, ids, 1, gen, rt.device, sys.stdout)[0]
-            print(flush=True)
-            reply = cut_at_stop(tok.decode(row), gen.stop)[0]
-            if index is not None:
-                print(novelty.format_report(index.report(tok.encode(reply)), tok), flush=True)
-            return reply, kept
-
-        chat(answer, chat_template)
-        return
-    if not cfg.interactive:
-        run(prompt)
-        return
+def prompts(sampler: Sampler, template: dict | None) -> None:
+    """--interactive: a prompt a line from stdin, until EOF."""
     while True:
         if sys.stdin.isatty():
             print("> ", end="", flush=True)
@@ -185,7 +207,7 @@ def main(argv: list[str]) -> None:
             break
         line = line.rstrip("\n").replace("\\n", "\n")  # a typed \n stands for a newline
         if line:
-            run(line)
+            sampler.prompt(line, template)
 
 
 def chat(answer: Callable[[list[dict]], tuple[str, list[dict]]], template: dict) -> None:
