@@ -48,6 +48,38 @@ def run_entry(*args: str, cwd: Path | None = None, check: bool = True, env: dict
     return proc
 
 
+def ranks(n: int, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """n processes of `python *args` joined into one process group the way torchrun starts its
+    workers (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT in their environment, which
+    init_process_group reads), without torchrun's own process, which costs a torch import per run.
+    For the tests of what the ranks compute together; the tests of signals, kills, several nodes
+    and messages run torchrun itself. The result is torchrun's: every rank's output, one after
+    another, and a non-zero return code if any rank failed (an AssertionError then, as run_entry)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in range(n):
+        rank_env = {
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(n),
+            "LOCAL_WORLD_SIZE": str(n),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {}), **rank_env}
+        procs.append(subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env))
+    outs = [p.communicate(timeout=300) for p in procs]
+    code = next((p.returncode for p in procs if p.returncode), 0)
+    proc = subprocess.CompletedProcess(args, code, "".join(o for o, _ in outs), "".join(e for _, e in outs))
+    if code:
+        raise AssertionError(f"{args} on {n} ranks failed ({code}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
 def child_pids(pid: int) -> list[int]:
     """The processes pid started (Linux /proc): torchrun's workers."""
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from conftest import ROOT, run_entry
+from conftest import ROOT, ranks
 from eval import main as eval_main
 from gptsuite import hellaswag
 from gptsuite.checkpoint import save_checkpoint
@@ -326,7 +326,7 @@ def test_two_ranks_share_the_items_and_agree(tmp_path: Path, rt: Runtime):
     path = write_items(tmp_path / "hs.jsonl", ITEMS)
     (tmp_path / "ddp_hellaswag.py").write_text(DDP_SCRIPT)
     env = {"PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"}
-    run_entry("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(tmp_path / "ddp_hellaswag.py"), str(path), str(tmp_path / "r"), env=env)
+    ranks(2, str(tmp_path / "ddp_hellaswag.py"), str(path), str(tmp_path / "r"), env=env)  # as torchrun starts them
     one = evaluate_hellaswag(tiny_gpt(), load_items(str(path)), rt)
     for rank in (0, 1):
         assert json.loads((tmp_path / f"r.{rank}").read_text()) == [one.correct, one.correct_norm, 5]

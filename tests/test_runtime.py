@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_MODEL_ARGS, run_entry, train_config
+from conftest import TINY_MODEL_ARGS, ranks, run_entry, train_config
 from gptsuite.checkpoint import load_checkpoint
 from gptsuite.errors import UserError, cli
 from gptsuite.runtime import Runtime, native_bf16, setup_runtime
@@ -48,7 +48,7 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(
 ):
     variant = [v.format(base=tiny_checkpoint, chat=chat_dataset) for v in variant]
     args = [f"--data_dir={char_dataset}", *TINY, "--gradient_accumulation_steps=4", *variant]
-    proc = run_entry("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *args, f"--out_dir={tmp_path / 'ddp'}")
+    proc = ranks(2, "train.py", *args, f"--out_dir={tmp_path / 'ddp'}")  # as torchrun starts them
     assert f"(2 x 2 x 4 x {64 if '--block_size=64' in variant else 16})" in proc.stdout and proc.stdout.count("step 5:") == 1  # rank 0 alone prints
     main([*args, f"--out_dir={tmp_path / 'one'}"])
 
