@@ -285,7 +285,7 @@ def test_bench_serve_times_both_sides_and_the_clients(served):
     from conftest import run_entry
 
     url, proc, tmp, models = served
-    out = run_entry("-m", "tools.bench_serve", f"--out_dir={models[0]}", "--start=First Citizen:", "--max_new_tokens=40", "--repeats=1", "--clients=2").stdout
+    out = run_entry("-m", "tools.bench_serve", f"--out_dir={models[0]}", "--start=First Citizen:", "--max_new_tokens=16", "--repeats=1", "--clients=2").stdout
     assert "| sample.py --stream |" in out and "| the page (gradio_client) |" in out and "| page / sample.py |" in out
     assert "2 clients at once: 2/2 complete answers" in out and "server memory (RSS)" in out
 
