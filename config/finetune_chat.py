@@ -1,6 +1,6 @@
 # Tune OpenAI's GPT-2 (124M) on conversations, so that it answers: the loss counts only what the
 # assistant says (the chat data's loss mask), rows start at conversations.
-#   python prepare.py chat --input=conversations.jsonl --name=chat && python train.py config/finetune_chat.py
+#   python prepare.py chat --input=conversations.jsonl && python train.py config/finetune_chat.py
 #   python sample.py --out_dir=out-chat --chat
 #
 # Sized for one GPU with ~16 GB (bf16): micro-batches of 8 x 1024 tokens, 4 accumulated: 32,768

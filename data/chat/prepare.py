@@ -1,6 +1,6 @@
 """Conversations to tune a model on, so that it answers: the loss counts only what the assistant says.
 
-    python prepare.py chat --input=conversations.jsonl                 # -> data/conversations
+    python prepare.py chat --input=conversations.jsonl                 # -> data/chat (config/finetune_chat.py trains on it)
     python prepare.py chat --input=chats/ --name=support               # every .jsonl/.json/.parquet in a folder
     python prepare.py chat --input=alpaca.json --skip_bad=True         # skip records that do not fit, counted in the report
     python prepare.py chat --input=tasks.jsonl --tokenizer=char --block_size=256
@@ -41,7 +41,7 @@ SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "a
 @dataclass
 class Config(PrepareConfig):
     input: str = ""  # a .jsonl, .json or .parquet file of conversations, or a folder of them
-    name: str = ""  # the dataset's name: output in data/<name>; default: the input's name
+    name: str = "chat"  # the dataset's name: output in data/<name> (train.py --dataset=<name>)
     tokenizer: str = option("gpt2", choices=("gpt2", "char"))  # GPT-2 BPE (to tune GPT-2), or one token per character
     block_size: int = option(1024, gt=0)  # the context a conversation must fit in, in tokens (with its end marker)
     val_fraction: float = option(0.1, gt=0, lt=1)  # of the conversations
@@ -50,7 +50,7 @@ class Config(PrepareConfig):
 
 
 def default_name(cfg: Config) -> str:
-    return cfg.name or (Path(cfg.input).expanduser().resolve().stem if cfg.input else "chat")
+    return cfg.name or "chat"
 
 
 def input_files(cfg: Config) -> list[Path]:
