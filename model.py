@@ -271,10 +271,15 @@ class GPT(nn.Module):
             x = block(x, cache, i, rope)
         if cache is not None:
             cache.pos += T
-        x = self.transformer.ln_f(x)
         if targets is None:
-            return self.head(x if all_logits else x[:, -1:, :]), None  # to sample, only the last position is needed
-        logits = self.head(x)
+            return self.head(self.transformer.ln_f(x if all_logits else x[:, -1:, :])), None  # to sample, only the last position is needed
+        return self.logits_and_loss(x, targets)
+
+    def logits_and_loss(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The final norm, the output layer and the mean cross-entropy (targets of -1 ignored): the
+        part after the blocks, one function that can be compiled on its own (FSDP compiles it
+        beside the blocks: gptsuite/parallel.py)."""
+        logits = self.head(self.transformer.ln_f(x))
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
         return logits, loss
 

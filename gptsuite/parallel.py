@@ -80,11 +80,13 @@ def shard(model: GPT, rt: Runtime, compile_blocks: bool, activation_checkpointin
         if compile_blocks:
             block.compile()
         fully_shard(block, mp_policy=policy)
-    # The root (embeddings, ln_f, head, loss) stays eager: compiling its forward (model.compile() here)
-    # trains the same, but torch's FSDP hooks are hidden from dynamo (fully_shard's _dynamo_disable),
-    # so the frame breaks at every sharded block it calls, and what dynamo then captures of the
-    # root is the head's matmul alone (torch 2.13, CPU: the embeddings and the cross-entropy ran
-    # eager): a compile for nothing. Compiling the loss would need it in a function of its own.
+    if compile_blocks:
+        # The root's forward is not compiled whole: torch hides FSDP's hooks from dynamo, so the frame
+        # breaks at every sharded block it calls and little of it is captured. What follows the
+        # blocks (final norm, head, soft-cap, cross-entropy: the largest activations of a step) is
+        # a function of its own, compiled here; it runs inside the root's forward, after FSDP has
+        # gathered the root's parameters.
+        model.logits_and_loss = torch.compile(model.logits_and_loss)
     fully_shard(model, mp_policy=policy)
 
 

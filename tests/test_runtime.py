@@ -257,6 +257,29 @@ def test_fsdp_starts_every_rank_from_rank_0s_weights(monkeypatch):
     assert [m for kind, m, _ in events if kind == "shard"] == [*model.transformer.h, model]  # each block, then the root
 
 
+def test_fsdp_compiles_each_block_and_what_follows_the_blocks(monkeypatch):
+    """Under FSDP with compile on: each block, and the final norm, head and loss (a function of its
+    own, which the root's forward calls), not the root's forward, which FSDP's hooks break up.
+    The compile and the collectives are stood in for; the model computes what it did before."""
+    import torch.distributed.fsdp as fsdp
+
+    from gptsuite.parallel import shard
+
+    compiled = []
+    monkeypatch.setattr(torch.distributed, "broadcast", lambda t, src: None)
+    monkeypatch.setattr(fsdp, "fully_shard", lambda module, **kw: None)
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self: compiled.append(self))
+    monkeypatch.setattr(torch, "compile", lambda fn: compiled.append(fn) or fn)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=32))
+    x, y = torch.randint(0, 32, (2, 8)), torch.randint(0, 32, (2, 8))
+    eager = model(x, y)[1]
+    shard(model, Runtime("cpu", "cpu", "float32", distributed=True, world_size=2), compile_blocks=True, activation_checkpointing=False)
+    assert compiled[:2] == list(model.transformer.h) and len(compiled) == 3
+    assert compiled[2].__func__ is GPT.logits_and_loss and compiled[2].__self__ is model and model.logits_and_loss is compiled[2]
+    assert torch.equal(model(x, y)[1], eager)
+
+
 def fake_mps(monkeypatch, state: list) -> None:
     """This machine has no MPS: pretend it does, its generator a tensor in `state`."""
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
