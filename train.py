@@ -219,6 +219,7 @@ def describe_run(cfg: TrainConfig, rt: Runtime, model: GPT, lora: bool, tokens: 
     print(f"{model.get_num_params() / 1e6:.2f}M parameters{adapters}, {tokens}, device {rt.device}, {rt.dtype}")
     if rt.device_type == "cuda" or rt.distributed:  # what renting GPUs is about
         estimate = {"optimizer": cfg.optim.optimizer, "activation_checkpointing": cfg.parallel.activation_checkpointing, "trainable": trained if lora else None}
+        estimate |= {"lora_dropout": cfg.lora.dropout} if lora else {}
         print(memory_line(model.config, rt.world_size, rt.dtype, cfg.data.batch_size, cfg.model.block_size, rt.device_type, **estimate))
     if cfg.log.wandb_log:  # a config file's project and name stay when its dataset is overridden: say where the run goes
         print(

@@ -69,6 +69,7 @@ def estimate(
     optimizer: str = "adamw",
     activation_checkpointing: bool = False,
     trainable: int | None = None,
+    lora_dropout: float = 0.05,
 ) -> Estimate:
     """Bytes per GPU for a run of this model and settings (see the module's rules)."""
     n, block, root = parameter_counts(config)
@@ -86,7 +87,7 @@ def estimate(
     tokens = batch_size * block_size
     per_layer = 34 * tokens * h * c // 2
     residual = 4 if parallel == "ddp" else c
-    if trainable is not None:  # LoRA: the adapters' dropout (lora_dropout > 0, the default) saves a copy of each adapted Linear's input
+    if trainable is not None and lora_dropout > 0:  # LoRA: the adapters' dropout saves a copy of each adapted Linear's input
         per_layer += 7 * tokens * h * c
     layers = L * residual * tokens * h + per_layer if activation_checkpointing else L * per_layer
     loss = tokens * V * (12 + (c if config.arch != "gpt2" else 0))

@@ -86,6 +86,7 @@ def test_the_loss_checkpointed_inputs_and_autocast_copies_by_hand():
     assert ddp.activations - fsdp.activations == 196_608 + 65_536
     # LoRA's dropout copies: 7 x 128 x 64 values a layer, 4 bytes in fp32
     assert acts(SMALL, 1, "ddp", "float32", 2, 64, trainable=100) - acts(SMALL, 1, "ddp", "float32", 2, 64) == 2 * 229_376
+    assert acts(SMALL, 1, "ddp", "float32", 2, 64, trainable=100, lora_dropout=0.0) == acts(SMALL, 1, "ddp", "float32", 2, 64)  # no dropout, no copies
 
 
 def test_checkpointed_block_inputs_stay_float32_under_autocast():
