@@ -70,11 +70,11 @@ import torch
 from configurator import option, parse_config
 from gptsuite import chat_eval, hellaswag
 from gptsuite import tokenizer as tokenizers
-from gptsuite.chat import CHAT_TEMPLATE
 from gptsuite.checkpoint import load_checkpoint
 from gptsuite.datafiles import check_token_ids, load_meta, open_split, resolve_data_dir, token_dtype
 from gptsuite.errors import UserError, cli
 from gptsuite.evaluation import ContextDocs, EvalResult, counted_targets, evaluate, token_byte_lengths
+from gptsuite.generate import conversation_template
 from gptsuite.loading import Loaded, load_model
 from gptsuite.masks import open_loss_mask
 from gptsuite.runtime import DTYPE_CHOICES, Runtime, setup_runtime
@@ -249,21 +249,6 @@ def chat_table(rows: list[tuple[str, chat_eval.ChatResult]]) -> str:
     return "\n".join(lines)
 
 
-def chat_template_of(loaded: Loaded, tok) -> dict:
-    """The chat template a model was tuned with; for one that was not (GPT-2's weights, a model of
-    plain text), the default template with a note, so that it can be a row to compare against."""
-    if loaded.chat_template:
-        return loaded.chat_template
-    print(f"note: {loaded.name} was not tuned on conversations; asking it in the default chat template (gptsuite/chat.py)", flush=True)
-    try:
-        tok.encode("".join(CHAT_TEMPLATE["roles"].values()) + CHAT_TEMPLATE["end"])
-    except UserError:
-        raise UserError(
-            f"{loaded.name} was not tuned on conversations, and its characters cannot spell the chat template; score a model tuned on a chat dataset"
-        ) from None
-    return CHAT_TEMPLATE
-
-
 def main_chat(configs: list[EvalConfig], rt: Runtime, compare: bool) -> None:
     """--task=chat: each model's greedy answers to the same conversations, exact match per task."""
     if not configs[0].chat_file:
@@ -276,7 +261,9 @@ def main_chat(configs: list[EvalConfig], rt: Runtime, compare: bool) -> None:
     for c in configs:
         loaded = load_model(c.init_from, c.out_dir)
         tok = tokenizers.from_meta(loaded.tokenizer)
-        template = chat_template_of(loaded, tok)
+        template, note = conversation_template(loaded.chat_template, tok, loaded.name)  # a model not tuned on conversations: a row to compare against
+        if note:
+            print(note, flush=True)
         items = chat_eval.load_items(c.chat_file, template)
         model = loaded.model.to(rt.device)
         r = chat_eval.evaluate_chat(torch.compile(model) if c.compile else model, tok, template, items, rt, c.chat_items)

@@ -16,7 +16,7 @@ import torch
 from configurator import option
 from gptsuite.datafiles import DTYPES, check_token_ids, load_meta, open_split, resolve_data_dir, token_dtype
 from gptsuite.errors import UserError
-from gptsuite.masks import LossMask, files, open_loss_mask
+from gptsuite.masks import LossMask, open_loss_mask
 from gptsuite.runtime import Runtime
 from model import GPT
 
@@ -50,6 +50,7 @@ class TrainingData:
     dir: Path
     meta: dict
     train_tokens: int
+    loss_masks: dict[str, LossMask] | None = None  # data with a loss mask: each split's (masks.py)
 
     @property
     def dtype(self) -> str:
@@ -62,12 +63,12 @@ class TrainingData:
     @property
     def masked(self) -> bool:
         """Rows start at documents and carry a loss mask (masks.py)."""
-        return bool(self.meta.get("loss_mask"))
+        return self.loss_masks is not None
 
     def rows_line(self, block_size: int, loss_on: str) -> str:
         """What rows of masked data train on, in one line: the share of train tokens that count,
         and the share that lie more than a row past their document's start, never reached."""
-        starts = np.fromfile(self.dir / files("train")[1], dtype=np.int64)
+        starts = self.loss_masks["train"].starts
         lengths = np.diff(np.append(starts, self.train_tokens))
         unreached = int(np.maximum(lengths - (block_size + 1), 0).sum())
         counted = self.meta["loss_mask"]["counted_tokens"]["train"] / max(self.train_tokens, 1) if loss_on == "response" else 1.0
@@ -90,15 +91,14 @@ def open_training_data(cfg: DataConfig, block_size: int) -> TrainingData:
     data_dir = resolve_data_dir(cfg.data_dir, cfg.dataset)
     meta = load_meta(data_dir)
     splits = {s: open_split(data_dir, s, token_dtype(meta), min_tokens=1 if meta.get("loss_mask") else block_size + 1) for s in SPLITS}
-    for s in SPLITS:
-        open_loss_mask(data_dir, s, meta, len(splits[s]))  # checked before any work
+    masks = {s: open_loss_mask(data_dir, s, meta, len(splits[s])) for s in SPLITS} if meta.get("loss_mask") else None  # checked before any work
     longest_prompt = (meta.get("loss_mask") or {}).get("longest_prompt", 0)
     if cfg.loss_on == "response" and block_size < longest_prompt:
         raise UserError(
             f"block_size={block_size} is shorter than the longest prompt in {data_dir} ({longest_prompt} tokens before its first counted one): some rows would have nothing to learn; "
             f"pass --block_size={longest_prompt} or more, or --loss_on=all"
         )
-    return TrainingData(data_dir, meta, len(splits["train"]))
+    return TrainingData(data_dir, meta, len(splits["train"]), masks)
 
 
 def check_model_fits_data(model: GPT, block_size: int, data: TrainingData) -> None:
@@ -166,16 +166,11 @@ class Batches:
     seed: int
     rt: Runtime
 
-    def __post_init__(self):
-        self.loss_masks = {
-            s: self.data.masked and open_loss_mask(self.data.dir, s, self.data.meta, len(open_split(self.data.dir, s, self.data.dtype, 1))) for s in SPLITS
-        }
-
     def batch(self, split: str, seed: tuple[int, ...]):
         if not self.data.masked:
             return get_batch(self.data.split(split), self.data.dtype, self.cfg.batch_size, self.block_size, seed, self.rt)
         data = np.memmap(self.data.split(split), dtype=DTYPES[self.data.dtype], mode="r")
-        x, y = document_rows(data, self.loss_masks[split], self.cfg.batch_size, self.block_size, seed, self.cfg.loss_on == "response")
+        x, y = document_rows(data, self.data.loss_masks[split], self.cfg.batch_size, self.block_size, seed, self.cfg.loss_on == "response")
         return to_device(x, self.rt), to_device(y, self.rt)
 
     def train(self, iter_num: int) -> Iterator[tuple]:

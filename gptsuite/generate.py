@@ -7,13 +7,13 @@ playground page (serve.py) generate through here.
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from configurator import option
-from gptsuite.chat import CHAT_TEMPLATE, BadRecord, check_messages, check_template
+from gptsuite.chat import CHAT_TEMPLATE, BadRecord, check_messages, check_template, prompt_ids
 from gptsuite.datafiles import read_text
 from gptsuite.errors import UserError
 from model import GPT
@@ -130,8 +130,6 @@ def chat_prompt(tok, template: dict, messages: list[dict], block_size: int, room
     exchanges drop, whole (the kept part starts with a user message; a leading system message
     stays); returns the ids and how many messages were dropped. Refused when even the last
     message alone leaves no room."""
-    from gptsuite.chat import prompt_ids
-
     system = messages[:1] if messages and messages[0]["role"] == "system" else []
     rest = messages[len(system) :]
     cuts = [i for i, m in enumerate(rest) if i == 0 or (m["role"] == "user" and rest[i - 1]["role"] != "user")] or [0]
@@ -150,8 +148,6 @@ def chat_prompt(tok, template: dict, messages: list[dict], block_size: int, room
 def chat_settings(cfg: "SamplingConfig", tok, template: dict) -> "SamplingConfig":
     """Sampling settings for a chat answer: it ends at the template's end-of-turn marker (the
     <|endoftext|> token with GPT-2 BPE, its spelling at character level)."""
-    from dataclasses import replace
-
     return replace(cfg, stop_at_eot=True, stop=cfg.stop if tok.eot_token is not None else template["end"])  # at character level the marker is the stop
 
 

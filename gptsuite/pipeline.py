@@ -219,7 +219,7 @@ def encode_chunk(
     bad records skipped."""
     rules = rules or RecordRules()
     ids: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
-    masks: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    mask_parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     split, chars, words, tokens, kept, splits, bad = [], [], [], [], [], [], Counter()
     for name, record in chunk:
         splits.append(SPLITS.index(name))  # ValueError: a dataset yielded a split other than train / val
@@ -245,14 +245,14 @@ def encode_chunk(
         kept[-1] = True
         ids[name] += [arr, end]
         if rules.masked:
-            masks[name] += [np.ones(len(arr), dtype=np.uint8) if mask is None else mask, np.ones(len(end), dtype=np.uint8)]
+            mask_parts[name] += [np.ones(len(arr), dtype=np.uint8) if mask is None else mask, np.ones(len(end), dtype=np.uint8)]
         split.append(splits[-1])
         chars.append(len(text))
         words.append(count_words(text))
         tokens.append(len(arr))
     out = {s: np.concatenate(parts) for s, parts in ids.items() if parts}
     if rules.masked:
-        out = {s: (a, np.concatenate(masks[s])) for s, a in out.items()}
+        out = {s: (a, np.concatenate(mask_parts[s])) for s, a in out.items()}
     doc_stats = (np.array(split, dtype=np.int64), np.array(chars), np.array(words), np.array(tokens, dtype=np.int64))
     return out, doc_stats, np.array(kept, dtype=bool), np.array(splits), bad
 

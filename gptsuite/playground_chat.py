@@ -2,7 +2,8 @@
 conversation, its reply growing as it is written.
 
 The prompt is the conversation in the model's chat template (the one its checkpoint carries; a
-model that was not tuned on conversations gets chat.CHAT_TEMPLATE, and the page says so), built by
+model that was not tuned on conversations gets chat.CHAT_TEMPLATE, and the page says so:
+generate.conversation_template), built by
 generate.chat_prompt, which drops the oldest turns when the history no longer fits the context
 with room to answer. The reply is drawn as the Write tab draws a sample: the model's own random
 stream (playground.SeededStream) seeded with the request's seed right before the first token, the
@@ -12,9 +13,8 @@ same SamplingConfig, ending at the template's end-of-turn marker (generate.chat_
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from gptsuite.chat import CHAT_TEMPLATE, BadRecord, check_messages
 from gptsuite.errors import UserError
-from gptsuite.generate import SamplingConfig, answer_room, chat_prompt, chat_settings, cut_at_stop, visible
+from gptsuite.generate import SamplingConfig, answer_room, chat_prompt, chat_settings, check_conversation, conversation_template, cut_at_stop, visible
 from gptsuite.playground import Model, Playground, SeededStream
 
 
@@ -61,12 +61,9 @@ def reply(playground: Playground, name: str, messages: list[dict], cfg: Sampling
     if not messages or messages[-1].get("role") != "user" or not str(messages[-1].get("content", "")).strip():
         raise UserError("the message is empty; type something for the model to answer")
     model = chat_model(playground, name)
-    template = model.loaded.chat_template or CHAT_TEMPLATE
-    try:
-        messages = check_messages(messages, template, "the conversation", answered=False)
-    except BadRecord as e:
-        raise UserError(f"{e.problem}; edit it out and send again") from None
     tok = model.tok
+    template, _ = conversation_template(model.loaded.chat_template, tok, name)  # the note is Reply.notes'
+    messages = check_conversation(messages, template, "the conversation")
     cfg = chat_settings(cfg, tok, template)
     ids, dropped = chat_prompt(tok, template, messages, model.block_size, answer_room(model.block_size, cfg.max_new_tokens))
     answer = Reply(name, cfg.seed, model.loaded.chat_template is not None, dropped)

@@ -425,7 +425,7 @@ def test_chat_on_the_page_regenerates_with_the_next_seed(served, chat_served, ch
     for args, endpoint, message in [
         (("  ", [], "", chat_served, *knobs), "/chat", "the message is empty"),
         (([], "", chat_served, *knobs), "/regenerate", "no answer to regenerate"),
-        (("3+3?", [], "", models[0], *knobs), "/chat", r"character '<' is not in this model's vocabulary"),  # Shakespeare has no '<'
+        (("3+3?", [], "", models[0], *knobs), "/chat", r"was not tuned on conversations, and its vocabulary lacks '<'"),  # Shakespeare has no '<'
         (("3+3?", [], "", str(tmp / "nowhere"), *knobs), "/chat", "nowhere is not loaded; load it"),
     ]:
         with pytest.raises(gradio_client.exceptions.AppError, match=message):

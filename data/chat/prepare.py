@@ -32,7 +32,7 @@ from configurator import option
 from gptsuite.chat import CHAT_TEMPLATE, BadRecord, Marked, check_messages, render
 from gptsuite.datafiles import DocumentCorpus, PrepareConfig, RecordRules
 from gptsuite.errors import UserError
-from gptsuite.sources import val_mask, with_splits
+from gptsuite.sources import count_records, val_mask, with_splits
 
 SUFFIXES = (".jsonl", ".json", ".parquet")
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
@@ -158,7 +158,7 @@ def to_messages(fmt: str, record, where: str) -> list:
 
 def corpus(cfg: Config, out_dir: Path) -> DocumentCorpus:
     paths = input_files(cfg)
-    n = sum(1 for p in paths for _ in read_objects(p))
+    n = sum(sum(1 for _ in read_objects(p)) if p.suffix.lower() == ".json" else count_records(p) for p in paths)  # jsonl and parquet counted unparsed
     first = next((r for p in paths for _, r in read_objects(p)), None)
     if first is None:
         raise UserError(f"no records in {cfg.input}; pass a file with conversations in it")
