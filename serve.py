@@ -1,6 +1,7 @@
 """
-A local page to try models in a browser: write with up to four models side by side, see which
-spans of a sample occur in the training data, and watch the loss curves of runs as they train.
+A local page to try models in a browser: write with up to four models side by side, chat with a
+model tuned on conversations (its chat template, the same sampling and seeds), see which spans of a
+sample occur in the training data, and watch the loss curves of runs as they train.
 
     python serve.py --out_dir=out-shakespeare-char-small            # then open the address it prints
     python serve.py out-pubmed gpt2 out-pubmed-scratch               # three models side by side

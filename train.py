@@ -26,6 +26,11 @@ Fine-tune GPT-2 (weights from the Hugging Face hub, or --init_from=DIR with conf
 model.safetensors) on a dataset tokenized with GPT-2 BPE:
     python prepare.py shakespeare && python train.py config/finetune_shakespeare.py
 
+Tune GPT-2 on conversations (prepare.py chat) or on a templated dataset (pubmed): the loss counts
+only the answers (--loss_on=response, the default for data with a loss mask; --loss_on=all counts
+every token), each row starting at a conversation (gptsuite/masks.py):
+    python prepare.py chat --input=conversations.jsonl && python train.py config/finetune_chat.py
+
 Resume a run from the newest complete checkpoint in out_dir: it takes the settings the checkpoint
 recorded (dataset, model, batch, schedule, dtype, ...; not device or backend), flags given now
 override them (the changes are printed), and it continues exactly as if it had not stopped:
