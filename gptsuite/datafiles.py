@@ -22,7 +22,7 @@ import numpy as np
 from configurator import option
 from gptsuite.atomic import atomic_path, publish, temp_path, write_text
 from gptsuite.errors import UserError
-from gptsuite.tokenizer import GPT2_META
+from gptsuite.tokenizer import GPT2_META, TOKENIZER_FILE, sha256_text
 
 DTYPES = {"uint16": np.uint16, "uint32": np.uint32}  # of the token ids
 MASK_DTYPE, STARTS_DTYPE = "uint8", "int64"  # of a loss mask (1: the token counts), of where each document starts (token offsets)
@@ -71,6 +71,10 @@ class PrepareConfig:
     dtype: str = option("uint16", choices=("uint16", "uint32"))  # of the token ids: uint16 holds vocabularies up to 65,536 ids
     num_threads: int = option(0, ge=0)  # threads that tokenize documents; 0: one per CPU core
     overwrite: bool = False  # replace data in the output folder that was prepared from another source or with other settings
+    # the tokenizer: gpt2 (GPT-2 BPE), char (one token per character), bpe (train a byte-level BPE of
+    # vocab_size ids on the train split), or a tokenizer.json or prepared dataset (folder or name) whose BPE to reuse; '': the dataset's own
+    tokenizer: str = ""
+    vocab_size: int = option(8192, gt=0)  # with --tokenizer=bpe: the ids of the BPE to train, special tokens included
 
 
 @dataclass
@@ -236,12 +240,14 @@ def check_meta(meta, path: Path) -> None:
         raise UserError(f"{path} has no 'tokenizer' entry; prepare the dataset again")
     size = tok.get("vocab_size")
     problem = None
-    if tok.get("kind") not in ("char", "gpt2"):
-        problem = f"tokenizer kind {tok.get('kind')!r} is not 'char' or 'gpt2'"
+    if tok.get("kind") not in ("char", "gpt2", "bpe"):
+        problem = f"tokenizer kind {tok.get('kind')!r} is not 'char', 'gpt2' or 'bpe'"
     elif not isinstance(size, int) or isinstance(size, bool) or size <= 0:
         problem = f"tokenizer vocab_size {size!r} is not a positive integer"
     elif tok["kind"] == "char" and (not isinstance(tok.get("vocab"), list) or len(tok["vocab"]) != size or not all(isinstance(c, str) for c in tok["vocab"])):
         problem = f"the char vocabulary is not a list of {size} strings"
+    elif tok["kind"] == "bpe" and not (isinstance(tok.get("sha256"), str) and tok.get("file") == TOKENIZER_FILE):
+        problem = f"the bpe tokenizer has no sha256 or does not name {TOKENIZER_FILE}"
     elif token_dtype(meta) not in DTYPES:
         problem = f"dtype {meta['dtype']!r} is not one of {', '.join(DTYPES)}"
     if problem:
@@ -278,7 +284,7 @@ def load_meta(data_dir: str | Path) -> dict:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise UserError(f"{path} is not valid JSON ({e}); prepare the dataset again") from None
         check_meta(meta, path)
-        return meta
+        return meta | ({"tokenizer": bpe_meta(data_dir, meta["tokenizer"])} if meta["tokenizer"]["kind"] == "bpe" else {})
     pkl = data_dir / "meta.pkl"
     if pkl.exists():  # nanoGPT char-level data
         try:
@@ -291,6 +297,24 @@ def load_meta(data_dir: str | Path) -> dict:
         return {"tokenizer": {"kind": "char", "vocab_size": len(chars), "vocab": chars}, "dtype": "uint16", "vocab_size": len(chars)}
     _say_once(f"no meta.json in {data_dir}: reading it as nanoGPT GPT-2 BPE data (uint16)", data_dir)
     return {"tokenizer": GPT2_META, "dtype": "uint16", "vocab_size": GPT2_META["vocab_size"]}
+
+
+def bpe_meta(data_dir: Path, stored: dict) -> dict:
+    """A trained BPE's dict as tokenizer.meta() gives it (the whole tokenizer.json), from the file
+    beside the memmaps, refused if it is not the one they were tokenized with."""
+    path = data_dir / TOKENIZER_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(
+            f"{path} cannot be read ({getattr(e, 'strerror', None) or e}), and {data_dir}'s tokens are of that tokenizer; put it back, or prepare the dataset again"
+        ) from None
+    if sha256_text(text) != stored["sha256"]:
+        raise UserError(
+            f"{path} has changed since the data was prepared (sha256 {sha256_text(text)[:12]}, meta.json records {stored['sha256'][:12]}): "
+            "its tokens no longer mean what they did; put the original back, or prepare the dataset again with --overwrite=True"
+        )
+    return {k: v for k, v in stored.items() if k != "file"} | {"json": text}
 
 
 def check_replace(out_dir: Path, prepared_from: dict, source: str, overwrite: bool = False) -> None:

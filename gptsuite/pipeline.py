@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from gptsuite import chat, masks
+from gptsuite import bpe, chat, masks
+from gptsuite.atomic import write_text
 from gptsuite.chat import BadRecord, Marked
 from gptsuite.datafiles import (
     NANOGPT_META,
@@ -47,7 +48,7 @@ from gptsuite.datafiles import (
 from gptsuite.errors import UserError
 from gptsuite.report import DocStats, describe_bad
 from gptsuite.textscan import CHUNK_CHARS, bpe_pieces, count_words, progress, scan_text, split_by_position, text_blocks, text_size
-from gptsuite.tokenizer import CharTokenizer, GPT2Tokenizer
+from gptsuite.tokenizer import TOKENIZER_FILE, CharTokenizer, GPT2Tokenizer, stored_meta
 
 CHAR_DOCUMENT_END = "\n\n"  # a blank line ends each document at character level, which has no end-of-text token
 
@@ -103,7 +104,9 @@ def publish_splits(writers: dict[str, TokenWriter], out_dir: Path, meta: dict, p
         publish_more()
     if meta["tokenizer"]["kind"] == "char":
         write_nanogpt_meta(out_dir, meta["tokenizer"]["vocab"])
-    write_json(out_dir / "meta.json", meta)
+    if meta["tokenizer"]["kind"] == "bpe":
+        write_text(out_dir / TOKENIZER_FILE, meta["tokenizer"]["json"])
+    write_json(out_dir / "meta.json", meta | {"tokenizer": stored_meta(meta["tokenizer"])})
 
 
 def show_progress(bar: tqdm, writers: dict, t0: float, n: int) -> None:
@@ -128,30 +131,40 @@ def split_meta(tok, dtype: str, counts: dict, writers: dict, source: str) -> dic
 
 
 def prepare_text(
-    corpus: TextCorpus | TextFileCorpus, out_dir: Path, dtype: str = "uint16", num_threads: int = 0, chunk_chars: int = CHUNK_CHARS, overwrite: bool = False
+    corpus: TextCorpus | TextFileCorpus,
+    out_dir: Path,
+    dtype: str = "uint16",
+    num_threads: int = 0,
+    chunk_chars: int = CHUNK_CHARS,
+    overwrite: bool = False,
+    vocab_size: int = bpe.DEFAULT_VOCAB,
 ):
     """Tokenize one text, split by position, into train.bin and val.bin, then write meta.json.
 
     A file is read in blocks, twice (counting its characters, then tokenizing), never whole; GPT-2
     BPE encodes pieces cut at BPE_CUT points in a pool of threads, which gives the same tokens as
-    encoding each split whole. Data already in out_dir is replaced only if it was prepared from the
+    encoding each split whole. A BPE trained here (corpus.tokenizer 'bpe', of vocab_size ids)
+    reads the train split once more, before, to learn from it. Data already in out_dir is replaced only if it was prepared from the
     same text with the same settings, or with overwrite=True (check_replace). Returns meta.json's
     contents and the statistics (one document)."""
-    if corpus.tokenizer not in ("gpt2", "char"):
-        raise UserError(f"unknown tokenizer '{corpus.tokenizer}'; use gpt2 or char")
+    recorded, dtype, reused = bpe.tokenizer_settings(corpus.tokenizer, dtype, vocab_size)
     n_chars, words, sha, vocab = scan_text(text_blocks(corpus, chunk_chars), corpus.tokenizer == "char", text_size(corpus), chunk_chars)
     if not n_chars:
         raise UserError("the text is empty; pass a file with some text in it (--input=FILE)")
     # the same text (whatever its file's name or path), tokenizer, split and dtype write the same bytes
-    prepared_from = {"text_sha256": sha, "tokenizer": corpus.tokenizer, "val_fraction": corpus.val_fraction, "dtype": dtype}
+    prepared_from = {"text_sha256": sha, **recorded, "val_fraction": corpus.val_fraction, "dtype": dtype}
     check_replace(out_dir, prepared_from, corpus.source, overwrite)
-    tok = CharTokenizer(vocab) if vocab is not None else GPT2Tokenizer()
     threads = num_threads if num_threads > 0 else os.cpu_count() or 1
     cut = int(n_chars * (1 - corpus.val_fraction))
+    if corpus.tokenizer in ("gpt2", "char"):
+        tok = CharTokenizer(vocab) if vocab is not None else GPT2Tokenizer()
+    else:
+        train = lambda: bpe_pieces((b for s, b in split_by_position(text_blocks(corpus, chunk_chars), cut) if s == "train"), chunk_chars)  # noqa: E731
+        tok = bpe.bpe_tokenizer(reused, vocab_size, train)
     pieces = (
         (split, piece)
         for split, group in groupby(split_by_position(text_blocks(corpus, chunk_chars), cut), key=itemgetter(0))
-        for piece in (bpe_pieces((b for _, b in group), chunk_chars) if vocab is None else (b for _, b in group))
+        for piece in (bpe_pieces((b for _, b in group), chunk_chars) if tok.kind != "char" else (b for _, b in group))
     )
     bar = progress(total=n_chars, desc="tokenizing", unit="char", unit_scale=True, disable=n_chars < 4 * chunk_chars)
     t0 = time.time()
@@ -285,7 +298,13 @@ def char_tokenizer(corpus: DocumentCorpus) -> CharTokenizer:
 
 
 def prepare_documents(
-    corpus: DocumentCorpus, out_dir: Path, dtype: str = "uint16", num_threads: int = 0, chunk_chars: int = CHUNK_CHARS, overwrite: bool = False
+    corpus: DocumentCorpus,
+    out_dir: Path,
+    dtype: str = "uint16",
+    num_threads: int = 0,
+    chunk_chars: int = CHUNK_CHARS,
+    overwrite: bool = False,
+    vocab_size: int = bpe.DEFAULT_VOCAB,
 ):
     """Tokenize a stream of documents into train.bin and val.bin, then write meta.json.
 
@@ -295,16 +314,18 @@ def prepare_documents(
     source with the same settings, or with overwrite=True (check_replace). A corpus of marked
     records (corpus.rules.masked) also gets each split's loss mask and document starts (masks.py).
     Returns meta.json's contents and the per-document statistics."""
-    if corpus.tokenizer not in ("gpt2", "char"):
-        raise UserError(f"unknown tokenizer '{corpus.tokenizer}'; use gpt2 or char")
+    recorded, dtype, reused = bpe.tokenizer_settings(corpus.tokenizer, dtype, vocab_size)
     rules = corpus.rules
     assert not (rules.masked and (corpus.order is not None or corpus.max_train_tokens)), "a masked corpus is written in its order, whole"
     # the documents are not read twice to hash them: the same source (as the dataset describes it:
     # its path, files or rows) with the same settings counts as the same data
-    prepared_from = {"source": corpus.source, "tokenizer": corpus.tokenizer, "dtype": dtype, "template": corpus.template, **corpus.meta}
+    prepared_from = {"source": corpus.source, **recorded, "dtype": dtype, "template": corpus.template, **corpus.meta}
     prepared_from = json.loads(json.dumps(prepared_from))  # as meta.json will hold it (tuples become lists), to compare alike
     check_replace(out_dir, prepared_from, corpus.source, overwrite)
-    tok = char_tokenizer(corpus) if corpus.tokenizer == "char" else GPT2Tokenizer()
+    if corpus.tokenizer in ("gpt2", "char"):
+        tok = char_tokenizer(corpus) if corpus.tokenizer == "char" else GPT2Tokenizer()
+    else:
+        tok = bpe.bpe_tokenizer(reused, vocab_size, lambda: bpe.train_texts(corpus), corpus.num_documents)
     threads = num_threads if num_threads > 0 else os.cpu_count() or 1
     end = document_end(tok) if corpus.document_end else np.zeros(0, dtype=np.uint32)
     work = partial(encode_chunk, tok=tok, fmt=corpus.format, end=end, keep_empty=corpus.order is not None, rules=rules)

@@ -11,6 +11,11 @@ One epoch is one pass over train.bin. Its training compute per token is 6N + 12Â
 and backward: 6 FLOPs per parameter, plus attention over a context of T = 1024; PaLM, appendix B,
 as flops.flops_per_token counts it), for the four GPT-2 sizes, and hours at 40% MFU on an A100 and
 an H100 (bf16 dense peak).
+
+A dataset with a trained BPE (prepare.py --tokenizer=bpe) also gets what its tokenizer buys, on
+the val split (text the tokenizer did not learn from; its first COMPARE_TOKENS tokens), against
+GPT-2's BPE on the same text: UTF-8 bytes per token, and the share of the tokens that the 1,000
+most frequent token ids make up. Special tokens (the end of each document) are left out of both.
 """
 
 from collections import Counter
@@ -19,11 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from gptsuite.atomic import atomic_path
-from gptsuite.datafiles import SPLITS, write_json
+from gptsuite.datafiles import DTYPES, SPLITS, load_meta, token_dtype, write_json
 from gptsuite.flops import GPT2_CONTEXT, GPT2_SIZES, flops_per_token, gpt2_params, peak_tflops
-from gptsuite.tokenizer import GPT2_VOCAB_SIZE
+from gptsuite.tokenizer import GPT2_VOCAB_SIZE, GPT2Tokenizer, from_meta
 
 MFU = 0.4
+COMPARE_TOKENS = 1 << 22  # of val.bin, for the tokenizers' comparison
+TOP = 1000  # the most frequent token ids whose share of the text the comparison gives
 PEAK_GPUS = ("A100", "H100")  # bf16 dense peak from flops.GPU_PEAK_TFLOPS
 
 
@@ -72,22 +79,46 @@ def summary(values: np.ndarray) -> dict:
     return {"sum": int(v.sum()), "mean": float(v.mean()), "median": float(np.median(v)), "p95": float(np.percentile(v, 95)), "max": int(v.max())}
 
 
-def build_report(name: str, meta: dict, stats: DocStats) -> dict:
+def token_stats(ids: np.ndarray, n_bytes: int) -> dict:
+    counts = np.sort(np.bincount(ids))[::-1]
+    return {"tokens": len(ids), "bytes_per_token": n_bytes / max(len(ids), 1), f"top{TOP}_share": float(counts[:TOP].sum() / max(len(ids), 1))}
+
+
+def compare_tokenizers(data_dir: Path) -> dict:
+    """A trained BPE against GPT-2's on the same text, the val split's (see the module's docstring)."""
+    meta = load_meta(data_dir)
+    tok = from_meta(meta["tokenizer"])
+    ids = np.fromfile(data_dir / "val.bin", dtype=DTYPES[token_dtype(meta)], count=COMPARE_TOKENS).astype(np.int64)
+    special = np.isin(ids, list(tok.specials.values()))
+    cuts = np.flatnonzero(special)
+    texts = [tok.decode(part[1:] if i else part) for i, part in enumerate(np.split(ids, cuts))]  # the texts between special tokens
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    gpt2 = GPT2Tokenizer()
+    theirs = np.concatenate([gpt2.encode_array(t).astype(np.int64) for t in texts if t] or [np.zeros(0, dtype=np.int64)])
+    return {"split": "val", "bytes": n_bytes, "bpe": token_stats(ids[~special], n_bytes), "gpt2": token_stats(theirs, n_bytes)}
+
+
+def build_report(name: str, meta: dict, stats: DocStats, data_dir: Path | None = None) -> dict:
+    """The report of a prepared dataset; with data_dir, a trained BPE's comparison with GPT-2's."""
     split = stats.column("split")
-    return {
-        "dataset": name,
-        "tokenizer": meta["tokenizer"]["kind"],
-        "documents": {
-            "total": len(split),
-            **{s: int((split == i).sum()) for i, s in enumerate(SPLITS)},
-            "skipped_empty": stats.skipped,
-            "skipped_bad": dict(stats.bad),
-        },
-        "per_document": {"characters": summary(stats.column("chars")), "words": summary(stats.column("words")), "tokens": summary(stats.column("tokens"))},
-        "tokens_per_split": {s: meta[f"{s}_tokens"] for s in SPLITS},
-        "histogram": "doc_tokens.png",
-        "epoch": epoch_compute(meta["train_tokens"]),
-    } | ({"loss_mask": loss_mask_report(meta, stats)} if meta.get("loss_mask") else {})
+    return (
+        {
+            "dataset": name,
+            "tokenizer": meta["tokenizer"]["kind"],
+            "documents": {
+                "total": len(split),
+                **{s: int((split == i).sum()) for i, s in enumerate(SPLITS)},
+                "skipped_empty": stats.skipped,
+                "skipped_bad": dict(stats.bad),
+            },
+            "per_document": {"characters": summary(stats.column("chars")), "words": summary(stats.column("words")), "tokens": summary(stats.column("tokens"))},
+            "tokens_per_split": {s: meta[f"{s}_tokens"] for s in SPLITS},
+            "histogram": "doc_tokens.png",
+            "epoch": epoch_compute(meta["train_tokens"]),
+        }
+        | ({"loss_mask": loss_mask_report(meta, stats)} if meta.get("loss_mask") else {})
+        | ({"tokenizers": compare_tokenizers(data_dir)} if data_dir is not None and meta["tokenizer"]["kind"] == "bpe" else {})
+    )
 
 
 def loss_mask_report(meta: dict, stats: DocStats) -> dict:
@@ -167,6 +198,13 @@ def format_report(report: dict, out_dir: Path) -> str:
             f"loss on responses: {m['counted_share']['train']:.0%} of train tokens count (the rest is prompt, context); longest prompt {m['longest_prompt']:,} tokens"
         )
         lines.append(f"rows start at documents and are packed: one document to a row of {m['block_size']:,} would be {m['one_per_row_padding']:.0%} padding")
+    if "tokenizers" in report:
+        c = report["tokenizers"]
+        lines.append(
+            f"tokenizers on the {c['split']} split ({c['bytes']:,} bytes of text the BPE was not trained on): bytes per token, share of the tokens in the {TOP:,} most frequent ids"
+        )
+        for kind, name in (("bpe", "trained BPE"), ("gpt2", "GPT-2 BPE")):
+            lines.append(f"  {name:<12}{c[kind]['bytes_per_token']:>8.2f}{c[kind][f'top{TOP}_share']:>9.1%}")
     epoch = report["epoch"]
     lines.append(f"one epoch ({epoch['tokens']:,} train tokens) at block size {epoch['block_size']}, {epoch['mfu']:.0%} MFU:")
     for model, m in epoch["models"].items():

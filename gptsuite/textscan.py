@@ -6,7 +6,6 @@ sha256 and characters. pipeline.py tokenizes and writes what these read.
 
 import hashlib
 import os
-import re
 import sys
 from collections.abc import Iterable, Iterator
 from functools import partial
@@ -17,18 +16,13 @@ from tqdm import tqdm
 
 from gptsuite.datafiles import TextCorpus, TextFileCorpus
 from gptsuite.errors import UserError
+from gptsuite.tokenizer import BPE_CUT
 
 progress = partial(tqdm, file=sys.stdout)  # progress bars are output: stderr holds only errors, one line
 # Text goes to the tokenizing threads in chunks of about this many characters. Larger ones only
 # fragment the heap (2M-character pieces of one text peaked at 150-200 MB of RSS, these at 85 MB).
 CHUNK_CHARS = 1 << 19
 
-# Where GPT-2's pre-tokenizer (tokenizer.GPT2_PAT) always starts a new piece: before the last
-# whitespace character of a run that a non-space follows (it is split off to lead the next word,
-# or stands alone). Text cut there encodes to the same tokens as the whole. The class is Unicode's
-# White_Space, the regex's \s (Python's also counts \x1c-\x1f).
-WHITE_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-BPE_CUT = re.compile(f"(?=[{WHITE_SPACE}][^{WHITE_SPACE}])")
 
 ASCII_SPACE = np.zeros(256, dtype=bool)
 ASCII_SPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True  # what str.split() splits on, in ASCII

@@ -42,7 +42,7 @@ SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "a
 class Config(PrepareConfig):
     input: str = ""  # a .jsonl, .json or .parquet file of conversations, or a folder of them
     name: str = "chat"  # the dataset's name: output in data/<name> (train.py --dataset=<name>)
-    tokenizer: str = option("gpt2", choices=("gpt2", "char"))  # GPT-2 BPE (to tune GPT-2), or one token per character
+    tokenizer: str = "gpt2"  # GPT-2 BPE (to tune GPT-2), char (one token per character), bpe (one trained here), or a tokenizer.json / dataset to reuse
     block_size: int = option(1024, gt=0)  # the context a conversation must fit in, in tokens (with its end marker)
     val_fraction: float = option(0.1, gt=0, lt=1)  # of the conversations
     seed: int = 1337  # which conversations go to val

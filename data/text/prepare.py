@@ -28,7 +28,7 @@ from gptsuite.sources import TABLE_SUFFIXES, count_records, read_document, read_
 class Config(PrepareConfig):
     input: str = ""  # a .txt/.md file, a folder of them, or a .jsonl/.parquet/.csv table
     field: str = ""  # the column with the text, for tables
-    tokenizer: str = option("gpt2", choices=("gpt2", "char"))  # GPT-2 BPE, or one token per character
+    tokenizer: str = "gpt2"  # GPT-2 BPE, char (one token per character), bpe (one trained on this corpus), or a tokenizer.json / dataset to reuse
     name: str = ""  # the dataset's name: output in data/<name>; default: the input's name (data/book for book.txt)
     val_fraction: float = option(0.1, gt=0, lt=1)  # of the documents (a single file: of its characters, at the end)
     seed: int = 1337  # which documents go to val
