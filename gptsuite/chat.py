@@ -22,6 +22,7 @@ their end markers count (1), the markers and the other turns are context (0). `j
 same template in Jinja, as transformers' tokenizer.apply_chat_template reads it.
 """
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -102,6 +103,11 @@ def token_offsets(tok, text: str) -> tuple[np.ndarray, np.ndarray]:
     ids = tok.encode_array(text)
     if tok.kind == "char":
         return ids, np.arange(len(ids))
+    if tok.kind == "bpe":  # a token starts in the character its first byte belongs to
+        lengths = tok.byte_lengths()[ids]
+        token_start = np.cumsum(lengths) - lengths
+        char_start = np.cumsum([0] + [len(c.encode("utf-8")) for c in text])[:-1]
+        return ids, np.searchsorted(char_start, token_start, side="right") - 1
     _, offsets = tok.enc.decode_with_offsets(ids.tolist())
     return ids, np.asarray(offsets, dtype=np.int64)
 
@@ -110,19 +116,23 @@ def encode(tok, marked: Marked) -> tuple[np.ndarray, np.ndarray]:
     """Token ids of a marked text and its loss mask (uint8, 1 where the token counts), each token
     counted if it starts inside a span. The text is tokenized whole, as transformers tokenizes what
     a chat template renders: between the end markers (the end-of-text token, where the tokenizer
-    has one and marked.special_end says so), as ordinary text."""
-    eot = tok.eot_token if marked.special_end else None
-    pieces = marked.text.split(marked.special_end) if eot is not None else [marked.text]
+    has one and marked.special_end says so) and a trained BPE's other special tokens (the role
+    markers), as ordinary text."""
+    specials = {}
+    if marked.special_end and tok.eot_token is not None:
+        specials = getattr(tok, "specials", {}) | {marked.special_end: tok.eot_token}
+    pattern = "(" + "|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)) + ")"
+    pieces = re.split(pattern, marked.text) if specials else [marked.text]
     ids, starts, at = [], [], 0
     for i, piece in enumerate(pieces):
-        piece_ids, offsets = token_offsets(tok, piece)
-        ids.append(piece_ids)
-        starts.append(offsets + at)
-        at += len(piece)
-        if i < len(pieces) - 1:
-            ids.append(np.array([eot], dtype=np.int64))
+        if i % 2:  # a special token
+            ids.append(np.array([specials[piece]], dtype=np.int64))
             starts.append(np.array([at]))
-            at += len(marked.special_end)
+        else:
+            piece_ids, offsets = token_offsets(tok, piece)
+            ids.append(piece_ids)
+            starts.append(offsets + at)
+        at += len(piece)
     ids_all = np.concatenate(ids).astype(np.int64) if ids else np.zeros(0, dtype=np.int64)
     starts_all = np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
     mask = np.zeros(len(ids_all), dtype=np.uint8)

@@ -49,6 +49,8 @@ def token_byte_lengths(tok) -> np.ndarray:
     """UTF-8 length of each token id's decoded text: bytes[id]."""
     if tok.kind == "char":
         return np.array([len(c.encode("utf-8")) for c in tok.chars], dtype=np.int64)
+    if tok.kind == "bpe":
+        return tok.byte_lengths()
     enc = tok.enc
     return np.array([len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab)], dtype=np.int64)
 

@@ -1,5 +1,6 @@
 """Our GPT in Hugging Face's format: a GPT2LMHeadModel folder (config.json, model.safetensors,
-generation_config.json) with GPT-2's tokenizer files (and a chat model's template), or a LoRA run's
+generation_config.json) with its tokenizer's files (GPT-2's, or the tokenizer.json of a BPE trained
+on its data) and a chat model's template, or a LoRA run's
 adapter alone in peft's format; and the upload of such a folder to the hub.
 The reverse direction, GPT-2's weights into our GPT, is gptsuite/pretrained.py.
 """
@@ -13,16 +14,16 @@ import torch
 from gptsuite.chat import check_template, jinja
 from gptsuite.errors import UserError
 from gptsuite.pretrained import CONV1D, HF_ACTIVATION, HUB_MODELS
-from gptsuite.tokenizer import GPT2_EOT, GPT2_VOCAB_SIZE, gpt2_files
+from gptsuite.tokenizer import END_OF_TEXT, GPT2_EOT, GPT2_VOCAB_SIZE, BPETokenizer, from_meta, gpt2_files
 from model import GPT
 
 
-def hf_config(model: GPT) -> dict:
+def hf_config(model: GPT, vocab_size: int = GPT2_VOCAB_SIZE, eot: int = GPT2_EOT) -> dict:
     c = model.config
     return {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
-        "vocab_size": GPT2_VOCAB_SIZE,
+        "vocab_size": vocab_size,
         "n_positions": c.block_size,
         "n_ctx": c.block_size,
         "n_embd": c.n_embd,
@@ -38,14 +39,14 @@ def hf_config(model: GPT) -> dict:
         "scale_attn_weights": True,
         "use_cache": True,
         "tie_word_embeddings": True,
-        "bos_token_id": GPT2_EOT,
-        "eos_token_id": GPT2_EOT,
+        "bos_token_id": eot,
+        "eos_token_id": eot,
         "task_specific_params": {"text-generation": {"do_sample": True, "max_length": min(c.block_size, 200)}},
         "torch_dtype": "float32",
     }
 
 
-def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
+def hf_state_dict(model: GPT, vocab_size: int = GPT2_VOCAB_SIZE) -> dict[str, torch.Tensor]:
     """Our weights under transformers' GPT2LMHeadModel names: Conv1D weights are (in, out), the
     transpose of nn.Linear's; lm_head is tied to wte, so only wte is stored; missing biases are zeros."""
     out = {}
@@ -56,7 +57,7 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
         if name.endswith(CONV1D):
             p = p.t()
         if name == "transformer.wte.weight":
-            p = p[:GPT2_VOCAB_SIZE]
+            p = p[:vocab_size]  # without the padding rows
         out[name] = p.contiguous()
     for i, block in enumerate(model.transformer.h):  # bias=False models: GPT-2 always has biases
         for sub, width in (("ln_1", model.config.n_embd), ("ln_2", model.config.n_embd), ("attn.c_attn", 3 * block.attn.n_embd)):
@@ -82,6 +83,18 @@ def write_tokenizer(dest: Path, block_size: int, chat_template: dict | None = No
     (dest / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n")
 
 
+def write_bpe_tokenizer(dest: Path, tok: BPETokenizer, block_size: int, chat_template: dict | None = None) -> None:
+    """A trained BPE's tokenizer.json as it is (AutoTokenizer reads it with `tokenizers`, the library
+    that wrote it, so its ids are ours), and the config that names its special tokens."""
+    (dest / "tokenizer.json").write_text(tok.json, encoding="utf-8")
+    special = {"bos_token": END_OF_TEXT, "eos_token": END_OF_TEXT, "unk_token": END_OF_TEXT}
+    (dest / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+    tok_config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": block_size, "add_prefix_space": False, **special}
+    if chat_template:
+        tok_config["chat_template"] = jinja(check_template(chat_template))
+    (dest / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n")
+
+
 def export_hf(model: GPT, tok_meta: dict, dest: Path, chat_template: dict | None = None) -> None:
     from safetensors.torch import save_file
 
@@ -90,21 +103,28 @@ def export_hf(model: GPT, tok_meta: dict, dest: Path, chat_template: dict | None
             f"this model has arch={model.config.arch} (RoPE, RMSNorm, QK-norm, ReLU², soft-capped logits), which no transformers class computes exactly, so it does not export; "
             "use its checkpoint folder with sample.py and eval.py, or train with --arch=gpt2 to export"
         )
-    if tok_meta.get("kind") != "gpt2":
+    if tok_meta.get("kind") not in ("gpt2", "bpe"):
         raise UserError(
-            f"this model uses a {tok_meta.get('kind')} tokenizer, which Hugging Face has no tokenizer for; only GPT-2 BPE models export (prepare the data with GPT-2 BPE)"
+            f"this model uses a {tok_meta.get('kind')} tokenizer, which Hugging Face has no tokenizer for; only BPE models export (prepare the data with --tokenizer=gpt2 or bpe)"
         )
-    if model.config.vocab_size < GPT2_VOCAB_SIZE:
-        raise UserError(f"the model has {model.config.vocab_size} token ids, fewer than GPT-2's {GPT2_VOCAB_SIZE}; the checkpoint is not a GPT-2 BPE model")
+    bpe = from_meta(tok_meta) if tok_meta["kind"] == "bpe" else None
+    vocab_size, eot = (bpe.vocab_size, bpe.eot_token) if bpe else (GPT2_VOCAB_SIZE, GPT2_EOT)
+    if model.config.vocab_size < vocab_size:
+        raise UserError(
+            f"the model has {model.config.vocab_size} token ids, fewer than its tokenizer's {vocab_size}; the checkpoint is damaged or of another tokenizer"
+        )
     new_folder(dest)
-    (dest / "config.json").write_text(json.dumps(hf_config(model), indent=2) + "\n")
-    save_file(hf_state_dict(model), dest / "model.safetensors", metadata={"format": "pt"})
+    (dest / "config.json").write_text(json.dumps(hf_config(model, vocab_size, eot), indent=2) + "\n")
+    save_file(hf_state_dict(model, vocab_size), dest / "model.safetensors", metadata={"format": "pt"})
     shutil.copymode(dest / "config.json", dest / "model.safetensors")  # safetensors writes 0600: make it as readable as the rest (the umask's)
     # no max_length: transformers warns on every generate(max_new_tokens=...) when one is set; the
     # context limit is config.json's n_positions, as in openai-community/gpt2's generation_config.json
-    generation = {"bos_token_id": GPT2_EOT, "eos_token_id": GPT2_EOT, "do_sample": True}
+    generation = {"bos_token_id": eot, "eos_token_id": eot, "do_sample": True}
     (dest / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-    write_tokenizer(dest, model.config.block_size, chat_template)
+    if bpe:
+        write_bpe_tokenizer(dest, bpe, model.config.block_size, chat_template)
+    else:
+        write_tokenizer(dest, model.config.block_size, chat_template)
 
 
 def new_folder(dest: Path) -> None:

@@ -32,10 +32,10 @@ class Loaded:
 
 
 def padded_vocab_size(tokenizer_meta: dict) -> int:
-    """Embedding rows for a tokenizer: GPT-2's 50257 ids padded to 50304, a multiple of 64 that
-    tensor cores like; a character vocabulary as it is."""
+    """Embedding rows for a tokenizer: a BPE's ids padded to a multiple of 64 that tensor cores like
+    (GPT-2's 50257 to 50304); a character vocabulary as it is."""
     n = tokenizer_meta["vocab_size"]
-    return (n + 63) // 64 * 64 if tokenizer_meta["kind"] == "gpt2" else n
+    return (n + 63) // 64 * 64 if tokenizer_meta["kind"] in ("gpt2", "bpe") else n
 
 
 def new_model(shape: GPTConfig, tokenizer_meta: dict) -> GPT:

@@ -223,13 +223,17 @@ class BPETokenizer:
     def decode(self, ids) -> str:
         return self.tok.decode([int(i) for i in ids], skip_special_tokens=False)
 
-    def byte_lengths(self) -> np.ndarray:
-        """UTF-8 bytes of each id's text: its bytes for a vocabulary token, a special token's spelling."""
+    @functools.cached_property
+    def _byte_lengths(self) -> np.ndarray:
         lengths = np.zeros(self.vocab_size, dtype=np.int64)
         known = byte_decoder()
         for token, i in self.tok.get_vocab(with_added_tokens=True).items():
             lengths[i] = len(token.encode("utf-8")) if token in self.specials else sum(1 for c in token if c in known)
         return lengths
+
+    def byte_lengths(self) -> np.ndarray:
+        """UTF-8 bytes of each id's text: its bytes for a vocabulary token, a special token's spelling."""
+        return self._byte_lengths
 
     def meta(self) -> dict:
         return {"kind": self.kind, "vocab_size": self.vocab_size, "sha256": self.sha256, "json": self.json}
