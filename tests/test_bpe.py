@@ -22,8 +22,8 @@ from gptsuite.report import build_report, format_report
 from gptsuite.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE, BPETokenizer, GPT2Tokenizer, from_meta
 from model import GPT, GPTConfig
 
-VAL_ONLY = "Zyxwquorble"  # a word only the val split has, many times over
-CORPUS = TEXT + "Café naïve 日本語 — ✓ tabs\tand  spaces\n" * 5 + f"{VAL_ONLY} {VAL_ONLY}, " * 20
+VAL_ONLY = "qzqz"  # a word only the val split has, many times over: learned if the tokenizer saw val
+CORPUS = TEXT * 2 + "Café naïve 日本語 — ✓ tabs\tand  spaces\n" * 5 + f" {VAL_ONLY}" * 250
 
 
 def prepare_bpe(out: Path, text: str = CORPUS, tokenizer: str = "bpe", vocab_size: int = 300) -> dict:
@@ -45,7 +45,7 @@ def test_trains_on_the_train_split_only_and_encodes_as_tokenizers_does(bpe_data:
     assert meta["dtype"] == "uint16" and meta["prepared_from"]["vocab_size"] == 300
     vocab = json.loads(spec)["model"]["vocab"]
     assert len(vocab) == 300 and all(s in vocab for s in SPECIAL_TOKENS)
-    assert not any("quorb" in t for t in vocab), "the val split's word was learned: the tokenizer saw val"
+    assert not any("qz" in t for t in vocab), "the val split's word was learned: the tokenizer saw val"
     assert any("Citizen" in t for t in vocab)  # frequent in train: merged into one token
     # the library that wrote tokenizer.json, on each split whole, gives the ids of the memmaps
     from tokenizers import Tokenizer
