@@ -18,13 +18,14 @@ from gptsuite.chat import BadRecord, Marked
 from gptsuite.datafiles import DATA_ROOT, DocumentCorpus, load_meta
 from gptsuite.errors import UserError
 from gptsuite.textscan import progress
-from gptsuite.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE, BPETokenizer
+from gptsuite.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE, BPETokenizer, cut_at_bpe_cuts
 
 BUILT_IN = ("gpt2", "char", "bpe")  # what --tokenizer names besides a file or a dataset
 MIN_VOCAB = 256 + len(SPECIAL_TOKENS)  # every byte and the special tokens
 MAX_VOCAB = 1 << 32  # ids that uint32 holds
 DEFAULT_VOCAB = 8192
 SPECIALS_RE = re.compile("|".join(map(re.escape, SPECIAL_TOKENS)))
+TRAIN_PIECE = 1 << 14  # characters
 
 
 def check_vocab_size(vocab_size: int) -> None:
@@ -35,9 +36,13 @@ def check_vocab_size(vocab_size: int) -> None:
         )
 
 
-def without_specials(texts: Iterable[str]) -> Iterator[str]:
+def learnable(texts: Iterable[str]) -> Iterator[str]:
+    """The texts without the special tokens' spellings, in pieces of about TRAIN_PIECE characters
+    cut where GPT-2's pre-tokenizer cuts anyway (the same words): `tokenizers` holds several times
+    a text's size while it pre-tokenizes it, so a file of a few MB would cost hundreds of MB."""
     for text in texts:
-        yield from (piece for piece in SPECIALS_RE.split(text) if piece)
+        for part in SPECIALS_RE.split(text):
+            yield from (piece for piece in cut_at_bpe_cuts(part, TRAIN_PIECE) if piece)
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int, total: int | None = None) -> str:
@@ -55,7 +60,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, total: int | None = None) -
     bar = progress(total=total, desc="training the tokenizer", unit="text", disable=total is None or total < 1000)
     counted = (bar.update(1) or t for t in texts)
     try:
-        tok.train_from_iterator(without_specials(counted), trainer)
+        tok.train_from_iterator(learnable(counted), trainer)
     finally:
         bar.close()
     return tok.to_str()
