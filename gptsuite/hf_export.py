@@ -105,7 +105,7 @@ def export_hf(model: GPT, tok_meta: dict, dest: Path, chat_template: dict | None
         )
     if tok_meta.get("kind") not in ("gpt2", "bpe"):
         raise UserError(
-            f"this model uses a {tok_meta.get('kind')} tokenizer, which Hugging Face has no tokenizer for; only BPE models export (prepare the data with --tokenizer=gpt2 or bpe)"
+            f"this model uses a {tok_meta.get('kind')} tokenizer, which Hugging Face has no tokenizer for; only GPT-2 BPE models and those of a trained BPE export (prepare the data with --tokenizer=gpt2 or bpe)"
         )
     bpe = from_meta(tok_meta) if tok_meta["kind"] == "bpe" else None
     vocab_size, eot = (bpe.vocab_size, bpe.eot_token) if bpe else (GPT2_VOCAB_SIZE, GPT2_EOT)

@@ -28,8 +28,10 @@ import serve
 import train
 from configurator import ConfigError
 from conftest import ROOT, TEXT, run_entry
+from gptsuite.datafiles import TextCorpus
 from gptsuite.errors import cli
 from gptsuite.lora import LoraConfig
+from gptsuite.pipeline import prepare_text
 from gptsuite.tokenizer import GPT2_META
 from tools import bench_generate, novelty, plot
 
@@ -70,6 +72,23 @@ CASES = [
     ("prepare", ["shakespeare_char", "--input={text}", "--dtype=int8"], ["dtype", "int8"]),
     ("prepare", ["shakespeare_char", "--input={text}", "--data_dir={bad}/afile/sub"], ["afile is a file"]),
     ("prepare", ["shakespeare_char", "--input={text}", "--dtype=16"], ["dtype", "16"]),
+    (
+        "prepare",
+        ["shakespeare_char", "--input={text}", "--data_dir={new}", "--tokenizer=bpe", "--vocab_size=100"],
+        ["--vocab_size=100", "too small", "--vocab_size=8192"],
+    ),
+    ("prepare", ["shakespeare_char", "--input={text}", "--data_dir={new}", "--tokenizer=bpe", "--vocab_size=5000000000"], ["too large for uint32"]),
+    ("prepare", ["shakespeare_char", "--input={text}", "--data_dir={new}", "--vocab_size=500"], ["--vocab_size", "--tokenizer=bpe"]),
+    ("prepare", ["shakespeare_char", "--input={text}", "--data_dir={new}", "--tokenizer={bad}/afile"], ["afile is not a Hugging Face tokenizer.json"]),
+    ("prepare", ["shakespeare_char", "--input={text}", "--data_dir={new}", "--tokenizer={bad}/nowhere"], ["not gpt2, char, bpe", "tokenizer.json"]),
+    ("prepare", ["shakespeare_char", "--input={text}", "--data_dir={new}", "--tokenizer={data}"], ["is tokenized with char", "--tokenizer=char"]),
+    (
+        "prepare",
+        ["shakespeare_char", "--input={text}", "--data_dir={new}", "--tokenizer={bad}/bpechanged"],
+        ["tokenizer.json has changed since the data was prepared"],
+    ),
+    ("train", [*TRAIN, "--data_dir={bad}/bpe", "--init_from=gpt2"], ["init_from=gpt2 needs a dataset tokenized with GPT-2 BPE", "bpe tokenizer"]),
+    ("train", [*TRAIN, "--data_dir={bad}/bpechanged"], ["tokenizer.json has changed since the data was prepared", "prepare the dataset again"]),
     ("train", [*TRAIN, "--n_layers=3"], ["unknown key 'n_layers'", "n_layer"]),
     ("train", [*TRAIN, "--batch_size=abc"], ["batch_size", "int"]),
     ("train", [*TRAIN, "--compile=maybe"], ["compile", "maybe"]),
@@ -268,6 +287,8 @@ def earlier(tmp_path_factory) -> dict[str, Path]:
     (bad / "badmetrics" / "metrics.jsonl").write_text('{"iter": 1, "loss": 2.0}\n{"iter": 2, "lo')
     (bad / "latin1metrics").mkdir()
     (bad / "latin1metrics" / "metrics.jsonl").write_bytes(b'{"iter": 1, "loss": "\xe9"}\n')
+    prepare_text(TextCorpus(TEXT, "a text", tokenizer="bpe"), bad / "bpe", vocab_size=300)  # a trained BPE, then one whose file changed since
+    bad_dataset(bad, "bpechanged", bad / "bpe", lambda d: (d / "tokenizer.json").write_text((d / "tokenizer.json").read_text().replace('"Ġ', '"Ġ ', 1)))
     other = dataset(root / "other", "abcde\n" * 200)  # another text: another character vocabulary
     return {"root": root, "data": data, "out": out, "bad": bad, "other": other, "text": root / "data.txt", "new": root / "new"}
 
