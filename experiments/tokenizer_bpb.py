@@ -98,7 +98,7 @@ def curve(out: Path) -> list[tuple[float, float, int]]:
     return points
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--input", required=True, help="a text file (e.g. tinyshakespeare's input.txt)")
     p.add_argument("--vocab_size", type=int, default=4096, help="of the trained BPE")
@@ -106,7 +106,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work_dir", default="", help="where the data and runs go (default: a temporary folder); runs already there are reused")
     p.add_argument("--smoke", action="store_true", help="30 iterations of the character model, to check the script")
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="tokenizer_bpb_"))
     iters = 30 if args.smoke else args.iters
     kinds = ("char", "gpt2", "bpe")

@@ -9,7 +9,8 @@ model.py / configurator.py.
     textscan     reading a text for the pipeline: in blocks, cut where BPE cuts, split and scanned once
     pipeline     the prepare pipeline: tokenize in threads, write the memmaps
     report       the dataset report written by every prepare
-    tokenizer    character level and GPT-2 BPE (offline, sha256-checked)
+    tokenizer    character level, GPT-2 BPE (offline, sha256-checked) and a BPE trained on the corpus
+    bpe          training that BPE on a train split (prepare.py --tokenizer=bpe), or reusing one
     templates    prompt templates (pubmed: abstract -> article)
     flops        FLOPs per token and GPU peaks (MFU, the dataset report)
     runtime      device, precision, the process group, CPU threads, the stop signal

@@ -98,6 +98,7 @@ def scripts() -> dict[str, Script]:
         "-m tools.bench_generate": Script(config("tools.bench_generate", "BenchGenerateConfig")),
         "-m tools.bench_eval": Script(config("tools.bench_eval", "BenchEvalConfig")),
         "-m tools.bench_prepare": Script(config("tools.bench_prepare", "BenchConfig")),
+        "-m tools.bench_tokenizer": Script(config("tools.bench_tokenizer", "BenchTokenizerConfig")),
         "-m tools.plot": Script(None, positionals=1, help=False),
         "-m tools.bench_lora": Script(config("tools.bench_lora", "BenchLoraConfig")),
         "-m tools.bench_fsdp": Script(config("tools.bench_fsdp", "BenchFsdpConfig")),
@@ -107,6 +108,7 @@ def scripts() -> dict[str, Script]:
         "-m tools.chat_tasks": Script(config("tools.chat_tasks", "ChatTasksConfig")),
         "-m tools.bench_memory": Script(config("tools.bench_memory", "BenchMemoryConfig")),
         "experiments/modern_vs_gpt2.py": Script(None, extra=argparse_keys("experiments/modern_vs_gpt2.py")),
+        "experiments/tokenizer_bpb.py": Script(None, extra=argparse_keys("experiments/tokenizer_bpb.py")),
     }
 
 
@@ -390,6 +392,7 @@ def test_the_docs_show_commands_for_every_entry_point():
         "tools.bench_generate",
         "tools.bench_eval",
         "tools.bench_prepare",
+        "tools.bench_tokenizer",
         "tools.bench_lora",
         "tools.bench_fsdp",
         "tools.bench_serve",
