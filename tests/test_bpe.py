@@ -214,3 +214,20 @@ def test_hf_export_gives_our_ids_and_logits(tmp_path: Path, bpe_data: Path):
         theirs = hf(x).logits
     assert hf.config.vocab_size == 300 and hf.config.eos_token_id == from_meta(tok_meta).eot_token
     torch.testing.assert_close(theirs, ours[..., :300], atol=1e-4, rtol=1e-4)
+
+
+def test_the_page_samples_as_sample_py_and_marks_what_train_bin_holds(tmp_path: Path, bpe_data: Path, capsys):
+    from test_playground import page, run, sample_py
+
+    bpe_checkpoint(bpe_data, tmp_path / "out")
+    pg = page()
+    pg.load(str(tmp_path / "out"))
+    flags = {"max_new_tokens": 12, "temperature": 0.9, "top_k": 20, "seed": 7}
+    column = run(pg, [str(tmp_path / "out")], "First Citizen:", **flags)[0]
+    assert column.prompt + column.text == sample_py(
+        capsys, tmp_path / "out", "First Citizen:", "--max_new_tokens=12", "--temperature=0.9", "--top_k=20", "--seed=7"
+    )
+    text = "First Citizen:\nBefore we proceed any further, hear me speak. qzqz qzqz qzqz qzqz qzqz qzqz qzqz qzqz"
+    pieces, line = pg.seen_in_training(str(tmp_path / "out"), text)
+    assert "".join(p for p, _ in pieces) == text and "longest span also in train.bin" in line
+    assert pieces[0][1] is not None and pieces[-1][1] is None  # Shakespeare's line is in train.bin, the val-only word is not
