@@ -332,7 +332,8 @@ def test_open_split_takes_exactly_min_tokens(tmp_path: Path):
         ({"kind": "char", "vocab_size": 0, "vocab": []}, "vocab_size 0 is not a positive integer"),
         ({"kind": "char", "vocab_size": True, "vocab": ["a"]}, "vocab_size True"),
         ({"kind": "char", "vocab_size": 3, "vocab": ["a", "b"]}, "not a list of 3 strings"),
-        ({"kind": "bpe", "vocab_size": 3}, "kind 'bpe'"),
+        ({"kind": "wordpiece", "vocab_size": 3}, "kind 'wordpiece'"),
+        ({"kind": "bpe", "vocab_size": 3}, "the bpe tokenizer has no sha256"),
     ],
 )
 def test_load_meta_refuses_a_corrupt_tokenizer_entry(tmp_path: Path, tokenizer: dict, words: str):
