@@ -87,15 +87,28 @@ def evaluate(out: Path, threads: int) -> float:
 
 
 def curve(out: Path) -> list[tuple[float, float, int]]:
-    """(training seconds so far, val loss, iter) at each eval; evals' own time left out."""
-    seconds, last, points = 0.0, 0, []
-    for r in (json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()):
-        if "ms_per_iter" in r:
-            seconds += r["ms_per_iter"] * (r["iter"] - last) / 1000
-            last = r["iter"]
-        elif "val_loss" in r:
-            points.append((seconds, r["val_loss"], r["iter"]))
+    """(training seconds so far, val loss, iter) at each eval; evals' own time left out. A log line
+    times the iterations since the one before; an eval between two log lines gets the time of the
+    iterations before it at the rate of the next line (of the last one, after it)."""
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    logs = [(r["iter"], r["ms_per_iter"] / 1000) for r in records if "ms_per_iter" in r]
+    points = []
+    for r in (r for r in records if "val_loss" in r):
+        seconds, last = 0.0, 0
+        for it, rate in logs:
+            seconds += rate * (min(it, r["iter"]) - last)
+            last = min(it, r["iter"])
+        seconds += (logs[-1][1] if logs else 0.0) * (r["iter"] - last)
+        points.append((seconds, r["val_loss"], r["iter"]))
     return points
+
+
+def evaluate_once(out: Path, threads: int) -> float:
+    """eval.py's bits per byte of a run's last checkpoint, kept in the run's folder."""
+    cached = out / "bits_per_byte.json"
+    if not cached.exists():
+        cached.write_text(json.dumps(evaluate(out, threads)))
+    return json.loads(cached.read_text())
 
 
 def parser() -> argparse.ArgumentParser:
@@ -122,7 +135,7 @@ def main() -> None:
         n = max(1, round(budget / (flops(metas[k]) * tokens_per_iter)))
         wall = train(work / f"data-{k}", work / f"out-{k}", n, args.threads)
         load = os.getloadavg()
-        bpb = evaluate(work / f"out-{k}", args.threads)
+        bpb = evaluate_once(work / f"out-{k}", args.threads)
         rows[k] = {"iters": n, "wall": wall, "load": load, "bpb": bpb, "curve": curve(work / f"out-{k}")}
         print(f"{k}: {n} iterations, {wall:.0f} s, load {load[0]:.1f}, bits/byte {bpb:.4f}", flush=True)
     # val loss (nats per token) to bits per byte: the val split's tokens per byte, the same text for every tokenizer
@@ -135,7 +148,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for k, r in rows.items():
         m = metas[k]
-        seconds, loss, it = max((pt for pt in r["curve"] if pt[0] <= t_equal + 1e-6), key=lambda pt: pt[0])
+        seconds, loss, it = max((pt for pt in r["curve"] if pt[0] <= t_equal + 1e-6), key=lambda pt: pt[2])
         at_time = loss / math.log(2) * m["val_tokens"] / val_bytes
         print(
             f"| {k} | {m['vocab_size']:,} | {m['train_tokens']:,} | {flops(m) / 1e6:.1f}M | {r['iters']} | {r['curve'][-1][0]:.0f} s | {r['load'][0]:.1f} | {r['bpb']:.4f} | {at_time:.4f} ({it}) |"
