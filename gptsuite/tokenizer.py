@@ -215,9 +215,11 @@ class BPETokenizer:
     def encode_array(self, text: str) -> np.ndarray:
         """Pieces cut where GPT-2's pre-tokenizer cuts anyway (textscan.BPE_CUT), encoded by
         `tokenizers` in its own threads, without the GIL: the tokens of the whole text."""
-        text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")  # lone surrogates: replaced, as tiktoken does
         pieces = cut_at_bpe_cuts(text, 1 << 14)
-        encoded = self.tok.encode_batch_fast(pieces, add_special_tokens=False)
+        try:
+            encoded = self.tok.encode_batch_fast(pieces, add_special_tokens=False)
+        except TypeError:  # lone surrogates, which are not text: replaced, as tiktoken (GPT2Tokenizer) does
+            return self.encode_array(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
         return np.array([i for e in encoded for i in e.ids], dtype=np.uint32)
 
     def decode(self, ids) -> str:

@@ -69,6 +69,26 @@ def test_training_is_deterministic(tmp_path: Path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
+@pytest.mark.slow
+def test_training_is_the_same_in_another_process_with_other_threads(tmp_path: Path):
+    """Hash seeds and thread counts differ between processes (Rust's HashMap, rayon's pool)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    (tmp_path / "corpus.txt").write_text(CORPUS, encoding="utf-8")
+    code = "import sys; from gptsuite.bpe import train_bpe; sys.stdout.write(train_bpe(iter(open(sys.argv[1]).read().split('\\n\\n')), 320))"
+    outs = [
+        subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path / "corpus.txt")], cwd=ROOT, capture_output=True, text=True, check=True, env={**os.environ, **env}
+        ).stdout
+        for env in ({"RAYON_NUM_THREADS": "1", "PYTHONHASHSEED": "1"}, {"RAYON_NUM_THREADS": "2", "PYTHONHASHSEED": "2"})
+    ]
+    assert outs[0] == outs[1] == bpe.train_bpe(iter(CORPUS.split("\n\n")), 320)
+
+
 def test_a_second_prepare_reuses_the_tokenizer(tmp_path: Path, bpe_data: Path):
     sha = load_meta(bpe_data)["tokenizer"]["sha256"]
     for spec in (str(bpe_data), str(bpe_data / TOKENIZER_FILE)):  # a dataset folder, a tokenizer.json
@@ -126,6 +146,8 @@ def test_byte_lengths_and_offsets_are_the_texts():
     ids = tok.encode_array(text)
     assert token_byte_lengths(tok)[ids].sum() == len(text.encode("utf-8"))
     assert tok.eot_token not in ids.tolist()  # a document's text never becomes a special token
+    assert tok.encode("a\ud800b") == tok.encode("a\ufffdb")  # a lone surrogate, which is not text
+    assert GPT2Tokenizer().decode(GPT2Tokenizer().encode("a\ud800b")) == tok.decode(tok.encode("a\ud800b"))  # replaced as GPT-2's is
     ids, starts = chat.token_offsets(tok, text)
     reference = tok.tok.encode(text)  # `tokenizers`' own character offsets
     assert ids.tolist() == reference.ids and starts.tolist() == [a for a, _ in reference.offsets]
