@@ -70,7 +70,7 @@ from gptsuite.flops import model_flops_per_token
 from gptsuite.lora import trainable_counts
 from gptsuite.memory import memory_line
 from gptsuite.metrics import Logger, TrainLog
-from gptsuite.objectives import MicroBatches, Objective, Reference, Stepper, estimate_loss, objective_class
+from gptsuite.objectives import MicroBatches, Objective, Reference, Stepper, estimate_loss, objective_for
 from gptsuite.optim import get_lr, set_lr
 from gptsuite.parallel import check_parallel, parallelize
 from gptsuite.policy import CheckpointPolicy
@@ -124,12 +124,16 @@ def setup(cfg: TrainConfig, rt: Runtime, resumed: Resumed | None) -> Run:
     start = start_run(cfg, resumed, data, rt)
     check_model_fits_data(start.model, cfg.model.block_size, data)
     raw_model = start.model.to(rt.device)
-    objective_cls = objective_class(cfg.objective)
+    objective_cls = objective_for(cfg.objective, data.meta.get("objective"), data.dir)  # --objective, or what the data holds
     reference = None
     if objective_cls.needs_reference:
+        if cfg.parallel.parallel == "fsdp":
+            raise UserError(
+                f"parallel=fsdp: objective={objective_cls.name} keeps a reference model, which is not sharded here; use --parallel=ddp (with --lora_rank for large models)"
+            )
         if resumed is not None and start.lora is None:
             raise UserError(
-                f"objective={cfg.objective} compares with the starting weights, which a resumed full fine-tuning run no longer holds; train it with LoRA (--lora_rank, whose reference is its base) or start a new run"
+                f"objective={objective_cls.name} compares with the starting weights, which a resumed full fine-tuning run no longer holds; train it with LoRA (--lora_rank, whose reference is its base) or start a new run"
             )
         reference = Reference(raw_model, lora=start.lora is not None)
     placed = parallelize(raw_model, rt, cfg.parallel)
@@ -138,7 +142,7 @@ def setup(cfg: TrainConfig, rt: Runtime, resumed: Resumed | None) -> Run:
     start.restore_optimizer(raw_model, optimizer, scaler)
 
     batches = Batches(data, cfg.data, cfg.model.block_size, cfg.system.seed, rt)
-    objective = objective_cls(batches, reference)
+    objective = objective_cls(batches, reference, *([getattr(cfg, objective_cls.config_part)] if objective_cls.config_part else []))
     stepper = Stepper(placed.model, objective, optimizer, scaler, accum_steps, cfg.optim.grad_clip, rt)
     policy = CheckpointPolicy(
         cfg.checkpoint, cfg.evals, cfg.schedule.max_iters, cfg.hellaswag.interval, start.iter_num, start.best_val_loss, start.last_eval_iter
@@ -213,7 +217,12 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None, resumed
         run.threads.adjust()
         log.maybe_log(iter_num, lr)
     log.logger.close()
-    return {"iter_num": iter_num, "best_val_loss": policy.best_val_loss, "skipped_steps": log.skipped, **{f"{k}_loss": v for k, v in losses.items()}}
+    return {
+        "iter_num": iter_num,
+        "best_val_loss": policy.best_val_loss,
+        "skipped_steps": log.skipped,
+        **{f"{k}_loss" if k in ("train", "val") else k: v for k, v in losses.items()},
+    }
 
 
 def describe_run(cfg: TrainConfig, rt: Runtime, model: GPT, lora: bool, tokens: str) -> None:
