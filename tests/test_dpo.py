@@ -44,7 +44,10 @@ def test_every_format_gives_the_same_pairs_and_the_mask_counts_each_answer(tmp_p
         for q, good, bad in PAIRS
     ]
     implicit = [
-        {"chosen": [{"role": "user", "content": q}, {"role": "assistant", "content": good}], "rejected": [{"role": "user", "content": q}, {"role": "assistant", "content": bad}]}
+        {
+            "chosen": [{"role": "user", "content": q}, {"role": "assistant", "content": good}],
+            "rejected": [{"role": "user", "content": q}, {"role": "assistant", "content": bad}],
+        }
         for q, good, bad in PAIRS
     ]
     votes = [vote(q, good, bad, "ab"[i % 2]) for i, (q, good, bad) in enumerate(PAIRS)]
@@ -93,7 +96,13 @@ def test_a_pair_is_written_whole_or_not_at_all(tmp_path: Path):
 def test_bad_pairs_are_refused_with_their_place(tmp_path: Path, record: dict, message: str):
     records = [{"prompt": "1+1?", "chosen": "2", "rejected": "3"}, record]
     if "prompt" not in record:
-        records = [{"chosen": [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"}], "rejected": [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "3"}]}, record]
+        records = [
+            {
+                "chosen": [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"}],
+                "rejected": [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "3"}],
+            },
+            record,
+        ]
     with pytest.raises(UserError, match=f"bad.jsonl line 2: {message}"):
         prepare(tmp_path, records, "bad")
 
@@ -107,14 +116,25 @@ def test_votes_that_prefer_nothing_are_no_dataset(tmp_path: Path):
 def chat_run(tmp_path: Path, chat_dataset: Path) -> Path:
     """A character-level run tuned (briefly) on chat_dataset's conversations."""
     args = [f"--data_dir={chat_dataset}", *TINY_MODEL_ARGS, "--block_size=64", "--gradient_accumulation_steps=1", "--dropout=0.0"]
-    train.main([*args, f"--out_dir={tmp_path / 'chat-run'}", "--max_iters=2", "--eval_iters=1", "--eval_interval=1000", "--warmup_iters=0", "--lr_decay_iters=2"])
+    train.main(
+        [*args, f"--out_dir={tmp_path / 'chat-run'}", "--max_iters=2", "--eval_iters=1", "--eval_interval=1000", "--warmup_iters=0", "--lr_decay_iters=2"]
+    )
     return tmp_path / "chat-run"
 
 
 def dpo_args(tmp_path: Path, chat_run: Path, *more: str) -> list[str]:
     records = [{"prompt": f"{i}+{i}?", "chosen": str(2 * i), "rejected": str(2 * i + 1)} for i in range(40)]
     data = prepare(tmp_path, records, "prefs", base=str(chat_run), block_size=64, val_fraction=0.2)
-    return [f"--data_dir={data}", f"--init_from={chat_run}", *TINY_MODEL_ARGS, "--block_size=64", "--gradient_accumulation_steps=2", "--dropout=0.0", "--learning_rate=3e-3", *more]
+    return [
+        f"--data_dir={data}",
+        f"--init_from={chat_run}",
+        *TINY_MODEL_ARGS,
+        "--block_size=64",
+        "--gradient_accumulation_steps=2",
+        "--dropout=0.0",
+        "--learning_rate=3e-3",
+        *more,
+    ]
 
 
 def metrics(run: Path) -> list[dict]:
@@ -124,7 +144,18 @@ def metrics(run: Path) -> list[dict]:
 def test_dpo_under_lora_starts_at_log2_against_its_base_and_learns_the_preference(tmp_path: Path, chat_run: Path):
     """At the start the adapters are zero, so the policy is its reference: every log-ratio is 0 and
     the loss log(2), with no pair's chosen reward above its rejected one. Then it learns them."""
-    args = dpo_args(tmp_path, chat_run, "--lora_rank=4", "--lora_dropout=0.0", "--eval_iters=4", "--eval_interval=15", "--warmup_iters=0", "--lr_decay_iters=30", "--learning_rate=2e-2", "--dpo_beta=1.0")
+    args = dpo_args(
+        tmp_path,
+        chat_run,
+        "--lora_rank=4",
+        "--lora_dropout=0.0",
+        "--eval_iters=4",
+        "--eval_interval=15",
+        "--warmup_iters=0",
+        "--lr_decay_iters=30",
+        "--learning_rate=2e-2",
+        "--dpo_beta=1.0",
+    )
     train.main([*args, f"--out_dir={tmp_path / 'dpo'}", "--max_iters=30", "--log_interval=15"])
     evals = [r for r in metrics(tmp_path / "dpo") if "val_loss" in r]
     assert evals[0]["val_loss"] == pytest.approx(math.log(2), abs=1e-6) and evals[0]["train_loss"] == pytest.approx(math.log(2), abs=1e-6)
