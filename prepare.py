@@ -6,6 +6,7 @@
     python prepare.py azure_docs --docs_dir=PATH           # a folder of markdown, one document per file
     python prepare.py text --input=FILE_OR_FOLDER          # your own corpus (.txt, .md, .jsonl, .parquet, .csv)
     python prepare.py chat --input=FILE_OR_FOLDER          # conversations to tune on, the loss on the answers (-> data/chat)
+    python prepare.py preferences --input=FILE --base=RUN  # preference pairs (arena votes, prompt/chosen/rejected) for DPO
     python prepare.py openwebtext                          # nanoGPT's GPT-2 reproduction data, GPT-2 BPE
     python prepare.py fineweb_edu --max_tokens=10000000000 # llm.c's: FineWeb-Edu sample-10BT
     python prepare.py <dataset> --help                     # a dataset's options
