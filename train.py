@@ -76,7 +76,7 @@ from gptsuite.parallel import check_parallel, parallelize
 from gptsuite.policy import CheckpointPolicy
 from gptsuite.runtime import CpuThreads, Runtime, StopSignal, setup_runtime, teardown_runtime
 from gptsuite.settings import Resumed, TrainConfig, check_train_config, read_settings
-from gptsuite.start import claim_out_dir, start_run
+from gptsuite.start import claim_out_dir, reference_weights, start_run
 from model import GPT
 
 
@@ -121,21 +121,18 @@ def setup(cfg: TrainConfig, rt: Runtime, resumed: Resumed | None) -> Run:
     claim_out_dir(cfg.out_dir, resumed is not None, cfg.overwrite, rt.master)
     data = open_training_data(cfg.data, cfg.model.block_size)
     items = hellaswag.load_for_training(cfg.hellaswag, data.tokenizer, data.dir)  # None unless hellaswag_interval
-    start = start_run(cfg, resumed, data, rt)
+    objective_cls = objective_for(cfg.objective, data.meta.get("objective"), data.dir)  # --objective, or what the data holds
+    if objective_cls.needs_reference and cfg.parallel.parallel == "fsdp":
+        raise UserError(
+            f"parallel=fsdp: objective={objective_cls.name} keeps a reference model, which is not sharded here; use --parallel=ddp (with --lora_rank for large models)"
+        )
+    start = start_run(cfg, resumed, data, rt, keeps_reference=objective_cls.needs_reference)
     check_model_fits_data(start.model, cfg.model.block_size, data)
     raw_model = start.model.to(rt.device)
-    objective_cls = objective_for(cfg.objective, data.meta.get("objective"), data.dir)  # --objective, or what the data holds
     reference = None
-    if objective_cls.needs_reference:
-        if cfg.parallel.parallel == "fsdp":
-            raise UserError(
-                f"parallel=fsdp: objective={objective_cls.name} keeps a reference model, which is not sharded here; use --parallel=ddp (with --lora_rank for large models)"
-            )
-        if resumed is not None and start.lora is None:
-            raise UserError(
-                f"objective={objective_cls.name} compares with the starting weights, which a resumed full fine-tuning run no longer holds; train it with LoRA (--lora_rank, whose reference is its base) or start a new run"
-            )
-        reference = Reference(raw_model, lora=start.lora is not None)
+    if objective_cls.needs_reference:  # the starting weights, frozen: LoRA's base (adapters off), a copy, or a resumed run's start loaded again
+        frozen = reference_weights(start, cfg).to(rt.device) if resumed is not None and start.lora is None else raw_model
+        reference = Reference(frozen, lora=start.lora is not None, copy=frozen is raw_model)
     placed = parallelize(raw_model, rt, cfg.parallel)
     scaler = torch.amp.GradScaler(rt.device_type, enabled=rt.dtype == "float16")
     optimizer = placed.build_optimizer(cfg.optim, rt.device_type)
@@ -147,7 +144,7 @@ def setup(cfg: TrainConfig, rt: Runtime, resumed: Resumed | None) -> Run:
     policy = CheckpointPolicy(
         cfg.checkpoint, cfg.evals, cfg.schedule.max_iters, cfg.hellaswag.interval, start.iter_num, start.best_val_loss, start.last_eval_iter
     )
-    saver = Checkpointer(raw_model, optimizer, scaler, cfg, data, batches.sampler_state(), rt, start.lora)
+    saver = Checkpointer(raw_model, optimizer, scaler, cfg, data, batches.sampler_state(), rt, start.lora, start.reference)
     tokens = cfg.data.gradient_accumulation_steps * cfg.data.batch_size * cfg.model.block_size
     flops = model_flops_per_token(raw_model, cfg.model.block_size) * tokens / rt.world_size  # per rank
     logger = Logger(cfg.out_dir, cfg.record(), cfg.log.wandb_log, cfg.log.wandb_project, cfg.log.wandb_run_name, enabled=rt.master)

@@ -17,9 +17,9 @@ with its adapters switched off, so no second copy of the weights is held).
 """
 
 import contextlib
-import copy
 import math
 from collections.abc import Callable, Iterator
+from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -51,9 +51,10 @@ class Reference:
     Under LoRA it is the trained model itself with its adapters switched off (the base, with no
     second copy of the weights); otherwise a frozen copy of the weights the run started from."""
 
-    def __init__(self, model: GPT, lora: bool):
+    def __init__(self, model: GPT, lora: bool, copy: bool = True):
+        """copy=False: `model` is already the reference's own (weights loaded again on resume)."""
         self.lora = lora
-        self.model = model if lora else copy.deepcopy(model).requires_grad_(False).eval()
+        self.model = model if lora else (deepcopy(model) if copy else model).requires_grad_(False).eval()
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:

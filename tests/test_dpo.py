@@ -3,6 +3,7 @@ whole or not at all, the reference (LoRA's base, a precomputed cache), resume, r
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -180,12 +181,18 @@ def test_a_precomputed_reference_gives_the_same_run_and_resume_continues_it_exac
 
     lora = [*base, "--lora_rank=4", "--lora_dropout=0.0"]
     train.main([*lora, f"--out_dir={tmp_path / 'straight'}"])
-    train.main([*lora, f"--out_dir={tmp_path / 'stopped'}", "--max_iters=2"])
-    train.main(["--init_from=resume", f"--out_dir={tmp_path / 'stopped'}", "--max_iters=4"])
-    straight, resumed = load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "stopped")
-    assert resumed["iter_num"] == 4
-    for k, v in straight["model"].items():
-        assert (v == resumed["model"][k]).all(), k
+    for args, stopped, straight in ((lora, "stopped", "straight"), (base, "full-stopped", "each-step")):  # LoRA; full fine-tuning
+        train.main([*args, f"--out_dir={tmp_path / stopped}", "--max_iters=2"])
+        train.main(["--init_from=resume", f"--out_dir={tmp_path / stopped}", "--max_iters=4"])
+        want, got = load_checkpoint(tmp_path / straight), load_checkpoint(tmp_path / stopped)
+        assert got["iter_num"] == 4
+        for k, v in want["model"].items():
+            assert (v == got["model"][k]).all(), (stopped, k)
+
+    # the full run's reference is its starting weights, loaded again on resume: refused if they changed
+    shutil.copy(tmp_path / "each-step" / "ckpt.pt", chat_run / "ckpt.pt")
+    with pytest.raises(UserError, match=r"compares with the weights it started from, .*ckpt.pt \(sha256 \w+\), which are now \w+: put that file back, or start a new run"):
+        train.main(["--init_from=resume", f"--out_dir={tmp_path / 'full-stopped'}", "--max_iters=6"])
 
 
 def test_an_objective_is_refused_on_data_it_does_not_train_on(tmp_path: Path, chat_run: Path, char_dataset: Path):
