@@ -145,7 +145,8 @@ def setup(cfg: TrainConfig, rt: Runtime, resumed: Resumed | None) -> Run:
         cfg.checkpoint, cfg.evals, cfg.schedule.max_iters, cfg.hellaswag.interval, start.iter_num, start.best_val_loss, start.last_eval_iter
     )
     saver = Checkpointer(raw_model, optimizer, scaler, cfg, data, batches.sampler_state(), rt, start.lora, start.reference)
-    tokens = cfg.data.gradient_accumulation_steps * cfg.data.batch_size * cfg.model.block_size
+    rows = objective_cls.rows_per_example  # a batch of batch_size examples is this many rows each (DPO: two answers)
+    tokens = cfg.data.gradient_accumulation_steps * cfg.data.batch_size * rows * cfg.model.block_size
     flops = model_flops_per_token(raw_model, cfg.model.block_size) * tokens / rt.world_size  # per rank
     logger = Logger(cfg.out_dir, cfg.record(), cfg.log.wandb_log, cfg.log.wandb_project, cfg.log.wandb_run_name, enabled=rt.master)
     log = TrainLog(logger, cfg.log.log_interval, tokens, flops, rt.peak_flops(), rt.master)
@@ -155,10 +156,10 @@ def setup(cfg: TrainConfig, rt: Runtime, resumed: Resumed | None) -> Run:
             rt,
             raw_model,
             start.lora is not None,
-            f"{tokens:,} tokens per iteration ({rt.world_size} x {accum_steps} x {cfg.data.batch_size} x {cfg.model.block_size})",
+            f"{tokens:,} tokens per iteration ({rt.world_size} x {accum_steps} x {cfg.data.batch_size}{f' x {rows}' if rows > 1 else ''} x {cfg.model.block_size})",
         )
-        if data.masked:
-            print(data.rows_line(cfg.model.block_size, cfg.data.loss_on))
+        if summary := objective.summary():
+            print(summary)
         for p in remove_stale_temps(Path(cfg.out_dir)):
             print(f"removed {p}, a partial checkpoint of a run that was killed while writing it")
         if start.iter_num >= cfg.schedule.max_iters and not cfg.evals.eval_only:

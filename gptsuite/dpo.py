@@ -105,6 +105,7 @@ class DPO(Objective):
     needs_reference = True
     holds = "dpo"  # what meta.json's "objective" says of a dataset this objective trains on
     config_part = "dpo"
+    rows_per_example = 2  # a pair: its chosen and its rejected answer
 
     def __init__(self, batches: Batches, reference: Reference, cfg: DpoConfig):
         super().__init__(batches, reference)
@@ -123,6 +124,13 @@ class DPO(Objective):
             self.cached = {s: self.reference_logps_of(s) for s in SPLITS}
             if not reference.lora:
                 self.reference = None  # a full fine-tune's copy of the starting weights is no longer needed
+
+    def summary(self) -> str:
+        how = "its log-probabilities precomputed" if self.cached is not None else "the base with the adapters off" if self.reference.lora else "a frozen copy"
+        return (
+            f"DPO ({self.cfg.loss}, beta {self.cfg.beta}) on {self.pairs['train']:,} train and {self.pairs['val']:,} val preference pairs, "
+            f"{self.batches.cfg.batch_size} pairs a micro-batch; the reference is the starting weights: {how}"
+        )
 
     def tokens(self, split: str) -> np.ndarray:
         return np.memmap(self.data.split(split), dtype=DTYPES[self.data.dtype], mode="r")

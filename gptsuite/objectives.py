@@ -78,6 +78,7 @@ class Objective:
     needs_reference: ClassVar[bool] = False
     holds: ClassVar[str | None] = None  # the data it trains on, as meta.json's "objective" says (None: text, any other objective's not)
     config_part: ClassVar[str | None] = None  # the TrainConfig part its constructor takes after (batches, reference), if any
+    rows_per_example: ClassVar[int] = 1  # rows of a batch per one of its batch_size examples
 
     def __init__(self, batches: Batches | None = None, reference: Reference | None = None):
         self.batches, self.reference = batches, reference  # no batches: a caller that brings its own (bench.py)
@@ -87,6 +88,11 @@ class Objective:
 
     def eval_batch(self, split: str, k: int):
         return self.batches.eval(split, k)
+
+    def summary(self) -> str | None:
+        """What the run trains on, in a line (printed at the start), if there is more to say than the data's name."""
+        data = self.batches.data
+        return data.rows_line(self.batches.block_size, self.batches.cfg.loss_on) if data.masked else None
 
     def loss(self, model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The batch's loss (a scalar tensor to backpropagate) and metrics (scalar tensors)."""

@@ -191,7 +191,9 @@ def test_a_precomputed_reference_gives_the_same_run_and_resume_continues_it_exac
 
     # the full run's reference is its starting weights, loaded again on resume: refused if they changed
     shutil.copy(tmp_path / "each-step" / "ckpt.pt", chat_run / "ckpt.pt")
-    with pytest.raises(UserError, match=r"compares with the weights it started from, .*ckpt.pt \(sha256 \w+\), which are now \w+: put that file back, or start a new run"):
+    with pytest.raises(
+        UserError, match=r"compares with the weights it started from, .*ckpt.pt \(sha256 \w+\), which are now \w+: put that file back, or start a new run"
+    ):
         train.main(["--init_from=resume", f"--out_dir={tmp_path / 'full-stopped'}", "--max_iters=6"])
 
 
