@@ -6,6 +6,7 @@
     python prepare.py azure_docs --docs_dir=PATH           # a folder of markdown, one document per file
     python prepare.py text --input=FILE_OR_FOLDER          # your own corpus (.txt, .md, .jsonl, .parquet, .csv)
     python prepare.py chat --input=FILE_OR_FOLDER          # conversations to tune on, the loss on the answers (-> data/chat)
+    python prepare.py preferences --input=FILE --base=RUN  # preference pairs (arena votes, prompt/chosen/rejected) for DPO
     python prepare.py openwebtext                          # nanoGPT's GPT-2 reproduction data, GPT-2 BPE
     python prepare.py fineweb_edu --max_tokens=10000000000 # llm.c's: FineWeb-Edu sample-10BT
     python prepare.py text --input=FILE --tokenizer=bpe --vocab_size=8192  # a BPE trained on this text's train split
@@ -69,7 +70,7 @@ def main(argv: list[str]) -> None:
         print(f"removed {p}, left by a prepare that was stopped while writing")
     t0 = time.time()
     corpus = module.corpus(cfg, out_dir)
-    if cfg.tokenizer:
+    if cfg.tokenizer and not isinstance(corpus.tokenizer, dict):  # a dict: the tokenizer of the model the data is for (preferences' --base)
         corpus = dataclasses.replace(corpus, tokenizer=cfg.tokenizer)
     if cfg.vocab_size != PrepareConfig.vocab_size and corpus.tokenizer != "bpe":
         raise UserError(

@@ -70,13 +70,13 @@ from gptsuite.flops import model_flops_per_token
 from gptsuite.lora import trainable_counts
 from gptsuite.memory import memory_line
 from gptsuite.metrics import Logger, TrainLog
-from gptsuite.objectives import MicroBatches, Objective, Reference, Stepper, estimate_loss, objective_class
+from gptsuite.objectives import MicroBatches, Objective, Reference, Stepper, estimate_loss, objective_for
 from gptsuite.optim import get_lr, set_lr
 from gptsuite.parallel import check_parallel, parallelize
 from gptsuite.policy import CheckpointPolicy
 from gptsuite.runtime import CpuThreads, Runtime, StopSignal, setup_runtime, teardown_runtime
 from gptsuite.settings import Resumed, TrainConfig, check_train_config, read_settings
-from gptsuite.start import claim_out_dir, start_run
+from gptsuite.start import claim_out_dir, reference_weights, start_run
 from model import GPT
 
 
@@ -121,30 +121,32 @@ def setup(cfg: TrainConfig, rt: Runtime, resumed: Resumed | None) -> Run:
     claim_out_dir(cfg.out_dir, resumed is not None, cfg.overwrite, rt.master)
     data = open_training_data(cfg.data, cfg.model.block_size)
     items = hellaswag.load_for_training(cfg.hellaswag, data.tokenizer, data.dir)  # None unless hellaswag_interval
-    start = start_run(cfg, resumed, data, rt)
+    objective_cls = objective_for(cfg.objective, data.meta.get("objective"), data.dir)  # --objective, or what the data holds
+    if objective_cls.needs_reference and cfg.parallel.parallel == "fsdp":
+        raise UserError(
+            f"parallel=fsdp: objective={objective_cls.name} keeps a reference model, which is not sharded here; use --parallel=ddp (with --lora_rank for large models)"
+        )
+    start = start_run(cfg, resumed, data, rt, keeps_reference=objective_cls.needs_reference)
     check_model_fits_data(start.model, cfg.model.block_size, data)
     raw_model = start.model.to(rt.device)
-    objective_cls = objective_class(cfg.objective)
     reference = None
-    if objective_cls.needs_reference:
-        if resumed is not None and start.lora is None:
-            raise UserError(
-                f"objective={cfg.objective} compares with the starting weights, which a resumed full fine-tuning run no longer holds; train it with LoRA (--lora_rank, whose reference is its base) or start a new run"
-            )
-        reference = Reference(raw_model, lora=start.lora is not None)
+    if objective_cls.needs_reference:  # the starting weights, frozen: LoRA's base (adapters off), a copy, or a resumed run's start loaded again
+        frozen = reference_weights(start, cfg).to(rt.device) if resumed is not None and start.lora is None else raw_model
+        reference = Reference(frozen, lora=start.lora is not None, copy=frozen is raw_model)
     placed = parallelize(raw_model, rt, cfg.parallel)
     scaler = torch.amp.GradScaler(rt.device_type, enabled=rt.dtype == "float16")
     optimizer = placed.build_optimizer(cfg.optim, rt.device_type)
     start.restore_optimizer(raw_model, optimizer, scaler)
 
     batches = Batches(data, cfg.data, cfg.model.block_size, cfg.system.seed, rt)
-    objective = objective_cls(batches, reference)
+    objective = objective_cls(batches, reference, *([getattr(cfg, objective_cls.config_part)] if objective_cls.config_part else []))
     stepper = Stepper(placed.model, objective, optimizer, scaler, accum_steps, cfg.optim.grad_clip, rt)
     policy = CheckpointPolicy(
         cfg.checkpoint, cfg.evals, cfg.schedule.max_iters, cfg.hellaswag.interval, start.iter_num, start.best_val_loss, start.last_eval_iter
     )
-    saver = Checkpointer(raw_model, optimizer, scaler, cfg, data, batches.sampler_state(), rt, start.lora)
-    tokens = cfg.data.gradient_accumulation_steps * cfg.data.batch_size * cfg.model.block_size
+    saver = Checkpointer(raw_model, optimizer, scaler, cfg, data, batches.sampler_state(), rt, start.lora, start.reference)
+    rows = objective_cls.rows_per_example  # a batch of batch_size examples is this many rows each (DPO: two answers)
+    tokens = cfg.data.gradient_accumulation_steps * cfg.data.batch_size * rows * cfg.model.block_size
     flops = model_flops_per_token(raw_model, cfg.model.block_size) * tokens / rt.world_size  # per rank
     logger = Logger(cfg.out_dir, cfg.record(), cfg.log.wandb_log, cfg.log.wandb_project, cfg.log.wandb_run_name, enabled=rt.master)
     log = TrainLog(logger, cfg.log.log_interval, tokens, flops, rt.peak_flops(), rt.master)
@@ -154,10 +156,10 @@ def setup(cfg: TrainConfig, rt: Runtime, resumed: Resumed | None) -> Run:
             rt,
             raw_model,
             start.lora is not None,
-            f"{tokens:,} tokens per iteration ({rt.world_size} x {accum_steps} x {cfg.data.batch_size} x {cfg.model.block_size})",
+            f"{tokens:,} tokens per iteration ({rt.world_size} x {accum_steps} x {cfg.data.batch_size}{f' x {rows}' if rows > 1 else ''} x {cfg.model.block_size})",
         )
-        if data.masked:
-            print(data.rows_line(cfg.model.block_size, cfg.data.loss_on))
+        if summary := objective.summary():
+            print(summary)
         for p in remove_stale_temps(Path(cfg.out_dir)):
             print(f"removed {p}, a partial checkpoint of a run that was killed while writing it")
         if start.iter_num >= cfg.schedule.max_iters and not cfg.evals.eval_only:
@@ -213,7 +215,12 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopSignal | None = None, resumed
         run.threads.adjust()
         log.maybe_log(iter_num, lr)
     log.logger.close()
-    return {"iter_num": iter_num, "best_val_loss": policy.best_val_loss, "skipped_steps": log.skipped, **{f"{k}_loss": v for k, v in losses.items()}}
+    return {
+        "iter_num": iter_num,
+        "best_val_loss": policy.best_val_loss,
+        "skipped_steps": log.skipped,
+        **{f"{k}_loss" if k in ("train", "val") else k: v for k, v in losses.items()},
+    }
 
 
 def describe_run(cfg: TrainConfig, rt: Runtime, model: GPT, lora: bool, tokens: str) -> None:

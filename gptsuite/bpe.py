@@ -18,7 +18,7 @@ from gptsuite.chat import BadRecord, Marked
 from gptsuite.datafiles import DATA_ROOT, DocumentCorpus, load_meta
 from gptsuite.errors import UserError
 from gptsuite.textscan import progress
-from gptsuite.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE, BPETokenizer, cut_at_bpe_cuts
+from gptsuite.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE, BPETokenizer, cut_at_bpe_cuts, from_meta, stored_meta
 
 BUILT_IN = ("gpt2", "char", "bpe")  # what --tokenizer names besides a file or a dataset
 MIN_VOCAB = 256 + len(SPECIAL_TOKENS)  # every byte and the special tokens
@@ -118,8 +118,8 @@ def train_texts(corpus: DocumentCorpus) -> Iterator[str]:
             yield text
 
 
-def bpe_tokenizer(reused: BPETokenizer | None, vocab_size: int, train_texts: Callable[[], Iterable[str]], total: int | None = None) -> BPETokenizer:
-    """The reused tokenizer, or one trained on train_texts() (the training split only)."""
+def bpe_tokenizer(reused, vocab_size: int, train_texts: Callable[[], Iterable[str]], total: int | None = None):
+    """The reused tokenizer, or a BPE trained on train_texts() (the training split only)."""
     if reused is not None:
         return reused
     tok = BPETokenizer(train_bpe(train_texts(), vocab_size, total))
@@ -128,9 +128,12 @@ def bpe_tokenizer(reused: BPETokenizer | None, vocab_size: int, train_texts: Cal
     return tok
 
 
-def tokenizer_settings(spec: str, dtype: str, vocab_size: int) -> tuple[dict, str, BPETokenizer | None]:
+def tokenizer_settings(spec: str | dict, dtype: str, vocab_size: int) -> tuple[dict, str, BPETokenizer | None]:
     """What `prepared_from` records of the tokenizer --tokenizer names, the dtype of its ids (uint32
     where a BPE's do not fit uint16), and the BPE it reuses, if any."""
+    if isinstance(spec, dict):  # a model's own tokenizer (its metadata: a preference dataset's base), reused
+        tok = from_meta(spec)
+        return {"tokenizer": stored_meta(spec)}, ids_dtype(tok.vocab_size, dtype), tok
     if spec in ("gpt2", "char"):
         return {"tokenizer": spec}, dtype, None
     recorded, reused = bpe_settings(spec, vocab_size)

@@ -80,17 +80,32 @@ class Checkpointer:
     """Writes everything the rest of a run depends on. Every rank calls save() (their RNG states
     are gathered); rank 0 writes, or under FSDP every rank its shards."""
 
-    def __init__(self, raw_model: GPT, optimizer, scaler, cfg: TrainConfig, data: TrainingData, sampler: dict, rt: Runtime, lora: dict | None = None):
+    def __init__(
+        self,
+        raw_model: GPT,
+        optimizer,
+        scaler,
+        cfg: TrainConfig,
+        data: TrainingData,
+        sampler: dict,
+        rt: Runtime,
+        lora: dict | None = None,
+        reference: dict | None = None,
+    ):
         self.model, self.optimizer, self.scaler, self.rt = raw_model, optimizer, scaler, rt
         self.out_dir, self.keep_last = cfg.out_dir, cfg.checkpoint.keep_last
         self.lora = lora  # a LoRA run saves its adapters and this record (settings, base reference), not the model
-        self.meta = {
-            "config": cfg.record(),
-            "data": data.record(),  # what it was trained on: resuming on other data is refused (start.check_resumable)
-            "tokenizer": data.tokenizer,
-            "template": data.meta.get("template"),  # the dataset's prompt template (templates.py), for sample.py
-            "chat_template": data.meta.get("chat_template"),  # a chat dataset's (chat.py): for sample.py --chat, eval.py, the page and the exports
-        } | ({"lora": lora} if lora else {})
+        self.meta = (
+            {
+                "config": cfg.record(),
+                "data": data.record(),  # what it was trained on: resuming on other data is refused (start.check_resumable)
+                "tokenizer": data.tokenizer,
+                "template": data.meta.get("template"),  # the dataset's prompt template (templates.py), for sample.py
+                "chat_template": data.meta.get("chat_template"),  # a chat dataset's (chat.py): for sample.py --chat, eval.py, the page and the exports
+            }
+            | ({"lora": lora} if lora else {})
+            | ({"reference": reference} if reference else {})
+        )  # reference: the weights a DPO run compares with
         self.sampler = sampler
 
     def snapshot(self, iter_num: int) -> dict:

@@ -109,7 +109,7 @@ class DocumentCorpus:
 
     documents: Callable[[], Iterable[tuple[str, Any]]]
     source: str  # where the documents came from, in words
-    tokenizer: str = "gpt2"  # 'gpt2' or 'char'
+    tokenizer: str | dict = "gpt2"  # 'gpt2' or 'char', or the metadata of a model's tokenizer to reuse (tokenizer.from_meta)
     format: Callable[[Any], str] | None = None  # record -> text; None: the records are the texts
     template: dict | None = None  # the prompt template (templates.py), kept in meta.json
     num_documents: int | None = None  # if known up front: the progress bar shows an ETA

@@ -89,8 +89,12 @@ class TrainLog:
 
     def eval(self, iter_num: int, losses: dict, lr: float) -> None:
         if self.master:
-            print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-            self.logger.log({"iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr})
+            more = {k: v for k, v in losses.items() if k not in ("train", "val")}  # the objective's metrics, per split
+            print(
+                f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
+                + "".join(f", {k} {v:.4f}" for k, v in more.items() if k.startswith("val_"))
+            )
+            self.logger.log({"iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"], **more, "lr": lr})
 
     def hellaswag(self, iter_num: int, result) -> None:
         if self.master:

@@ -6,6 +6,10 @@ loop in train.py and one optimizer step (`Stepper`) are the same for every objec
 a class registered in OBJECTIVES, with no change to either.
 
     next_token   the mean next-token cross-entropy over every target (targets of -1 not counted)
+    dpo          preference pairs against a frozen reference (gptsuite/dpo.py)
+
+The run's objective is --objective, or what its dataset holds (meta.json's "objective": "dpo" for
+preference pairs; next_token for text).
 
 What the next ones need is here: `token_losses` and `weighted_mean` for per-token loss weights,
 and `Reference`, a frozen model's outputs computed without gradients (under LoRA the trained model
@@ -13,10 +17,11 @@ with its adapters switched off, so no second copy of the weights is held).
 """
 
 import contextlib
-import copy
 import math
 from collections.abc import Callable, Iterator
+from copy import deepcopy
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -46,9 +51,10 @@ class Reference:
     Under LoRA it is the trained model itself with its adapters switched off (the base, with no
     second copy of the weights); otherwise a frozen copy of the weights the run started from."""
 
-    def __init__(self, model: GPT, lora: bool):
+    def __init__(self, model: GPT, lora: bool, copy: bool = True):
+        """copy=False: `model` is already the reference's own (weights loaded again on resume)."""
         self.lora = lora
-        self.model = model if lora else copy.deepcopy(model).requires_grad_(False).eval()
+        self.model = model if lora else (deepcopy(model) if copy else model).requires_grad_(False).eval()
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,6 +76,9 @@ class Objective:
     name: ClassVar[str] = "next_token"
     metrics: ClassVar[tuple[str, ...]] = ()  # the names of the metrics `loss` returns, logged to metrics.jsonl and wandb
     needs_reference: ClassVar[bool] = False
+    holds: ClassVar[str | None] = None  # the data it trains on, as meta.json's "objective" says (None: text, any other objective's not)
+    config_part: ClassVar[str | None] = None  # the TrainConfig part its constructor takes after (batches, reference), if any
+    rows_per_example: ClassVar[int] = 1  # rows of a batch per one of its batch_size examples
 
     def __init__(self, batches: Batches | None = None, reference: Reference | None = None):
         self.batches, self.reference = batches, reference  # no batches: a caller that brings its own (bench.py)
@@ -80,6 +89,11 @@ class Objective:
     def eval_batch(self, split: str, k: int):
         return self.batches.eval(split, k)
 
+    def summary(self) -> str | None:
+        """What the run trains on, in a line (printed at the start), if there is more to say than the data's name."""
+        data = self.batches.data
+        return data.rows_line(self.batches.block_size, self.batches.cfg.loss_on) if data.masked else None
+
     def loss(self, model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The batch's loss (a scalar tensor to backpropagate) and metrics (scalar tensors)."""
         x, y = batch
@@ -87,6 +101,12 @@ class Objective:
 
 
 OBJECTIVES: dict[str, type[Objective]] = {Objective.name: Objective}
+DATA_OF = {"dpo": "preference pairs (python prepare.py preferences --input=...)"}  # what a dataset holding an objective's data is, and how it is made
+
+
+def register(cls: type[Objective]) -> type[Objective]:
+    OBJECTIVES[cls.name] = cls
+    return cls
 
 
 def objective_class(name: str) -> type[Objective]:
@@ -95,25 +115,43 @@ def objective_class(name: str) -> type[Objective]:
     return OBJECTIVES[name]
 
 
+def objective_for(name: str, data_holds: str | None, data_dir: Path) -> type[Objective]:
+    """The run's objective: `name` (--objective), or, if it is empty, what the data holds; refused
+    if the data is not what it trains on."""
+    cls = objective_class(name or data_holds or Objective.name)
+    if cls.holds != data_holds:
+        if data_holds:
+            raise UserError(
+                f"{data_dir} holds {DATA_OF.get(data_holds, data_holds).split(' (')[0]}, which objective={cls.name} does not train on: drop --objective (it is then {data_holds})"
+            )
+        raise UserError(
+            f"objective={cls.name} trains on {DATA_OF.get(cls.holds, cls.holds)}; {data_dir} holds text: pass a dataset of them, or drop --objective"
+        )
+    return cls
+
+
 @torch.no_grad()
 def estimate_loss(model: torch.nn.Module, objective: Objective, eval_iters: int, rt: Runtime) -> dict[str, float]:
-    """Mean loss over eval batches 0..eval_iters-1 of each split. The ranks of a distributed run
-    split the batches between them and all-reduce the sum, so every rank gets the same number,
-    the one a single process would get. Every rank runs the same number of forwards (under FSDP
-    each forward gathers every block's shards from all ranks): where eval_iters is not a multiple
-    of the ranks, the ranks past the end run one more batch and leave it out."""
+    """Mean loss over eval batches 0..eval_iters-1 of each split ("train", "val"), and the mean of
+    each of the objective's metrics ("val_<metric>", ...). The ranks of a distributed run split the
+    batches between them and all-reduce the sums, so every rank gets the same numbers, the ones a
+    single process would get. Every rank runs the same number of forwards (under FSDP each forward
+    gathers every block's shards from all ranks): where eval_iters is not a multiple of the ranks,
+    the ranks past the end run one more batch and leave it out."""
     model.eval()
     out = {}
     for split in ("train", "val"):
-        total = torch.zeros((), device=rt.device)
+        total = torch.zeros(1 + len(objective.metrics), device=rt.device)
         for k in range(rt.rank, -(-eval_iters // rt.world_size) * rt.world_size, rt.world_size):
             with rt.autocast():
-                loss, _ = objective.loss(model, objective.eval_batch(split, min(k, eval_iters - 1)))
+                loss, metrics = objective.loss(model, objective.eval_batch(split, min(k, eval_iters - 1)))
             if k < eval_iters:
-                total += loss.float()
+                total += torch.stack([loss.float(), *(metrics[m].float() for m in objective.metrics)])
         if rt.distributed:
             torch.distributed.all_reduce(total)
-        out[split] = total.item() / eval_iters
+        means = (total / eval_iters).tolist()
+        out[split] = means[0]
+        out |= {f"{split}_{m}": v for m, v in zip(objective.metrics, means[1:], strict=True)}
     model.train()
     return out
 

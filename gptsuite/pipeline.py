@@ -221,15 +221,32 @@ def chunked(items: Iterable[tuple[str, Any]], chunk_chars: int) -> Iterator[list
         yield chunk
 
 
+def encode_text(text, tok, end: np.ndarray, keep_empty: bool, rules: RecordRules):
+    """One document's (text, ids, mask); None for a missing or empty text; BadRecord for one too long."""
+    marked = text if isinstance(text, Marked) else None
+    text = marked.text if marked else text
+    if text is None or (not keep_empty and (not text or text.isspace())):
+        return None
+    arr, mask = chat.encode(tok, marked) if marked else (tok.encode_array(text), None)
+    if rules.max_tokens and len(arr) + len(end) > rules.max_tokens:
+        raise BadRecord(
+            marked.where if marked else "a document",
+            f"is {len(arr) + len(end):,} tokens, longer than --block_size={rules.max_tokens}",
+            "longer than block_size",
+        )
+    return text, arr, mask
+
+
 def encode_chunk(
     chunk: list[tuple[str, Any]], tok, fmt: Callable[[Any], str] | None, end: np.ndarray, keep_empty: bool = False, rules: RecordRules | None = None
 ):
-    """Runs in a worker thread: format and tokenize a chunk of documents, each followed by `end`.
-    Returns the token ids of each split (and with rules.masked, each split's loss mask), the
-    statistics of the documents written, which of the chunk's documents were written (`kept`; the
-    others were skipped: a missing text (None), one that is empty or only whitespace, unless
-    keep_empty, or a bad record under rules.skip_bad), the split of each, and the reasons for the
-    bad records skipped."""
+    """Runs in a worker thread: format and tokenize a chunk of records, each document followed by
+    `end`. A record is one document, or several written one after another (format returns a tuple:
+    a preference pair's chosen and rejected conversations), all or none of them. Returns the token
+    ids of each split (and with rules.masked, each split's loss mask), the statistics of the
+    documents written, which of the chunk's records were written (`kept`; the others were skipped:
+    a missing text (None), one that is empty or only whitespace, unless keep_empty, or a bad record
+    under rules.skip_bad), the split of each, and the reasons for the bad records skipped."""
     rules = rules or RecordRules()
     ids: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     mask_parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
@@ -238,31 +255,24 @@ def encode_chunk(
         splits.append(SPLITS.index(name))  # ValueError: a dataset yielded a split other than train / val
         kept.append(False)
         try:
-            text = fmt(record) if fmt else record
-            marked = text if isinstance(text, Marked) else None
-            text = marked.text if marked else text
-            if text is None or (not keep_empty and (not text or text.isspace())):
-                continue
-            arr, mask = chat.encode(tok, marked) if marked else (tok.encode_array(text), None)
-            if rules.max_tokens and len(arr) + len(end) > rules.max_tokens:
-                raise BadRecord(
-                    marked.where if marked else "a document",
-                    f"is {len(arr) + len(end):,} tokens, longer than --block_size={rules.max_tokens}",
-                    "longer than block_size",
-                )
+            texts = fmt(record) if fmt else record
+            docs = [encode_text(t, tok, end, keep_empty, rules) for t in (texts if isinstance(texts, tuple) else (texts,))]
         except BadRecord as e:
             if not rules.skip_bad:
                 raise UserError(f"{e}; fix the record, or pass --skip_bad=True to skip such records (they are counted in the report)") from None
             bad[e.reason] += 1
             continue
+        if any(d is None for d in docs):
+            continue
         kept[-1] = True
-        ids[name] += [arr, end]
-        if rules.masked:
-            mask_parts[name] += [np.ones(len(arr), dtype=np.uint8) if mask is None else mask, np.ones(len(end), dtype=np.uint8)]
-        split.append(splits[-1])
-        chars.append(len(text))
-        words.append(count_words(text))
-        tokens.append(len(arr))
+        for text, arr, mask in docs:
+            ids[name] += [arr, end]
+            if rules.masked:
+                mask_parts[name] += [np.ones(len(arr), dtype=np.uint8) if mask is None else mask, np.ones(len(end), dtype=np.uint8)]
+            split.append(splits[-1])
+            chars.append(len(text))
+            words.append(count_words(text))
+            tokens.append(len(arr))
     out = {s: np.concatenate(parts) for s, parts in ids.items() if parts}
     if rules.masked:
         out = {s: (a, np.concatenate(mask_parts[s])) for s, a in out.items()}
@@ -293,7 +303,8 @@ def char_tokenizer(corpus: DocumentCorpus) -> CharTokenizer:
             text = corpus.format(record) if corpus.format else record
         except BadRecord:
             continue
-        chars.update((text.text if isinstance(text, Marked) else text) or "")
+        for t in text if isinstance(text, tuple) else (text,):
+            chars.update((t.text if isinstance(t, Marked) else t) or "")
     return CharTokenizer(sorted(chars))
 
 

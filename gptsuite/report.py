@@ -127,12 +127,16 @@ def loss_mask_report(meta: dict, stats: DocStats) -> dict:
     block = int(meta.get("block_size") or GPT2_CONTEXT)
     end = 0 if meta.get("document_end") is None else 1
     counted = meta["loss_mask"]["counted_tokens"]
-    return {
+    tokens = stats.column("tokens").astype(np.int64) + end
+    out = {
         "counted_share": {s: counted[s] / max(meta[f"{s}_tokens"], 1) for s in SPLITS},
         "longest_prompt": meta["loss_mask"]["longest_prompt"],
         "block_size": block,
-        "one_per_row_padding": padding_if_one_per_row(stats.column("tokens").astype(np.int64) + end, block),
+        "one_per_row_padding": padding_if_one_per_row(tokens, block),
     }
+    if meta.get("objective") == "dpo":  # preference pairs: two documents each, one to a row of DPO's batches
+        out |= {"pairs": {s: meta["documents"][s] // 2 for s in SPLITS}, "longest_document": int(tokens.max(initial=0))}
+    return out
 
 
 def padding_if_one_per_row(tokens: np.ndarray, block_size: int) -> float:
@@ -197,7 +201,15 @@ def format_report(report: dict, out_dir: Path) -> str:
         lines.append(
             f"loss on responses: {m['counted_share']['train']:.0%} of train tokens count (the rest is prompt, context); longest prompt {m['longest_prompt']:,} tokens"
         )
-        lines.append(f"rows start at documents and are packed: one document to a row of {m['block_size']:,} would be {m['one_per_row_padding']:.0%} padding")
+        if "pairs" in m:
+            lines.append(
+                f"preference pairs: train {m['pairs']['train']:,}, val {m['pairs']['val']:,} (a prompt with its chosen answer, then with its rejected one); "
+                f"the longest is {m['longest_document']:,} tokens: train with --block_size={m['longest_document']:,} or more"
+            )
+        else:
+            lines.append(
+                f"rows start at documents and are packed: one document to a row of {m['block_size']:,} would be {m['one_per_row_padding']:.0%} padding"
+            )
     if "tokenizers" in report:
         c = report["tokenizers"]
         lines.append(

@@ -17,6 +17,7 @@ from configurator import ConfigError, apply_values, coerce, config_keys, flatten
 from gptsuite.atomic import check_folder
 from gptsuite.batches import DataConfig
 from gptsuite.checkpoint import load_checkpoint, newest_checkpoint
+from gptsuite.dpo import DpoConfig
 from gptsuite.errors import UserError
 from gptsuite.hellaswag import HellaswagConfig
 from gptsuite.loading import check_init_from, checkpoint_file
@@ -38,7 +39,7 @@ class TrainConfig:
     # run
     out_dir: str = "out"  # checkpoints, metrics.jsonl and wandb files go here
     init_from: str = "scratch"  # 'scratch', 'resume' (newest checkpoint in out_dir), a GPT-2 name (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2), a Hugging Face folder, or a run folder / .pt checkpoint of ours (its weights, a new run)
-    objective: str = "next_token"  # what a training step computes from a batch (gptsuite/objectives.py): next_token
+    objective: str = ""  # what a training step computes from a batch (gptsuite/objectives.py): next_token or dpo; empty: what the dataset holds (dpo for preference pairs, else next_token)
     overwrite: bool = False  # a new run in an out_dir that holds another deletes that run's checkpoints and metrics first; else it is refused
     allow_data_change: bool = False  # resume on data other than the checkpoint was trained on (its sha256 differs); this run only, not recorded
     model: GPTConfig = part(GPTConfig, hide=("vocab_size",))  # the vocabulary comes from the dataset
@@ -46,6 +47,7 @@ class TrainConfig:
     optim: OptimConfig = part(OptimConfig)
     schedule: ScheduleConfig = part(ScheduleConfig)
     lora: LoraConfig = part(LoraConfig)
+    dpo: DpoConfig = part(DpoConfig)
     evals: EvalConfig = part(EvalConfig)
     hellaswag: HellaswagConfig = part(HellaswagConfig)
     checkpoint: CheckpointConfig = part(CheckpointConfig)
@@ -62,7 +64,7 @@ def check_train_config(cfg: TrainConfig) -> None:
     """What the bounds of the keys cannot say: the output folder, init_from, combinations of parts, wandb."""
     check_folder(cfg.out_dir, "--out_dir")
     check_init_from(cfg.init_from, ("scratch", "resume"), checkpoints=True)
-    needs_reference = objective_class(cfg.objective).needs_reference
+    needs_reference = bool(cfg.objective) and objective_class(cfg.objective).needs_reference  # unset: the data's, checked when it is open
     if cfg.model.arch != "gpt2" and cfg.init_from not in ("scratch", "resume") and not checkpoint_file(cfg.init_from):
         raise UserError(
             f"arch={cfg.model.arch} is for training from scratch; GPT-2's weights ({cfg.init_from}) are arch=gpt2: drop --arch={cfg.model.arch} to fine-tune them"

@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 
 from gptsuite import datafiles
+from gptsuite.chat import BadRecord
 from gptsuite.errors import UserError
 
+RECORD_SUFFIXES = (".jsonl", ".json", ".parquet")  # files of records: conversations, preference pairs
 PLUGINS = Path(__file__).resolve().parents[1] / "data"  # data/<name>/prepare.py, beside the entry points
 
 
@@ -180,3 +182,56 @@ def with_splits(records: Iterable[Any], is_val: np.ndarray) -> Iterator[tuple[st
         yield ("val" if val else "train"), record
     if record is end or next(records, end) is not end:
         raise UserError(f"the source changed while it was read (it no longer has the {len(is_val):,} documents counted before); prepare again")
+
+
+def record_files(spec: str, what: str) -> list[Path]:
+    """The files of records --input names: a .jsonl, .json or .parquet file, or every one in a folder."""
+    path = Path(spec).expanduser()
+    if not spec or not path.exists():
+        raise UserError(f"pass your {what} with --input=FILE_OR_FOLDER (.jsonl, .json or .parquet){f'; {path} not found' if spec else ''}")
+    if path.is_dir():
+        found = sorted((p for p in path.rglob("*") if p.suffix.lower() in RECORD_SUFFIXES and p.is_file()), key=lambda p: p.relative_to(path).as_posix())
+        if not found:
+            raise UserError(f"no .jsonl, .json or .parquet files in {path}; pass a folder that has some, or one file")
+        return found
+    if path.suffix.lower() not in RECORD_SUFFIXES:
+        raise UserError(f"{path}: unknown file type '{path.suffix}'; {what} come in {', '.join(RECORD_SUFFIXES)} files")
+    return [path]
+
+
+def read_objects(path: Path):
+    """(where, record) for every record of a file: 'FILE line N' or 'FILE record N'."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            n = 0
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
+                for row in batch.to_pylist():
+                    n += 1
+                    yield f"{path} record {n}", row
+        elif suffix == ".json":
+            records = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(records, dict) and isinstance(records.get("data"), list):
+                records = records["data"]
+            if not isinstance(records, list):
+                raise UserError(f"{path} holds no list of records; a .json file holds a list of records ([{{...}}, ...]), a .jsonl file one per line")
+            for n, record in enumerate(records, 1):
+                yield f"{path} record {n}", record
+        else:
+            with open(path, encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    if line.strip():
+                        try:
+                            yield f"{path} line {n}", json.loads(line)
+                        except json.JSONDecodeError as e:
+                            yield f"{path} line {n}", BadRecord(f"{path} line {n}", f"is not JSON ({e.msg})", "not JSON")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not JSON ({e.msg} at line {e.lineno}); a .json file holds a list of records, a .jsonl file one per line") from None
+    except OSError as e:
+        raise UserError(f"could not read {path} ({e})") from None
+    except ValueError as e:  # pyarrow's ArrowInvalid
+        raise UserError(f"could not read {path} as parquet ({e})") from None

@@ -37,6 +37,7 @@ class StartingPoint:
     ckpt: dict | None = None
     path: Path | None = None
     lora: dict | None = None  # a LoRA run's settings and base reference (what its checkpoints record)
+    reference: dict | None = None  # a full fine-tune that keeps its start as a reference (DPO): the weights it started from (init_from, file, sha256)
 
     @property
     def iter_num(self) -> int:
@@ -122,14 +123,16 @@ def claim_out_dir(out_dir: str, resumed: bool, overwrite: bool, master: bool) ->
         print(f"overwrite=True: deleted the earlier run's {', '.join(sorted(p.name for p in found))} in {out_dir}")
 
 
-def start_run(cfg: TrainConfig, resumed: Resumed | None, data: TrainingData, rt: Runtime) -> StartingPoint:
-    """The model init_from asks for (with LoRA adapters if lora_rank > 0), and the checkpoint it resumes."""
+def start_run(cfg: TrainConfig, resumed: Resumed | None, data: TrainingData, rt: Runtime, keeps_reference: bool = False) -> StartingPoint:
+    """The model init_from asks for (with LoRA adapters if lora_rank > 0), and the checkpoint it
+    resumes. keeps_reference: the objective compares with the starting weights, which a full
+    fine-tune records (StartingPoint.reference) so that a resumed run can load them again."""
     if resumed is not None:
         start = resume_run(cfg, resumed, data, rt)
     elif cfg.init_from == "scratch":
         return StartingPoint(new_model(cfg.model, data.tokenizer))
     else:
-        start = fine_tune_run(cfg, data)
+        start = fine_tune_run(cfg, data, keeps_reference)
     if start.lora and rt.dtype in ("bfloat16", "float16"):
         freeze_base_dtype(start.model, getattr(torch, rt.dtype))  # autocast computes in it anyway; half the memory
     return start
@@ -150,10 +153,10 @@ def resume_run(cfg: TrainConfig, resumed: Resumed, data: TrainingData, rt: Runti
     if "lora" in ckpt:
         ckpt["lora"] = ckpt["lora"] | {"dropout": cfg.lora.dropout}  # the one adapter setting a resumed run may change
         return StartingPoint(lora_model(ckpt, str(path), dropout=cfg.model.dropout, merged=False), ckpt, path, lora=ckpt["lora"])
-    return StartingPoint(model_from_checkpoint(ckpt, dropout=cfg.model.dropout), ckpt, path)
+    return StartingPoint(model_from_checkpoint(ckpt, dropout=cfg.model.dropout), ckpt, path, reference=ckpt.get("reference"))
 
 
-def fine_tune_run(cfg: TrainConfig, data: TrainingData) -> StartingPoint:
+def fine_tune_run(cfg: TrainConfig, data: TrainingData, keeps_reference: bool = False) -> StartingPoint:
     """A new run from trained weights: GPT-2's, or a checkpoint of ours; LoRA adapters on them if asked."""
     if data.tokenizer["kind"] != "gpt2" and not checkpoint_file(cfg.init_from):
         raise UserError(
@@ -166,11 +169,29 @@ def fine_tune_run(cfg: TrainConfig, data: TrainingData) -> StartingPoint:
             f"init_from={cfg.init_from} was trained with {theirs}, but {data.dir} uses the {data.tokenizer['kind']} tokenizer of {data.tokenizer['vocab_size']} ids; "
             f"prepare a dataset with its tokenizer{' (e.g. python prepare.py shakespeare)' if base.tokenizer['kind'] == 'gpt2' else ''}"
         )
+    reference = (
+        {"init_from": cfg.init_from, "weights": str(base.weights.resolve()), "sha256": file_sha256(base.weights)} if cfg.lora.rank or keeps_reference else None
+    )
     if not cfg.lora.rank:
-        return StartingPoint(base.model)
-    model = adapt(base.model, cfg.lora)
-    reference = {"init_from": cfg.init_from, "weights": str(base.weights.resolve()), "sha256": file_sha256(base.weights)}
-    return StartingPoint(model, lora=cfg.lora.record() | {"base": reference})
+        return StartingPoint(base.model, reference=reference)
+    return StartingPoint(adapt(base.model, cfg.lora), lora=cfg.lora.record() | {"base": reference})
+
+
+def reference_weights(start: StartingPoint, cfg: TrainConfig) -> GPT:
+    """The weights a resumed full fine-tune started from, loaded again from what its checkpoint
+    records, refused if that file changed since (the starting run went on training, say)."""
+    if start.reference is None:
+        raise UserError(
+            f"{start.path} records no starting weights to compare with (it was not trained with a reference, or by an older version); "
+            "start a new run from its weights (--init_from=<its folder>), or train with LoRA (--lora_rank), whose reference is its base"
+        )
+    got = file_sha256(Path(start.reference["weights"])) if Path(start.reference["weights"]).exists() else "missing"
+    if got != start.reference["sha256"]:
+        raise UserError(
+            f"{start.path} compares with the weights it started from, {start.reference['weights']} (sha256 {start.reference['sha256'][:12]}), which are now {got[:12]}: "
+            "put that file back, or start a new run"
+        )
+    return load_weights(start.reference["init_from"], dropout=0.0, block_size=cfg.model.block_size).model
 
 
 def check_resumable(resumed: Resumed, cfg: TrainConfig, data: TrainingData) -> None:

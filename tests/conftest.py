@@ -166,6 +166,25 @@ def tiny_checkpoint(tmp_path: Path, char_dataset: Path) -> Path:
     return out
 
 
+@pytest.fixture
+def pair_dataset(tmp_path: Path, tiny_checkpoint: Path) -> Path:
+    """Preference pairs (prepare.py preferences) in tiny_checkpoint's characters, plain template:
+    a piece of TEXT, then its true continuation (chosen) or a piece from elsewhere (rejected)."""
+    import json
+
+    from gptsuite.pipeline import prepare_documents
+    from gptsuite.sources import load_dataset_module
+
+    flat = TEXT.replace("\n", " ")
+    records = [{"prompt": flat[i : i + 8], "chosen": flat[i + 8 : i + 11], "rejected": flat[i + 40 : i + 43]} for i in range(0, 180, 6)]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records if r["chosen"] != r["rejected"]), encoding="utf-8")
+    module = load_dataset_module("preferences")
+    out = tmp_path / "pairs"
+    prepare_documents(module.corpus(module.Config(input=str(path), base=str(tiny_checkpoint), block_size=17), out), out)
+    return out
+
+
 def write_shards(folder: Path, n: int, sizes=(0.55, 0.45), seed: int = 0) -> list[Path]:
     """n documents of 1-4 paragraphs of 1-6 lines in parquet shards, with an empty, a blank and a non-ASCII one."""
     import random

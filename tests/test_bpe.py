@@ -253,3 +253,21 @@ def test_the_page_samples_as_sample_py_and_marks_what_train_bin_holds(tmp_path: 
     pieces, line = pg.seen_in_training(str(tmp_path / "out"), text)
     assert "".join(p for p, _ in pieces) == text and "longest span also in train.bin" in line
     assert pieces[0][1] is not None and pieces[-1][1] is None  # Shakespeare's line is in train.bin, the val-only word is not
+
+
+def test_preference_pairs_take_a_bpe_runs_tokenizer(tmp_path: Path, bpe_data: Path):
+    from gptsuite.sources import load_dataset_module
+
+    bpe_checkpoint(bpe_data, tmp_path / "out")
+    records = [{"prompt": f"First Citizen {i}?", "chosen": "Speak, speak.", "rejected": "Resolved."} for i in range(20)]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    module = load_dataset_module("preferences")
+    out = tmp_path / "prefs"
+    meta, _ = prepare_documents(module.corpus(module.Config(input=str(tmp_path / "pairs.jsonl"), base=str(tmp_path / "out")), out), out)
+    tok = load_meta(bpe_data)["tokenizer"]
+    assert load_meta(out)["tokenizer"] == tok and (out / TOKENIZER_FILE).read_text() == tok["json"]
+    assert meta["prepared_from"]["tokenizer"] == json.loads((bpe_data / "meta.json").read_text())["tokenizer"]  # named by its sha256, not held whole
+    ids = np.fromfile(out / "train.bin", dtype=np.uint16)
+    assert (
+        from_meta(tok).decode(ids).startswith("First Citizen") and (ids == from_meta(tok).eot_token).sum() == meta["documents"]["train"]
+    )  # each answer ends with it

@@ -87,8 +87,9 @@ def test_a_second_objective_trains_through_the_unchanged_loop(tmp_path: Path, ch
     steps = [r for r in logged if "ms_per_iter" in r]
     assert steps[0]["loss"] == pytest.approx(first_step, rel=1e-5)  # the first step's loss, before its update
     assert [r["counted"] for r in steps] == [4 * 8, 4 * 8]  # its own metric: 4 sequences x 8 of 16 targets, per micro-batch
+    assert at_start["val_counted"] == 4 * 8  # and at evals, per split
     assert load_checkpoint(tmp_path / "run")["config"]["objective"] == "every_other_target"
-    with pytest.raises(UserError, match="unknown objective 'nope'; use one of next_token, every_other_target"):
+    with pytest.raises(UserError, match="unknown objective 'nope'; use one of next_token, dpo, every_other_target"):
         train.main([*args, "--out_dir=other", "--max_iters=1", "--objective=nope"])
 
 

@@ -39,21 +39,27 @@ MODERN_MUON = ["--arch=modern", "--optimizer=muon", "--lr_schedule=wsd", "--muon
 CHAT = ["--data_dir={chat}", "--block_size=64"]  # conversations, the loss on the answers only: rows from conversation starts, targets -1 elsewhere
 
 
+LORA = ["--init_from={base}", "--lora_rank=4", "--lora_dropout=0"]
+DPO = [*LORA, "--data_dir={pairs}"]  # preference pairs: DPO against the base (the adapters switched off)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "variant", [CHAT, MODERN_MUON, ["--init_from={base}", "--lora_rank=4", "--lora_dropout=0"]], ids=["gpt2-adamw-chat", "modern-muon", "lora"]
-)
+@pytest.mark.parametrize("variant", [CHAT, MODERN_MUON, LORA, DPO], ids=["gpt2-adamw-chat", "modern-muon", "lora", "lora-dpo"])
 def test_two_process_ddp_matches_one_process_with_the_same_global_batch(
-    tmp_path: Path, char_dataset: Path, chat_dataset: Path, tiny_checkpoint: Path, variant: list[str]
+    tmp_path: Path, char_dataset: Path, chat_dataset: Path, tiny_checkpoint: Path, pair_dataset: Path, variant: list[str]
 ):
-    variant = [v.format(base=tiny_checkpoint, chat=chat_dataset) for v in variant]
+    variant = [v.format(base=tiny_checkpoint, chat=chat_dataset, pairs=pair_dataset) for v in variant]
     args = [f"--data_dir={char_dataset}", *TINY, "--gradient_accumulation_steps=4", *variant]
     proc = ranks(2, "train.py", *args, f"--out_dir={tmp_path / 'ddp'}")  # as torchrun starts them
-    assert f"(2 x 2 x 4 x {64 if '--block_size=64' in variant else 16})" in proc.stdout and proc.stdout.count("step 5:") == 1  # rank 0 alone prints
+    assert (
+        f"(2 x 2 x 4{' x 2' if f'--data_dir={pair_dataset}' in variant else ''} x {64 if '--block_size=64' in variant else 16})" in proc.stdout
+        and proc.stdout.count("step 5:") == 1
+    )  # rank 0 alone prints
     main([*args, f"--out_dir={tmp_path / 'one'}"])
 
     ddp, one = metrics(tmp_path / "ddp"), metrics(tmp_path / "one")
     assert [r.keys() for r in ddp] == [r.keys() for r in one] and len(one) == 5 + 2
+    assert ("val_rewards/accuracies" in one[0]) == (f"--data_dir={pair_dataset}" in variant)  # DPO's own metrics, on pairs
     for a, b in zip(ddp, one, strict=True):
         for key in a:
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (key, a, b)

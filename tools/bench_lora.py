@@ -6,6 +6,7 @@ disk, peak RSS and ms/iter of training on the CPU.
     python -m tools.bench_lora --batch_size=2 --train_block_size=512 --max_iters=10
     python -m tools.bench_lora --lora_rank=16 --lora_targets=c_attn,c_proj
     python -m tools.bench_lora --keep=True                              # keep the base, the data and both runs
+    python -m tools.bench_lora --objective=dpo                          # DPO: full (its reference a copy), LoRA (the base), precomputed
 
 It writes a GPT of the configured shape with random weights (bias=True, GPT-2's vocabulary) as a
 Hugging Face folder (gptsuite.hf_export), prepares a small GPT-2 BPE dataset (Shakespeare's plays
@@ -20,11 +21,16 @@ default). It prints a table of:
   - each run's peak RSS, read from a small wrapper process whose only child the run is (a child's
     ru_maxrss counts the memory of the process it was forked from, and this one may hold a model);
   - ms/iter: the median of the logged steps in metrics.jsonl after the first.
+With --objective=dpo the data is preference pairs (a piece of the text, then its true continuation
+or a piece from elsewhere) and the runs are DPO: full fine-tuning (the reference a frozen copy of
+the base), LoRA (the reference the base itself, adapters off: no copy), and full fine-tuning with
+--dpo_precompute_ref=True (the reference's log-probs computed first, then its copy let go).
 Everything goes into a temporary folder, removed at the end unless --keep=True. CPU numbers
 depend on how busy the machine is: the load average is printed before and after.
 """
 
 import dataclasses
+import json
 import os
 import random
 import shutil
@@ -43,7 +49,7 @@ from gptsuite.errors import UserError, cli
 from gptsuite.hf_export import export_hf
 from gptsuite.lora import LoraConfig, adapt, trainable_counts
 from gptsuite.metrics import METRICS_FILE, read_metrics
-from gptsuite.pipeline import prepare_text
+from gptsuite.pipeline import prepare_documents, prepare_text
 from gptsuite.sources import load_dataset_module
 from gptsuite.tokenizer import GPT2_META, GPT2_VOCAB_SIZE
 from model import GPT, GPTConfig
@@ -56,6 +62,7 @@ class BenchLoraConfig:
     # the base: random weights of this shape (GPT-2 124M by default), bias=True, GPT-2's vocabulary
     model: GPTConfig = part(GPTConfig, hide=("vocab_size", "dropout", "bias", "arch"), vocab_size=GPT2_VOCAB_SIZE, bias=True)
     lora: LoraConfig = part(LoraConfig, rank=8)  # the adapters: train.py's LoRA settings (lora_rank > 0)
+    objective: str = option("next_token", choices=("next_token", "dpo"))  # what the runs train: next-token loss on text, or DPO on preference pairs
     # each training run: python train.py on the CPU, in its own process
     max_iters: int = option(6, ge=2)  # steps per run; ms/iter is the median of all but the first
     batch_size: int = option(1, gt=0)  # sequences per step
@@ -108,9 +115,19 @@ def offline_text(chars: int, seed: int) -> tuple[str, str]:
 
 def write_data(cfg: BenchLoraConfig, dest: Path) -> Path:
     """A GPT-2 BPE dataset of 200 characters per token of a sequence: at ~4 characters a token, its
-    val split (the last 10%) holds about 5 sequences."""
+    val split (the last 10%) holds about 5 sequences. For DPO, 40 preference pairs of about 3
+    characters per token of a sequence each: a piece of the text, then the piece after it (chosen)
+    or one from elsewhere (rejected)."""
     text, source = offline_text(200 * (cfg.train_block_size + 1), cfg.seed)
-    prepare_text(TextCorpus(text, source, tokenizer="gpt2"), dest)
+    if cfg.objective == "next_token":
+        prepare_text(TextCorpus(text, source, tokenizer="gpt2"), dest)
+        return dest
+    n = cfg.train_block_size
+    pairs = [{"prompt": text[i : i + 2 * n], "chosen": text[i + 2 * n : i + 3 * n], "rejected": text[i + 4 * n : i + 5 * n]} for i in range(0, 40 * n, n)]
+    (dest.parent / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs), encoding="utf-8")
+    module = load_dataset_module("preferences")
+    config = module.Config(input=str(dest.parent / "pairs.jsonl"), template="plain", block_size=n + 1, skip_bad=True)
+    prepare_documents(module.corpus(config, dest), dest)
     return dest
 
 
@@ -163,12 +180,12 @@ def train_args(cfg: BenchLoraConfig, base: Path, data: Path, out_dir: Path, lora
     return args
 
 
-def train_run(cfg: BenchLoraConfig, base: Path, data: Path, out_dir: Path, lora: LoraConfig | None) -> tuple[int, int, float]:
+def train_run(cfg: BenchLoraConfig, base: Path, data: Path, out_dir: Path, lora: LoraConfig | None, *more: str) -> tuple[int, int, float]:
     """One `python train.py` from base (LoRA if lora, else full fine-tuning) into out_dir: the size
     of its ckpt.pt, its peak RSS (bytes) and its median ms/iter after the first step."""
     log = out_dir.with_suffix(".log")
     os.sync()  # the files written before (the base, the last run's checkpoint) go to disk now, not in the middle of this run
-    code, peak_rss = run_measured([sys.executable, "train.py", *train_args(cfg, base, data, out_dir, lora)], log)
+    code, peak_rss = run_measured([sys.executable, "train.py", *train_args(cfg, base, data, out_dir, lora), *more], log)
     if code != 0:
         last = next((line for line in reversed(log.read_text().splitlines()) if line.strip()), "no output")
         keep = "" if cfg.keep else "; run with --keep=True to keep its log"
@@ -184,13 +201,16 @@ def bench(cfg: BenchLoraConfig, folder: Path) -> list[Run]:
     if not cfg.lora.rank:
         raise UserError("lora_rank=0 is full fine-tuning, which this benchmark runs anyway; pass --lora_rank=8 (or another rank) to compare LoRA with it")
     lora = cfg.lora
-    variants = {"full": ("full fine-tuning", None), "lora": (f"LoRA rank {lora.rank} ({lora.targets})", lora)}
-    counts = {key: param_counts(cfg, settings) for key, (_, settings) in variants.items()}  # refuses bad lora_targets before the slow part
+    dpo = "DPO, " if cfg.objective == "dpo" else ""
+    variants = {"full": (f"{dpo}full fine-tuning", None, ()), "lora": (f"{dpo}LoRA rank {lora.rank} ({lora.targets})", lora, ())}
+    if dpo:
+        variants["precomputed"] = ("DPO, full fine-tuning, reference precomputed", None, ("--dpo_precompute_ref=True",))
+    counts = {key: param_counts(cfg, settings) for key, (_, settings, _) in variants.items()}  # refuses bad lora_targets before the slow part
     base, data = write_base(cfg, folder / "base"), write_data(cfg, folder / "data")
     runs = []
-    for key, (name, settings) in variants.items():
+    for key, (name, settings, more) in variants.items():
         print(f"training: {name}, {counts[key][0]:,} of {counts[key][1]:,} parameters", flush=True)
-        runs.append(Run(name, *counts[key], *train_run(cfg, base, data, folder / key, settings)))
+        runs.append(Run(name, *counts[key], *train_run(cfg, base, data, folder / key, settings, *more)))
     return runs
 
 

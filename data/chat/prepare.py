@@ -24,7 +24,6 @@ its file and record; with --skip_bad=True it is skipped and counted in the datas
 instead. A seeded random --val_fraction of the conversations is val.bin.
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +31,8 @@ from configurator import option
 from gptsuite.chat import CHAT_TEMPLATE, BadRecord, Marked, check_messages, render
 from gptsuite.datafiles import DocumentCorpus, PrepareConfig, RecordRules
 from gptsuite.errors import UserError
-from gptsuite.sources import count_records, val_mask, with_splits
+from gptsuite.sources import count_records, read_objects, record_files, val_mask, with_splits
 
-SUFFIXES = (".jsonl", ".json", ".parquet")
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 
 
@@ -51,58 +49,6 @@ class Config(PrepareConfig):
 
 def default_name(cfg: Config) -> str:
     return cfg.name or "chat"
-
-
-def input_files(cfg: Config) -> list[Path]:
-    path = Path(cfg.input).expanduser()
-    if not cfg.input or not path.exists():
-        raise UserError(f"pass your conversations with --input=FILE_OR_FOLDER (.jsonl, .json or .parquet){f'; {path} not found' if cfg.input else ''}")
-    if path.is_dir():
-        found = sorted((p for p in path.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()), key=lambda p: p.relative_to(path).as_posix())
-        if not found:
-            raise UserError(f"no .jsonl, .json or .parquet files in {path}; pass a folder that has some, or one file")
-        return found
-    if path.suffix.lower() not in SUFFIXES:
-        raise UserError(f"{path}: unknown file type '{path.suffix}'; conversations come in {', '.join(SUFFIXES)} files")
-    return [path]
-
-
-def read_objects(path: Path):
-    """(where, record) for every record of a file: 'FILE line N' or 'FILE record N'."""
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            n = 0
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
-                for row in batch.to_pylist():
-                    n += 1
-                    yield f"{path} record {n}", row
-        elif suffix == ".json":
-            records = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(records, dict) and isinstance(records.get("data"), list):
-                records = records["data"]
-            if not isinstance(records, list):
-                raise UserError(f"{path} holds no list of records; a .json file holds a list of conversations ([{{...}}, ...]), a .jsonl file one per line")
-            for n, record in enumerate(records, 1):
-                yield f"{path} record {n}", record
-        else:
-            with open(path, encoding="utf-8") as f:
-                for n, line in enumerate(f, 1):
-                    if line.strip():
-                        try:
-                            yield f"{path} line {n}", json.loads(line)
-                        except json.JSONDecodeError as e:
-                            yield f"{path} line {n}", BadRecord(f"{path} line {n}", f"is not JSON ({e.msg})", "not JSON")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not JSON ({e.msg} at line {e.lineno}); a .json file holds a list of conversations, a .jsonl file one per line") from None
-    except OSError as e:
-        raise UserError(f"could not read {path} ({e})") from None
-    except ValueError as e:  # pyarrow's ArrowInvalid
-        raise UserError(f"could not read {path} as parquet ({e})") from None
 
 
 def detect(record) -> str:
@@ -157,7 +103,7 @@ def to_messages(fmt: str, record, where: str) -> list:
 
 
 def corpus(cfg: Config, out_dir: Path) -> DocumentCorpus:
-    paths = input_files(cfg)
+    paths = record_files(cfg.input, "conversations")
     n = sum(sum(1 for _ in read_objects(p)) if p.suffix.lower() == ".json" else count_records(p) for p in paths)  # jsonl and parquet counted unparsed
     first = next((r for p in paths for _, r in read_objects(p)), None)
     if first is None:
