@@ -34,8 +34,9 @@ class ArenaTab:
             self.second = gr.Dropdown(
                 names, value=second, label="the other (or the same at another temperature or seed)", allow_custom_value=True, elem_id="arena-second"
             )
-            self.second_temperature = gr.Number(None, label="the other's temperature (empty: the same)", elem_id="arena-temperature2")
-            self.second_seed = gr.Number(None, precision=0, label="the other's seed (empty: the same)", elem_id="arena-seed2")
+            # text boxes: a number box sends 0 when left empty, and empty means "the same" here
+            self.second_temperature = gr.Textbox("", label="the other's temperature (empty: the same)", elem_id="arena-temperature2")
+            self.second_seed = gr.Textbox("", label="the other's seed (empty: the same)", elem_id="arena-seed2")
         with gr.Accordion("sampling settings", open=False, elem_id="arena-settings"):
             self.settings = self.page.settings_row(seed=None, seed_label="seed (empty: a new one each round)")
         self.start = gr.Button("New round", variant="primary", elem_id="arena-round")

@@ -108,6 +108,7 @@ def scripts() -> dict[str, Script]:
         "-m tools.memory": Script(config("tools.memory", "MemoryConfig")),
         "-m tools.chat_tasks": Script(config("tools.chat_tasks", "ChatTasksConfig")),
         "-m tools.arena": Script(config("tools.arena", "ArenaConfig"), positionals=1),
+        "-m tools.arena_voter": Script(config("tools.arena_voter", "VoterConfig")),
         "-m tools.bench_memory": Script(config("tools.bench_memory", "BenchMemoryConfig")),
         "experiments/modern_vs_gpt2.py": Script(None, extra=argparse_keys("experiments/modern_vs_gpt2.py")),
     }

@@ -494,7 +494,7 @@ def test_a_conversation_in_a_real_browser(served, chat_served, browser, tmp_path
 
 
 def arena_round(c, **values):
-    ask = dict(prompt="", system="", seed=None, second_temperature=None, second_seed=None, max_new_tokens=16)
+    ask = dict(prompt="", system="", seed=None, max_new_tokens=16)
     return c.predict(**{**ask, **values}, api_name="/arena_round")
 
 
@@ -512,7 +512,7 @@ def test_an_arena_round_and_its_vote_through_the_api(served, chat_served, chat_r
     messages and the server goes on."""
     url, proc, tmp, models = served
     c, before = client(url), len(new_votes(served))
-    shown, reference, a, b, round_id, note = arena_round(c, first=chat_served, second=chat_served, temperature=0.5, second_temperature=1.5)
+    shown, reference, a, b, round_id, note = arena_round(c, first=chat_served, second=chat_served, temperature=0.5, second_temperature="1.5")
     tasks = [json.loads(line)["messages"] for line in (tmp / "tasks.jsonl").read_text().splitlines()]
     assert reference == {q["content"]: a["content"] for q, a in tasks}[shown] and round_id in note
     assert chat_served not in note  # hidden until the vote
@@ -554,3 +554,32 @@ def test_the_scripted_voter_votes_by_the_reference(served, chat_served, capsys):
         assert r["winner"] == {(True, True): "tie", (True, False): "a", (False, True): "b", (False, False): "both_bad"}[tuple(right)], r
     out = capsys.readouterr().out
     assert "6 votes:" in out and "| pair |" in out
+
+
+@needs_chromium
+def test_an_arena_round_in_a_real_browser(served, browser, tmp_path):
+    """In the Arena tab: a prompt typed, New round, two answers named A and B only; a vote names
+    the models and the leaderboard counts it. A screenshot is saved (PAGE_SCREENSHOT_DIR)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, proc, tmp, models = served
+    driver, wait = browser, WebDriverWait(browser, 60)
+    driver.get(url)
+    wait.until(lambda d: any(t.text == "Arena" for t in d.find_elements(By.CSS_SELECTOR, "button[role=tab]")))
+    next(t for t in driver.find_elements(By.CSS_SELECTOR, "button[role=tab]") if t.text == "Arena").click()
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#arena-prompt textarea")).send_keys("First Citizen:")
+    before = len(new_votes(served))
+    driver.find_element(By.ID, "arena-round").click()
+    answers = ["#arena-answer-a textarea", "#arena-answer-b textarea"]
+    wait.until(lambda d: all(d.find_element(By.CSS_SELECTOR, a).get_attribute("value") for a in answers))
+    assert not any(m in driver.find_element(By.ID, "arena-note").text for m in models)  # hidden until the vote
+    driver.find_element(By.ID, "arena-a").click()
+    wait.until(lambda d: "A was" in d.find_element(By.ID, "arena-note").text)
+    wait.until(lambda d: "votes in" in d.find_element(By.ID, "arena-board").text)
+    driver.save_screenshot(str(Path(os.environ.get("PAGE_SCREENSHOT_DIR", tmp_path)) / "playground-arena.png"))
+    (record,) = new_votes(served, before)
+    assert record["winner"] == "a" and record["prompt"] == "First Citizen:" and {record["a"]["model"], record["b"]["model"]} == set(models[:2])
+    assert record["a"]["settings"] == {**record["b"]["settings"], "seed": record["a"]["settings"]["seed"]} and record["a"]["settings"]["temperature"] == 0.8
+    assert record["a"]["settings"]["seed"] == record["b"]["settings"]["seed"]  # empty boxes: the other's settings are the same
+    assert f"A was {record['a']['model']} (temperature 0.8" in driver.find_element(By.ID, "arena-note").text

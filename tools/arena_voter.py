@@ -63,7 +63,8 @@ def main(argv: list[str]) -> None:
     client = connect(cfg.url)
     names = {k: v for k, v in (("first", cfg.first), ("second", cfg.second)) if v}
     ask = dict(prompt="", system="", temperature=cfg.temperature, top_k=cfg.top_k, top_p=1.0, max_new_tokens=cfg.max_new_tokens, stop="")
-    ask |= dict(seed=cfg.seed, second_temperature=cfg.second_temperature, second_seed=cfg.second_seed, **names)
+    other = {k: "" if v is None else str(v) for k, v in (("second_temperature", cfg.second_temperature), ("second_seed", cfg.second_seed))}
+    ask |= dict(seed=cfg.seed, **other, **names)
     votes, board = Counter(), ""
     try:
         for n in range(1, cfg.rounds + 1):
