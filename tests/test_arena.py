@@ -156,7 +156,8 @@ def test_a_model_at_two_settings_is_two_contenders():
         leaderboard([vote("m", "n", "both_bad"), vote("n", "n", "a")])
 
 
-def test_the_command_prints_the_board_and_refuses_bad_input(tmp_path: Path):
+def test_the_command_prints_the_board(tmp_path: Path):
+    """(Its bad inputs are in tests/test_bad_inputs.py.)"""
     path = tmp_path / "arena.jsonl"
     for r in simulate({"x": 100.0, "y": 0.0}, 60, seed=4):
         append_vote(path, r)
@@ -164,17 +165,6 @@ def test_the_command_prints_the_board_and_refuses_bad_input(tmp_path: Path):
         f.write(b'{"time": "2026')  # torn
     out = run_entry("-m", "tools.arena", str(path), "--resamples=100").stdout
     assert "60 votes in" in out and "skipped 1 torn line" in out and "| x vs y |" in out and "| x | +" in out
-    (tmp_path / "empty.jsonl").write_text("")
-    (tmp_path / "garbage.jsonl").write_text("hello\n")
-    for args, message in [
-        ([str(tmp_path / "nowhere.jsonl")], "nowhere.jsonl not found"),
-        ([str(tmp_path / "empty.jsonl")], "holds no votes yet"),
-        ([str(tmp_path / "garbage.jsonl")], "line 1 is not JSON"),
-        ([], "pass one votes file, got 0"),
-        ([str(path), "--resamples=-1"], "resamples"),
-    ]:
-        proc = run_entry("-m", "tools.arena", *args, check=False)
-        assert proc.returncode != 0 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 @pytest.mark.slow

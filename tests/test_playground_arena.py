@@ -45,7 +45,7 @@ def test_a_round_is_the_write_tabs_samples_in_the_seeds_order_and_its_vote_a_rec
     arena = Arena(pg, tmp_path / "votes.jsonl", read_prompts_of(tmp_path, "All:\nFirst Citizen:\n"), rng=random.Random(3))
     cfg = pg.settings(SamplingConfig(), max_new_tokens=20, temperature=1.0)
     orders = set()
-    for n in range(6):
+    for n in range(4):
         rnd = arena.new_round("", "", str(a), str(b), cfg)
         draw = random.Random(rnd.seed)  # the round's seed draws the prompt, the sampling seed, the order
         text = ["All:", "First Citizen:"][draw.randrange(2)]
@@ -54,13 +54,14 @@ def test_a_round_is_the_write_tabs_samples_in_the_seeds_order_and_its_vote_a_rec
         orders.add(rnd.swapped)
         for side in rnd.sides:
             assert side.answer == run(pg, [side.model], text, max_new_tokens=20, temperature=1.0, seed=seed)[0].text and not side.chat
-        arena.vote(rnd.id, ["a", "b", "tie", "both_bad", "a", "b"][n])
+        arena.vote(rnd.id, ["a", "b", "tie", "both_bad"][n])
         record = read_votes(arena.file).records[-1]
         assert record["prompt"] == text and record["chat"] is False and "system" not in record and "reference" not in record
         assert [record[s]["model"] for s in "ab"] == ([str(b), str(a)] if rnd.swapped else [str(a), str(b)])
         assert record["a"]["settings"] == {"temperature": 1.0, "top_k": 200, "top_p": None, "max_new_tokens": 20, "seed": seed}
     assert orders == {True, False}
-    assert "| model | rating |" in arena.board() and "6 votes in" in arena.board()
+    board = arena.board()
+    assert "| model | rating |" in board and "4 votes in" in board
     with pytest.raises(UserError, match="the prompt is empty; type one, or start serve.py with --arena_prompts"):
         Arena(pg, tmp_path / "v.jsonl").new_round(" ", "", str(a), str(b), cfg)
     with pytest.raises(UserError, match="nowhere is not loaded"):
