@@ -172,6 +172,6 @@ def test_kill_9_while_votes_are_written_never_loses_an_acknowledged_one(tmp_path
     """20 trials of 2 writer processes killed at random; tests/stress_arena.py runs many more."""
     from stress_arena import run_trials
 
-    stats = run_trials(20, tmp_path, seed=0, writers=2, wait=0.05, big=200_000)
+    stats = run_trials(20, tmp_path, seed=0, writers=2, wait=0.05, big=20_000)
     assert not stats["failures"], stats["failures"]
     assert stats["trials"] == 20 and stats["votes"] > 20
