@@ -140,7 +140,7 @@ def read_votes(path: str | os.PathLike) -> Votes:
         try:
             record = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            if raw.startswith(TORN_PREFIX):
+            if raw.startswith(TORN_PREFIX) or TORN_PREFIX.startswith(raw):  # cut short, maybe within the first bytes
                 votes.torn.append(n)
                 continue
             raise UserError(f"{path} line {n} is not JSON ({getattr(e, 'msg', e)}); a votes file holds {FORMAT}") from None

@@ -31,9 +31,12 @@ def test_votes_are_lines_read_back_and_a_torn_line_is_skipped_not_glued_onto(tmp
     with open(path, "ab") as f:  # a writer killed mid-write: a prefix of a vote, no newline
         f.write(whole[: len(whole) // 2])
     append_vote(path, vote("m1", "m2", "tie"))
+    with open(path, "ab") as f:  # killed within its first bytes
+        f.write(b'{"ti')
+    append_vote(path, vote("m1", "m2", "b"))
     votes = read_votes(path)
-    assert [r["winner"] for r in votes.records] == ["a", "tie"] and votes.records[0]["a"]["answer"] == "héllo\nworld"
-    assert votes.torn == [2] and "skipped 1 torn line" in votes.note() and "line 2" in votes.note()
+    assert [r["winner"] for r in votes.records] == ["a", "tie", "b"] and votes.records[0]["a"]["answer"] == "héllo\nworld"
+    assert votes.torn == [2, 4] and "skipped 2 torn lines" in votes.note() and "line 2, 4" in votes.note()
     assert preference(votes.records[0]) == ("héllo\nworld", "y") and preference(votes.records[1]) is None
     assert preference(vote("m1", "m2", "b")) == ("y", "x")
 
