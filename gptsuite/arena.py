@@ -30,7 +30,8 @@ exclusive flock, then fsynced; it is acknowledged only after that. A kill -9 at 
 at most the vote being written, never an earlier line, and several voters (threads of a page, or
 several pages on the same file) never interleave lines. A write cut short by a kill leaves a torn
 last line (a prefix of a vote); the next append starts on a new line, so it never glues onto it,
-and read_votes skips torn lines and says how many. A line that is neither a vote nor a torn one is
+and read_votes (which reads under a shared flock, so a vote being written is not taken for a
+torn one) skips torn lines and says how many. A line that is neither a vote nor a torn one is
 refused with its line number. Local filesystems only (flock over NFS is not to be relied on).
 """
 
@@ -128,7 +129,9 @@ def read_votes(path: str | os.PathLike) -> Votes:
     """Every vote of the file, in order; torn lines (cut short by a kill) skipped and listed."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH)  # no vote half-written by a live writer: those are torn only by a kill
+            data = f.read()
     except FileNotFoundError:
         raise UserError(f"{path} not found; pass the votes file the page writes (serve.py --arena_file, {DEFAULT_FILE} by default)") from None
     except OSError as e:
