@@ -52,7 +52,8 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(
     args = [f"--data_dir={char_dataset}", *TINY, "--gradient_accumulation_steps=4", *variant]
     proc = ranks(2, "train.py", *args, f"--out_dir={tmp_path / 'ddp'}")  # as torchrun starts them
     assert (
-        f"(2 x 2 x 4{' x 2' if f'--data_dir={pair_dataset}' in variant else ''} x {64 if '--block_size=64' in variant else 16})" in proc.stdout and proc.stdout.count("step 5:") == 1
+        f"(2 x 2 x 4{' x 2' if f'--data_dir={pair_dataset}' in variant else ''} x {64 if '--block_size=64' in variant else 16})" in proc.stdout
+        and proc.stdout.count("step 5:") == 1
     )  # rank 0 alone prints
     main([*args, f"--out_dir={tmp_path / 'one'}"])
 
