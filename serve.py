@@ -1,12 +1,14 @@
 """
 A local page to try models in a browser: write with up to four models side by side, chat with a
-model tuned on conversations (its chat template, the same sampling and seeds), see which spans of a
+model tuned on conversations (its chat template, the same sampling and seeds), vote blind between
+two models' answers in the Arena (every vote appended to --arena_file, a leaderboard), see which spans of a
 sample occur in the training data, and watch the loss curves of runs as they train.
 
     python serve.py --out_dir=out-shakespeare-char-small            # then open the address it prints
     python serve.py out-pubmed gpt2 out-pubmed-scratch               # three models side by side
     python serve.py out-pubmed --max_new_tokens_limit=2000 --port=8000
     python serve.py out-pubmed --host=0.0.0.0                        # reachable from other machines: on purpose only
+    python serve.py out-chat out-dpo --arena_prompts=data/tasks/test.jsonl --arena_file=votes.jsonl   # blind votes
 
 The models are named like eval.py's --compare: a training run's folder (its newest checkpoint;
 a newer one saved while the page is open is loaded before the next generation), a .pt file,
@@ -27,11 +29,15 @@ import ipaddress
 import os
 import socket
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from configurator import option, parse_config
+from gptsuite.arena import DEFAULT_FILE
+from gptsuite.atomic import check_folder
 from gptsuite.errors import UserError, cli
 from gptsuite.generate import SamplingConfig
 from gptsuite.playground import MAX_MODELS, Playground
+from gptsuite.playground_arena import Arena, read_prompts
 from gptsuite.runtime import DTYPE_CHOICES, setup_runtime
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -48,6 +54,8 @@ class ServeConfig(SamplingConfig):  # the sampling settings are the page's start
     queue_size: int = option(64, gt=0)  # requests that may wait for the worker; more are turned away
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     dtype: str = option("auto", choices=DTYPE_CHOICES)
+    arena_file: str = DEFAULT_FILE  # the Arena tab appends every vote here (in the current folder unless a path says otherwise)
+    arena_prompts: str = ""  # prompts the Arena tab draws from: a .jsonl of conversations (python -m tools.chat_tasks writes one) or a .txt, one a line
 
 
 def split_models(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -97,6 +105,9 @@ def main(argv: list[str]) -> None:
     if len(names) > MAX_MODELS:
         raise UserError(f"the page shows at most {MAX_MODELS} models side by side, got {len(names)}: {' '.join(names)}")
     check_address(cfg.host, cfg.port)
+    check_folder(Path(cfg.arena_file).parent, "--arena_file's folder")
+    Path(cfg.arena_file).parent.mkdir(parents=True, exist_ok=True)
+    prompts = read_prompts(cfg.arena_prompts) if cfg.arena_prompts else []
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
     from gptsuite.page import CSS, THEME, build_page  # gradio takes seconds to import: after the settings are checked
 
@@ -114,7 +125,7 @@ def main(argv: list[str]) -> None:
     for reason in refused:  # the others are served; the page shows these too
         print(f"refused: {reason}", flush=True)
     defaults = SamplingConfig(**{f.name: getattr(cfg, f.name) for f in fields(SamplingConfig)})
-    page = build_page(pg, defaults, notes="\n\n".join(f"refused: {r}" for r in refused))
+    page = build_page(pg, defaults, Arena(pg, cfg.arena_file, prompts), notes="\n\n".join(f"refused: {r}" for r in refused))
     port = cfg.port or free_port(cfg.host)
     try:
         page.queue(default_concurrency_limit=1, max_size=cfg.queue_size).launch(
@@ -126,6 +137,7 @@ def main(argv: list[str]) -> None:
         ) from None
     host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
     print(f"the playground is at http://{host}:{port} (Ctrl-C stops it)", flush=True)
+    print(f"arena votes go to {Path(cfg.arena_file).resolve()}" + (f"; {len(prompts)} prompts to draw from {cfg.arena_prompts}" if prompts else ""), flush=True)
     if cfg.host not in LOCAL_HOSTS:
         print(f"note: --host={cfg.host} makes the page reachable from other machines; anyone who reaches it can run the models", flush=True)
     page.block_thread()

@@ -34,5 +34,9 @@ model.py / configurator.py.
     hellaswag    HellaSwag's items and their completion-style scoring (acc, acc_norm)
     novelty      the n-gram index of train.bin: was a sample copied?
     playground   the page's models and requests: side by side, seen in training, the runs
-    page         the playground page (Gradio) over playground
+    playground_chat   the Chat tab's answers
+    playground_arena  the Arena tab's rounds: two answers, blind, and their votes
+    arena        the arena's votes file: durable appends, read_votes (no Gradio, no torch)
+    ratings      the arena's leaderboard: Bradley-Terry ratings and win rates, bootstrap intervals
+    page         the playground page (Gradio) over playground; page_arena its Arena tab
 """

@@ -42,7 +42,7 @@ def temp_path(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsynced
         fd = os.open(folder, os.O_RDONLY)
         try:
@@ -56,7 +56,7 @@ def publish(tmp: Path, path: str | os.PathLike) -> None:
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(Path(path).parent)
+    fsync_dir(Path(path).parent)
 
 
 @contextlib.contextmanager
@@ -84,7 +84,7 @@ def link_atomic(src: str | os.PathLike, dst: str | os.PathLike, symlink: bool = 
         tmp = temp_path(dst)
         os.symlink(src, tmp)
         os.replace(tmp, dst)
-        _fsync_dir(Path(dst).parent)
+        fsync_dir(Path(dst).parent)
         return
     with atomic_path(dst) as tmp:
         try:
@@ -103,7 +103,7 @@ def replace_folder(tmp: Path, final: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
 
 
 def _alive(pid: int) -> bool:

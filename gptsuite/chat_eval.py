@@ -97,6 +97,11 @@ def load_items(path: str | Path, template: dict) -> list[ChatItem]:
     return items
 
 
+def correct(answer: str, expected: str) -> bool:
+    """Whether an answer counts: stripped of surrounding whitespace, it is the expected one, stripped."""
+    return answer.strip() == expected.strip()
+
+
 def answer_budget(tok, template: dict, items: list[ChatItem]) -> int:
     """Tokens an answer may take: the longest expected one, its end marker (one token with GPT-2
     BPE, spelled out at character level) and a margin."""
@@ -132,7 +137,7 @@ def evaluate_chat(model: GPT, tok, template: dict, items: list[ChatItem], rt: Ru
             reply, dropped = ask(model, tok, template, item, cfg, rt)
         score = result.tasks.setdefault(item.task, TaskScore())
         score.items += 1
-        score.correct += reply.strip() == item.answer.strip()
+        score.correct += correct(reply, item.answer)
         result.trimmed += dropped > 0
     result.tasks = dict(sorted(result.tasks.items()))
     result.seconds = time.time() - t0

@@ -1,9 +1,10 @@
 """The playground page (serve.py): Gradio Blocks over a Playground, which does the work.
 
-Four tabs: Write (a prompt, or the template's prompt field, the sampling settings, and up to four
+Five tabs: Write (a prompt, or the template's prompt field, the sampling settings, and up to four
 models writing side by side as the tokens come, with a stop button), Chat (a conversation with one
 model, in its chat template, the answer streaming with the Write tab's sampling and seeds; see
-playground_chat.py), Seen in training? (a sample with the spans that occur in the model's
+playground_chat.py), Arena (two answers to a prompt, blind, a vote appended to the votes file
+and the leaderboard; page_arena.py and playground_arena.py), Seen in training? (a sample with the spans that occur in the model's
 train.bin highlighted) and Runs (the loss curves of the loaded runs' metrics.jsonl, refreshed
 every few seconds while they train, and the dataset report of their data). A bad request is a message on the page (gr.Error), never a stopped server.
 Requests that use the models queue for one worker: one generation at a time, in arrival order.
@@ -17,7 +18,9 @@ import pandas as pd
 
 from gptsuite.errors import UserError
 from gptsuite.generate import SamplingConfig
+from gptsuite.page_arena import ArenaTab
 from gptsuite.playground import MAX_MODELS, Column, Playground
+from gptsuite.playground_arena import Arena
 from gptsuite.playground_chat import Reply, chat_model, reply, untuned
 
 STREAM_EVERY = 0.1  # seconds between the page's updates while the models write; tokens in between arrive together (an update costs ~10 ms of CPU)
@@ -49,8 +52,9 @@ def number(value, what: str, kind=float, empty=None):
 class Page:
     """The page's components and what its events do; build() lays them out and wires them."""
 
-    def __init__(self, playground: Playground, defaults: SamplingConfig):
+    def __init__(self, playground: Playground, defaults: SamplingConfig, arena: Arena):
         self.playground, self.defaults = playground, defaults
+        self.arena = ArenaTab(self, arena)
 
     def build(self, notes: str = "") -> gr.Blocks:
         with gr.Blocks(title="gpt-suite playground", analytics_enabled=False) as page:
@@ -61,6 +65,8 @@ class Page:
                 self.write_tab()
             with gr.Tab("Chat"):
                 self.chat_tab()
+            with gr.Tab("Arena"):
+                self.arena.build()
             with gr.Tab("Seen in training?"):
                 self.seen_tab()
             with gr.Tab("Runs"):
@@ -89,8 +95,8 @@ class Page:
             self.outs = [gr.Textbox(**self.pane(names[:MAX_MODELS], i), lines=14, elem_id=f"out{i}") for i in range(MAX_MODELS)]
         self.stats = gr.Markdown(elem_id="stats")
 
-    def settings_row(self) -> list:
-        """The sampling settings' boxes (a tab's own, with the page's starting values)."""
+    def settings_row(self, seed: int | None = -1, seed_label: str = "seed") -> list:
+        """The sampling settings' boxes (a tab's own, with the page's starting values; seed=-1: the page's seed)."""
         playground, defaults = self.playground, self.defaults
         with gr.Row():  # a slider's label shares its line with the number box: wide enough for both
             return [
@@ -106,7 +112,7 @@ class Page:
                     scale=2,
                     min_width=300,
                 ),
-                gr.Number(defaults.seed, precision=0, label="seed", scale=1),
+                gr.Number(defaults.seed if seed == -1 else seed, precision=0, label=seed_label, scale=1),
                 gr.Textbox(defaults.stop.replace("\n", "\\n"), label="stop text (\\n: newline)", scale=1, min_width=170),
             ]
 
@@ -187,6 +193,7 @@ class Page:
         page.load(lambda: gr.Dropdown(choices=list(self.playground.models), value=self.chat_default()), None, [self.talker], api_name=False, queue=False)
         self.chosen.input(self.panes, [self.chosen], self.outs, api_name=False, show_progress="hidden")
         self.check.click(self.seen, [self.which, self.sample, self.last], [self.marked, self.verdict], api_name="seen", js=CLOSE_MESSAGES, **models, **QUIET)
+        self.arena.wire(page, refuse, CLOSE_MESSAGES, **models, **QUIET)
         gr.on([page.load, timer.tick], self.runs, None, [self.curves, self.reports], api_name="runs", concurrency_limit=4, show_progress="hidden")
 
     def config(self, temperature, top_k, top_p, max_new, seed, stop) -> SamplingConfig:
@@ -337,5 +344,5 @@ def conversation(system: str, history: list) -> list[dict]:
     return messages
 
 
-def build_page(playground: Playground, defaults: SamplingConfig, notes: str = "") -> gr.Blocks:
-    return Page(playground, defaults).build(notes)
+def build_page(playground: Playground, defaults: SamplingConfig, arena: Arena, notes: str = "") -> gr.Blocks:
+    return Page(playground, defaults, arena).build(notes)

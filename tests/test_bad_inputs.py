@@ -33,7 +33,7 @@ from gptsuite.errors import cli
 from gptsuite.lora import LoraConfig
 from gptsuite.pipeline import prepare_text
 from gptsuite.tokenizer import GPT2_META
-from tools import bench_generate, novelty, plot
+from tools import arena, arena_voter, bench_generate, novelty, plot
 
 ENTRIES = {
     "prepare": prepare.main,
@@ -46,6 +46,8 @@ ENTRIES = {
     "novelty": novelty.main,
     "plot": plot.main,
     "serve": serve.main,
+    "arena": arena.main,
+    "arena_voter": arena_voter.main,
 }
 TINY = "--device=cpu --compile=False --n_layer=2 --n_head=2 --n_embd=32 --block_size=16 --batch_size=4 --gradient_accumulation_steps=1 --eval_iters=2".split()
 TRAIN = ["--data_dir={data}", "--out_dir={new}", *TINY, "--max_iters=2", "--eval_interval=2"]  # a new run's folder; {out} holds the earlier run
@@ -199,6 +201,16 @@ CASES = [
     ("bench", [*BENCH, "--real_data=True", "--data_dir={bad}/nodata"], ["no prepared dataset"]),
     ("bench", [*BENCH, "--real_data=True", "--data_dir={bad}/odd"], ["not a whole number"]),
     ("bench", [*BENCH, "--real_dta=True"], ["unknown key 'real_dta'", "real_data"]),
+    ("serve", ["{out}", "--arena_prompts={bad}/missing.jsonl"], ["--arena_prompts=", "missing.jsonl not found", "tools.chat_tasks"]),
+    ("serve", ["{out}", "--arena_prompts={bad}/latin1.txt"], ["cannot read", "UTF-8"]),
+    ("serve", ["{out}", "--arena_prompts={bad}/empty.txt"], ["holds no prompts"]),
+    ("serve", ["{out}", "--arena_file={bad}/afile/votes.jsonl"], ["--arena_file's folder", "afile is a file"]),
+    ("arena", ["{bad}/missing.jsonl"], ["missing.jsonl not found", "--arena_file"]),
+    ("arena", ["{bad}/empty.txt"], ["holds no votes yet"]),
+    ("arena", ["{bad}/latin1.txt"], ["line 1 is not JSON"]),
+    ("arena", [], ["pass one votes file"]),
+    ("arena_voter", ["--url=http://127.0.0.1:9"], ["cannot reach the page at http://127.0.0.1:9", "--url"]),
+    ("arena_voter", ["--rounds=0"], ["rounds must be positive"]),
     ("plot", [], ["usage", "tools.plot"]),
     ("plot", ["{bad}/noout"], ["no metrics", "noout"]),
     ("plot", ["{bad}/badmetrics"], ["line 2 is not JSON"]),

@@ -45,6 +45,7 @@ DOCSTRING_FILES = sorted(
         *(ROOT / "gptsuite").glob("*.py"),
         *(ROOT / "data").glob("*/prepare.py"),
         ROOT / "tests" / "stress_kill.py",
+        ROOT / "tests" / "stress_arena.py",
     ]
 )
 CONFIG_FILES = sorted((ROOT / "config").glob("*.py"))
@@ -94,6 +95,7 @@ def scripts() -> dict[str, Script]:
         "serve.py": Script(config("serve", "ServeConfig"), positionals=4),  # the models, as eval.py's --compare names them
         "prepare.py": Script(None),  # its first argument names the dataset, whose Config it takes
         "tests/stress_kill.py": Script(None, extra=frozenset({"trials", "seed"}), help=False),  # reads these two itself
+        "tests/stress_arena.py": Script(None, extra=frozenset({"trials", "seed"}), help=False),
         "-m tools.novelty": Script(config("tools.novelty", "NoveltyConfig")),
         "-m tools.bench_generate": Script(config("tools.bench_generate", "BenchGenerateConfig")),
         "-m tools.bench_eval": Script(config("tools.bench_eval", "BenchEvalConfig")),
@@ -106,6 +108,8 @@ def scripts() -> dict[str, Script]:
         "-m tools.consolidate": Script(config("tools.consolidate", "ConsolidateConfig")),
         "-m tools.memory": Script(config("tools.memory", "MemoryConfig")),
         "-m tools.chat_tasks": Script(config("tools.chat_tasks", "ChatTasksConfig")),
+        "-m tools.arena": Script(config("tools.arena", "ArenaConfig"), positionals=1),
+        "-m tools.arena_voter": Script(config("tools.arena_voter", "VoterConfig")),
         "-m tools.bench_memory": Script(config("tools.bench_memory", "BenchMemoryConfig")),
         "experiments/modern_vs_gpt2.py": Script(None, extra=argparse_keys("experiments/modern_vs_gpt2.py")),
         "experiments/tokenizer_bpb.py": Script(None, extra=argparse_keys("experiments/tokenizer_bpb.py")),

@@ -11,6 +11,7 @@ import pytest
 
 import train
 from conftest import TINY_MODEL_ARGS
+from gptsuite.arena import append_vote, now, vote_line
 from gptsuite.checkpoint import load_checkpoint
 from gptsuite.errors import UserError
 from gptsuite.pipeline import prepare_documents
@@ -22,7 +23,8 @@ PAIRS = [(f"What is {i} + {i}?", str(2 * i), str(2 * i + 1)) for i in range(12)]
 
 def prepare(tmp_path: Path, records: list, name: str, **options) -> Path:
     src = tmp_path / f"{name}.jsonl"
-    src.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    if not src.exists():
+        src.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     module = load_dataset_module("preferences")
     out = tmp_path / name
     prepare_documents(module.corpus(module.Config(input=str(src), **options), out), out)
@@ -35,7 +37,7 @@ def files(folder: Path) -> dict[str, bytes]:
 
 def vote(prompt: str, good: str, bad: str, winner: str) -> dict:
     a, b = (good, bad) if winner != "b" else (bad, good)
-    return {"prompt": prompt, "chat": True, "a": {"model": "m1", "answer": a}, "b": {"model": "m2", "answer": b}, "winner": winner}
+    return {"time": now(), "prompt": prompt, "chat": True, "a": {"model": "m1", "answer": a}, "b": {"model": "m2", "answer": b}, "winner": winner}
 
 
 def test_every_format_gives_the_same_pairs_and_the_mask_counts_each_answer(tmp_path: Path):
@@ -53,6 +55,10 @@ def test_every_format_gives_the_same_pairs_and_the_mask_counts_each_answer(tmp_p
     ]
     votes = [vote(q, good, bad, "ab"[i % 2]) for i, (q, good, bad) in enumerate(PAIRS)]
     votes[3:3] = [vote("a tie", "x", "y", "tie"), vote("both bad", "x", "y", "both_bad")]  # no preference: left out before the split
+    for v in votes:  # the page's file, as the page writes it, with a vote cut short by a kill at its end
+        append_vote(tmp_path / "arena.jsonl", v)
+    with open(tmp_path / "arena.jsonl", "ab") as f:
+        f.write(vote_line(vote("torn", "x", "y", "a"))[:30])
     want = files(prepare(tmp_path, strings, "strings"))
     for name, records in (("messages", messages), ("implicit", implicit), ("arena", votes)):
         assert files(prepare(tmp_path, records, name)) == want, name

@@ -4,6 +4,7 @@ real headless Chromium (selenium), which types a prompt, clicks Generate and wai
 and holds a conversation in the Chat tab. The chat replies are checked against a plain greedy loop
 and sample.py's seeded sampling, in-process."""
 
+import json
 import os
 import shutil
 import statistics
@@ -27,14 +28,26 @@ LIMIT = 400  # serve.py --max_new_tokens_limit
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, request):
-    """serve.py with three small character models side by side; (url, process, models folder)."""
+def served(tmp_path_factory, request, chat_run):
+    """serve.py with three small character models side by side; (url, process, models folder).
+    Its arena draws prompts from a task file of the chat model's questions (loaded later, by
+    chat_served) whose expected answers are mostly the chat model's greedy ones, so that a
+    greedy answer is right and others mostly not."""
+    from gptsuite.loading import load_model
+
     tmp = tmp_path_factory.mktemp("page")
     data = char_data(tmp)
     models = [str(char_model(tmp / name, data, seed)) for name, seed in (("scratch", 1), ("tuned", 2), ("other", 3))]
     char_model(tmp / "big", data, 4, n_embd=256)
+    loaded, tasks = load_model("resume", str(chat_run)), []
+    for i in (1, 2, 3, 5, 8):
+        question = [{"role": "user", "content": f"{i}+{i}?"}]
+        expected = str(2 * i) if i == 8 else greedy_answer(loaded, question, 8)
+        tasks.append({"messages": [*question, {"role": "assistant", "content": expected}], "task": "add"})
+    (tmp / "tasks.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tasks), encoding="utf-8")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     args = [*models, "--port=0", "--device=cpu", f"--max_new_tokens_limit={LIMIT}", "--memory_limit=0.001", "--max_new_tokens=200"]
+    args += [f"--arena_file={tmp / 'votes' / 'arena.jsonl'}", f"--arena_prompts={tmp / 'tasks.jsonl'}"]
     proc = subprocess.Popen([sys.executable, "serve.py", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines, url = [], None
     deadline = time.time() + 120
@@ -58,8 +71,6 @@ def served(tmp_path_factory, request):
 def chat_run(tmp_path_factory):
     """A tiny character model tuned on conversations (prepare.py chat, a few iterations of train.py):
     its checkpoint carries the chat template. A context of 256 holds a few turns."""
-    import json
-
     import train
     from gptsuite.pipeline import prepare_documents
     from gptsuite.sources import load_dataset_module
@@ -477,3 +488,98 @@ def test_a_conversation_in_a_real_browser(served, chat_served, browser, tmp_path
         if expected.strip():  # an empty answer is no turn (the page leaves it out too)
             messages.append({"role": "assistant", "content": expected})
     driver.save_screenshot(str(Path(os.environ.get("PAGE_SCREENSHOT_DIR", tmp_path)) / "playground-chat.png"))
+
+
+# --- arena ---------------------------------------------------------------------------------------
+
+
+def arena_round(c, **values):
+    ask = dict(prompt="", system="", seed=None, max_new_tokens=16)
+    return c.predict(**{**ask, **values}, api_name="/arena_round")
+
+
+def new_votes(served, before: int = 0) -> list[dict]:
+    from gptsuite.arena import read_votes
+
+    path = served[2] / "votes" / "arena.jsonl"
+    return read_votes(path).records[before:] if path.exists() else []
+
+
+def test_an_arena_round_and_its_vote_through_the_api(served, chat_served, chat_run):
+    """A round drawn from the prompts file between the chat model at two temperatures: the answers
+    are the seeded samples of sample.py's loop for the recorded settings, shown in the recorded
+    order; the vote is one line of the votes file, the names revealed after it; bad votes are
+    messages and the server goes on."""
+    url, proc, tmp, models = served
+    c, before = client(url), len(new_votes(served))
+    shown, reference, a, b, round_id, note = arena_round(c, first=chat_served, second=chat_served, temperature=0.5, second_temperature="1.5")
+    tasks = [json.loads(line)["messages"] for line in (tmp / "tasks.jsonl").read_text().splitlines()]
+    assert reference == {q["content"]: a["content"] for q, a in tasks}[shown] and round_id in note
+    assert chat_served not in note  # hidden until the vote
+    reveal, board = c.predict(round_id, "b", api_name="/arena_vote")
+    (record,) = new_votes(served, before)
+    assert list(record)[:4] == ["time", "round", "round_seed", "swapped"] and record["round"] == round_id and record["winner"] == "b"
+    assert record["chat"] and record["prompt"] == [{"role": "user", "content": shown}] and record["reference"] == reference and record["task"] == "add"
+    temperatures = [record[s]["settings"]["temperature"] for s in "ab"]
+    assert temperatures == ([1.5, 0.5] if record["swapped"] else [0.5, 1.5]) and (record["a"]["answer"], record["b"]["answer"]) == (a, b)
+    for side in "ab":
+        settings = record[side]["settings"]
+        expected = seeded_answer(chat_run, record["prompt"], settings["seed"], temperature=settings["temperature"], top_k=settings["top_k"], max_new_tokens=16)
+        assert record[side]["answer"] == expected and record[side]["model"] == chat_served
+    assert f"A was **{chat_served}** (temperature {temperatures[0]}" in reveal and "votes in" in board and "temperature=0.5" in board
+    for args, message in [
+        ((round_id, "a"), "has its vote already"),
+        (("nowhere", "a"), "no round 'nowhere' on this page"),
+        ((round_id, "maybe"), "a vote is one of a, b, tie, both_bad"),
+    ]:
+        with pytest.raises(gradio_client.exceptions.AppError, match=message):
+            c.predict(*args, api_name="/arena_vote")
+    with pytest.raises(gradio_client.exceptions.AppError, match="both sides are .* at the same settings"):
+        arena_round(c, first=chat_served, second=chat_served, seed=3)
+    assert len(new_votes(served, before)) == 1 and proc.poll() is None
+
+
+def test_the_scripted_voter_votes_by_the_reference(served, chat_served, capsys):
+    """tools.arena_voter through the page: every vote is the rule's for the recorded answers and
+    reference (right beats wrong; both right a tie; both wrong both bad)."""
+    from tools.arena_voter import main
+
+    url, proc, tmp, models = served
+    before = len(new_votes(served))
+    main([f"--url={url}", "--rounds=6", f"--first={chat_served}", f"--second={chat_served}", "--second_temperature=2.0", "--max_new_tokens=8"])
+    records = new_votes(served, before)
+    assert len(records) == 6 and any(r["winner"] in ("a", "b") for r in records)  # greedy answers are mostly right, hot ones not
+    for r in records:
+        right = [r[s]["answer"].strip() == r["reference"].strip() for s in "ab"]
+        assert r["winner"] == {(True, True): "tie", (True, False): "a", (False, True): "b", (False, False): "both_bad"}[tuple(right)], r
+    out = capsys.readouterr().out
+    assert "6 votes:" in out and "| pair |" in out
+
+
+@needs_chromium
+def test_an_arena_round_in_a_real_browser(served, browser, tmp_path):
+    """In the Arena tab: a prompt typed, New round, two answers named A and B only; a vote names
+    the models and the leaderboard counts it. A screenshot is saved (PAGE_SCREENSHOT_DIR)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, proc, tmp, models = served
+    driver, wait = browser, WebDriverWait(browser, 60)
+    driver.get(url)
+    wait.until(lambda d: any(t.text == "Arena" for t in d.find_elements(By.CSS_SELECTOR, "button[role=tab]")))
+    next(t for t in driver.find_elements(By.CSS_SELECTOR, "button[role=tab]") if t.text == "Arena").click()
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#arena-prompt textarea")).send_keys("First Citizen:")
+    before = len(new_votes(served))
+    driver.find_element(By.ID, "arena-round").click()
+    answers = ["#arena-answer-a textarea", "#arena-answer-b textarea"]
+    wait.until(lambda d: all(d.find_element(By.CSS_SELECTOR, a).get_attribute("value") for a in answers))
+    assert not any(m in driver.find_element(By.ID, "arena-note").text for m in models)  # hidden until the vote
+    driver.find_element(By.ID, "arena-a").click()
+    wait.until(lambda d: "A was" in d.find_element(By.ID, "arena-note").text)
+    wait.until(lambda d: "votes in" in d.find_element(By.ID, "arena-board").text)
+    driver.save_screenshot(str(Path(os.environ.get("PAGE_SCREENSHOT_DIR", tmp_path)) / "playground-arena.png"))
+    (record,) = new_votes(served, before)
+    assert record["winner"] == "a" and record["prompt"] == "First Citizen:" and {record["a"]["model"], record["b"]["model"]} == set(models[:2])
+    assert record["a"]["settings"] == {**record["b"]["settings"], "seed": record["a"]["settings"]["seed"]} and record["a"]["settings"]["temperature"] == 0.8
+    assert record["a"]["settings"]["seed"] == record["b"]["settings"]["seed"]  # empty boxes: the other's settings are the same
+    assert f"A was {record['a']['model']} (temperature 0.8" in driver.find_element(By.ID, "arena-note").text

@@ -26,6 +26,7 @@ record that does not fit (an answer missing or empty, both answers the same, lon
 from dataclasses import dataclass
 
 from configurator import option
+from gptsuite.arena import preference, read_votes
 from gptsuite.chat import CHAT_TEMPLATE, BadRecord, Marked, check_messages, render
 from gptsuite.checkpoint import checkpoint_tokenizer_meta, load_checkpoint
 from gptsuite.datafiles import DocumentCorpus, PrepareConfig, RecordRules
@@ -33,7 +34,6 @@ from gptsuite.errors import UserError
 from gptsuite.loading import checkpoint_file
 from gptsuite.sources import count_records, read_objects, record_files, val_mask, with_splits
 
-VOTE_WINNERS = ("a", "b", "tie", "both_bad")  # an arena vote's "winner"
 PLAIN_END = {"gpt2": "<|endoftext|>", "bpe": "<|endoftext|>", "char": "\n\n"}  # what ends a plain answer: the end of text, a blank line at character level
 
 
@@ -96,13 +96,9 @@ def to_pair(fmt: str, record, where: str) -> tuple:
         raise BadRecord(where, f"is not an object in the {fmt} format", "not in the format")
     try:
         if fmt == "arena":
-            winner = record["winner"]
-            if winner not in VOTE_WINNERS:
-                raise BadRecord(where, f"has the winner {winner!r}; votes are one of {', '.join(VOTE_WINNERS)}", "not in the format")
-            if winner not in ("a", "b"):
+            if (pair := preference(record)) is None:
                 return None
-            loser = "b" if winner == "a" else "a"
-            prompt, chosen, rejected = record["prompt"], record[winner]["answer"], record[loser]["answer"]
+            prompt, (chosen, rejected) = record["prompt"], pair
             if not record.get("chat", True):
                 return prompt, chosen, rejected, False
             system = [{"role": "system", "content": record["system"]}] if record.get("system") else []
@@ -173,10 +169,14 @@ def corpus(cfg: Config, out_dir):
         raise UserError(f"no records in {cfg.input}; pass a file with preference pairs in it")
     fmt = detect(first)
     undecided = 0  # arena votes with no preference (ties, both bad): not pairs, left out before the split
-    if fmt == "arena":  # a page's votes: a small file, read to leave out the votes that prefer neither answer
-        items = [(w, r) for p in paths for w, r in read_objects(p)]
-        undecided = sum(1 for _, r in items if isinstance(r, dict) and r.get("winner") in ("tie", "both_bad"))
-        items = [(w, r) for w, r in items if not (isinstance(r, dict) and r.get("winner") in ("tie", "both_bad"))]
+    if fmt == "arena":  # the page's votes (gptsuite/arena.py): torn lines from a kill skipped, votes that prefer neither answer left out
+        votes = [read_votes(p) for p in paths]
+        for v in votes:
+            if v.torn:
+                print(v.note())
+        items = [(f"{v.path} vote {i}", r) for v in votes for i, r in enumerate(v.records, 1)]
+        undecided = sum(1 for _, r in items if preference(r) is None)
+        items = [(w, r) for w, r in items if preference(r) is not None]
         if not items:
             raise UserError(f"the {undecided} votes in {cfg.input} are all ties or both bad: no answer was preferred; vote A or B on some rounds")
         records, n = (lambda: iter(items)), len(items)
