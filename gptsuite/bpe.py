@@ -20,7 +20,6 @@ from gptsuite.errors import UserError
 from gptsuite.textscan import progress
 from gptsuite.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE, BPETokenizer, cut_at_bpe_cuts, from_meta, stored_meta
 
-BUILT_IN = ("gpt2", "char", "bpe")  # what --tokenizer names besides a file or a dataset
 MIN_VOCAB = 256 + len(SPECIAL_TOKENS)  # every byte and the special tokens
 MAX_VOCAB = 1 << 32  # ids that uint32 holds
 DEFAULT_VOCAB = 8192
@@ -64,10 +63,6 @@ def train_bpe(texts: Iterable[str], vocab_size: int, total: int | None = None) -
     finally:
         bar.close()
     return tok.to_str()
-
-
-def is_built_in(spec: str) -> bool:
-    return spec in BUILT_IN
 
 
 def reused_tokenizer(spec: str) -> BPETokenizer:

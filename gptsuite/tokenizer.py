@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gptsuite.chat import CHAT_TEMPLATE
 from gptsuite.errors import UserError
 
 GPT2_EOT = 50256
@@ -160,8 +161,8 @@ class GPT2Tokenizer:
 
 END_OF_TEXT = "<|endoftext|>"
 # the special tokens of a trained BPE: the end of a document, and the chat template's role markers
-# (chat.CHAT_TEMPLATE, without their newline), so that conversations tuned on later share the vocabulary
-SPECIAL_TOKENS = (END_OF_TEXT, "<|system|>", "<|user|>", "<|assistant|>")
+# (without their newline), so that conversations tuned on later share the vocabulary
+SPECIAL_TOKENS = (END_OF_TEXT, *(marker.strip() for marker in CHAT_TEMPLATE["roles"].values()))
 TOKENIZER_FILE = "tokenizer.json"  # a trained BPE, beside the memmaps of the data it tokenizes
 
 
