@@ -15,7 +15,7 @@ The steps, each a command of the project (their output in OUT/*.log):
   2. prepare.py preferences on those votes (--base=BASE: its characters and chat template);
   3. train.py DPO from BASE on the pairs (--dpo_* and the --train_args given);
   4. serve.py BASE and the DPO run with the held-out test questions; the voter judges --judge
-     rounds between them, both greedy; tools.arena's leaderboard gives the DPO run's win rate
+     rounds between them, both at --judge_temperature (greedy by default); tools.arena's leaderboard gives the DPO run's win rate
      (ties half) with its 95% bootstrap interval;
   5. eval.py --task=chat: exact match of BASE and the DPO run on the whole test set.
 """
@@ -45,8 +45,10 @@ class LoopConfig:
     collect: int = option(600, gt=0)  # rounds voted to make the pairs
     judge: int = option(200, gt=0)  # rounds between the DPO run and its start
     temperature: float = option(1.0, gt=0)  # the sampled side's, when collecting
+    judge_temperature: float = option(0.0, ge=0)  # both sides', when judging (0: greedy, each model's best answer)
     max_new_tokens: int = option(24, gt=0)
     dpo_beta: float = option(0.1, gt=0)
+    dpo_sft_weight: float = option(0.0, ge=0)  # train.py's: the chosen answers' next-token loss, this much of it, beside DPO's
     learning_rate: float = option(1e-4, gt=0)
     max_iters: int = option(300, gt=0)
     batch_size: int = option(16, gt=0)
@@ -132,7 +134,13 @@ def main(argv: list[str]) -> None:
         )
     run(["prepare.py", "preferences", f"--input={out / 'collect.jsonl'}", f"--base={base}", f"--data_dir={out / 'prefs'}"], out / "prepare.log")
     train = [f"--init_from={base}", f"--data_dir={out / 'prefs'}", f"--out_dir={dpo}", f"--device={cfg.device}", "--compile=False", "--dropout=0.0"]
-    train += [f"--dpo_beta={cfg.dpo_beta}", f"--learning_rate={cfg.learning_rate}", f"--max_iters={cfg.max_iters}", f"--lr_decay_iters={cfg.max_iters}"]
+    train += [
+        f"--dpo_beta={cfg.dpo_beta}",
+        f"--dpo_sft_weight={cfg.dpo_sft_weight}",
+        f"--learning_rate={cfg.learning_rate}",
+        f"--max_iters={cfg.max_iters}",
+        f"--lr_decay_iters={cfg.max_iters}",
+    ]
     train += [
         f"--batch_size={cfg.batch_size}",
         "--gradient_accumulation_steps=1",
@@ -143,7 +151,10 @@ def main(argv: list[str]) -> None:
     ]
     run(["train.py", *train, "--always_save_checkpoint=True", *shlex.split(cfg.train_args)], out / "train.log")
     with Page([base, dpo], tasks.resolve() / "test.jsonl", out / "judge.jsonl", out / "serve-judge.log", cfg.device) as url:
-        run([*voter, f"--url={url}", f"--rounds={cfg.judge}", f"--first={dpo}", f"--second={base}"], out / "voter-judge.log")
+        run(
+            [*voter, f"--url={url}", f"--rounds={cfg.judge}", f"--first={dpo}", f"--second={base}", f"--temperature={cfg.judge_temperature}"],
+            out / "voter-judge.log",
+        )
     before = accuracy(
         run(["eval.py", f"--out_dir={base}", "--task=chat", f"--chat_file={tasks.resolve() / 'test.jsonl'}", f"--device={cfg.device}"], out / "eval-base.log")
     )
