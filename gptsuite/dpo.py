@@ -7,6 +7,11 @@ give the loss
     sigmoid  -log sigmoid(beta * (r_w - r_l))                      (DPO, Rafailov et al. 2023)
     ipo      ((r_w / |y_w| - r_l / |y_l|) - 1 / (2 * beta))^2      (IPO, Azar et al. 2023, per-token means as TRL)
 
+plus, with --dpo_sft_weight=w, w times the chosen answers' next-token loss (TRL's "sft" term; RPO,
+Pang et al. 2024): DPO alone may lower the chosen answers' likelihood too, only less than the
+rejected ones' (most of all where the two share tokens, such as an end marker), and a model that
+starts from a good chat run can lose what it had; the term keeps the chosen answers likely.
+
 and the metrics TRL's DPOTrainer logs: rewards/chosen and rewards/rejected (beta * r), their
 margins and accuracies (the share of pairs whose chosen answer has the higher reward), and the
 policy's logps/chosen and logps/rejected. The reference is the run's starting point, frozen
@@ -44,6 +49,7 @@ class DpoConfig:
     beta: float = option(0.1, gt=0)  # how far the tuned model may move from the reference: larger keeps it closer (TRL's beta)
     loss: str = option("sigmoid", choices=DPO_LOSSES)  # DPO's sigmoid loss, or IPO's squared one on per-token log-ratios
     precompute_ref: bool = False  # the reference's log-probabilities of every pair once, at the start; a full fine-tune then frees its copy
+    sft_weight: float = option(0.0, ge=0)  # plus this times the chosen answers' next-token loss (TRL's "sft" term, RPO): keeps them likely
 
 
 @dataclass
@@ -76,9 +82,12 @@ def completion_logps(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tenso
     return token.sum(-1), (y != -1).sum(-1)
 
 
-def dpo_loss(logps: torch.Tensor, ref_logps: torch.Tensor, counts: torch.Tensor, beta: float, kind: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def dpo_loss(
+    logps: torch.Tensor, ref_logps: torch.Tensor, counts: torch.Tensor, beta: float, kind: str, sft_weight: float = 0.0
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The mean loss over the pairs and TRL's metrics, from the policy's and the reference's log-probs
-    of the 2B answers (chosen first) and their token counts."""
+    of the 2B answers (chosen first) and their token counts; sft_weight adds that much of the chosen
+    answers' mean next-token loss per token."""
     chosen, rejected = logps.chunk(2)
     ratio_w, ratio_l = (logps - ref_logps).chunk(2)
     if kind == "sigmoid":
@@ -95,7 +104,10 @@ def dpo_loss(logps: torch.Tensor, ref_logps: torch.Tensor, counts: torch.Tensor,
         "logps/chosen": chosen.detach().mean(),
         "logps/rejected": rejected.detach().mean(),
     }
-    return losses.mean(), metrics
+    loss = losses.mean()
+    if sft_weight:
+        loss = loss - sft_weight * chosen.sum() / counts.chunk(2)[0].sum().clamp_min(1)
+    return loss, metrics
 
 
 @register
@@ -178,4 +190,4 @@ class DPO(Objective):
             ref_logps = torch.cat([ref[:, 0], ref[:, 1]])
         else:
             ref_logps, _ = completion_logps(self.reference.logits(batch.x), batch.y)
-        return dpo_loss(logps, ref_logps, counts, self.cfg.beta, self.cfg.loss)
+        return dpo_loss(logps, ref_logps, counts, self.cfg.beta, self.cfg.loss, self.cfg.sft_weight)

@@ -98,12 +98,12 @@ def test_dpo_loss_gradient_and_metrics_equal_trls(tmp_path: Path):
     batches = Batches(open_training_data(data_cfg, 64), data_cfg, 64, 0, rt)
     reference = Reference(ref, lora=False)
     policy.train()
-    for kind in ("sigmoid", "ipo"):
-        trainer.loss_types = [kind]
+    for kind, sft in (("sigmoid", 0.0), ("ipo", 0.0), ("sigmoid", 0.7)):
+        trainer.loss_types, trainer.loss_weights = [kind, "sft"], [1.0, sft]
         trl_loss = trainer._compute_loss(trainer.model, inputs, False)
         trl_loss.backward()
         trl_metrics = {k: v[-1] for k, v in trainer._metrics["train"].items()}
-        dpo = DPO(batches, reference, DpoConfig(beta=0.3, loss=kind))
+        dpo = DPO(batches, reference, DpoConfig(beta=0.3, loss=kind, sft_weight=sft))
         loss, metrics = dpo.loss(policy, dpo.eval_batch("train", 0))
         loss.backward()
 
@@ -114,5 +114,5 @@ def test_dpo_loss_gradient_and_metrics_equal_trls(tmp_path: Path):
         assert (ours - theirs).abs().max().item() < 1e-5, kind
         for name in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"):
             assert metrics[name].item() == pytest.approx(trl_metrics[name], abs=1e-5), (kind, name)
-        print(f"{kind}: loss {loss.item():.6f} (TRL {trl_loss.item():.6f}), c_fc gradient max |difference| {(ours - theirs).abs().max().item():.2e}")
+        print(f"{kind}, sft {sft}: loss {loss.item():.6f} (TRL {trl_loss.item():.6f}), c_fc gradient max |difference| {(ours - theirs).abs().max().item():.2e}")
         policy.zero_grad(), hf_policy.zero_grad()
