@@ -60,9 +60,10 @@ def check_template(template) -> dict:
     return template
 
 
-def check_messages(messages, template: dict, where: str, answered: bool = True) -> list[dict]:
+def check_messages(messages, template: dict, where: str, answered: bool = True, empty_answers: bool = False) -> list[dict]:
     """The messages of one conversation as [{"role", "content"}], or BadRecord: a role the template
-    does not know, a message that is not text or spells the end marker, an empty assistant message,
+    does not know, a message that is not text or spells the end marker, an empty assistant message
+    (unless empty_answers: a preference pair's answer may be the empty one, as a model gave it),
     and (answered) no assistant message at all."""
     if not isinstance(messages, list) or not messages:
         raise BadRecord(where, "has no messages", "no messages")
@@ -75,7 +76,7 @@ def check_messages(messages, template: dict, where: str, answered: bool = True) 
             raise BadRecord(where, f"message {i + 1} has the role {role!r}; use one of {', '.join(template['roles'])}", "unknown role")
         if template["end"] in content:
             raise BadRecord(where, f"message {i + 1} contains the end-of-turn marker {template['end']!r}", "end marker in a message")
-        if role == "assistant" and not content.strip():
+        if role == "assistant" and not content.strip() and not empty_answers:
             raise BadRecord(where, f"message {i + 1} is an empty assistant message", "empty assistant message")
         out.append({"role": role, "content": content})
     if answered and not any(m["role"] == "assistant" for m in out):

@@ -97,7 +97,7 @@ def test_a_pair_is_written_whole_or_not_at_all(tmp_path: Path):
         ({"prompt": "2+2?", "chosen": "4", "rejected": "4"}, "has the same chosen and rejected answer"),
         ({"prompt": "2+2?", "chosen": "4"}, "has no field 'rejected'"),
         ({"chosen": "4", "rejected": "5"}, "has no prompt field, and its chosen and rejected are not conversations"),
-        ({"prompt": "2+2?", "chosen": "", "rejected": "5"}, "message 2 is an empty assistant message"),
+        ({"prompt": "2+2?", "chosen": "4", "rejected": 5}, "has an answer that is neither a text nor a list of messages"),
     ],
 )
 def test_bad_pairs_are_refused_with_their_place(tmp_path: Path, record: dict, message: str):

@@ -43,6 +43,7 @@ class LoopConfig:
     tasks: str = "data/tasks"  # tools.chat_tasks' folder: train.jsonl (votes to learn from), test.jsonl (to judge on)
     out: str = "arena-loop"  # a new folder for the votes, the pairs, the DPO run and the logs
     collect: int = option(600, gt=0)  # rounds voted to make the pairs
+    votes: str = ""  # a votes file collected before (an earlier loop's collect.jsonl): its pairs instead of new rounds
     judge: int = option(200, gt=0)  # rounds between the DPO run and its start
     temperature: float = option(1.0, gt=0)  # the sampled side's, when collecting
     judge_temperature: float = option(0.0, ge=0)  # both sides', when judging (0: greedy, each model's best answer)
@@ -102,6 +103,24 @@ def accuracy(out: str) -> str:
     return next((line for line in out.splitlines() if "chat exact match" in line), out.strip().splitlines()[-1])
 
 
+def collect(cfg: LoopConfig, base: str, tasks: Path, out: Path) -> None:
+    """Step 1: the voter's votes on BASE against itself, sampled against greedy, on the train questions."""
+    voter = ["-m", "tools.arena_voter", f"--max_new_tokens={cfg.max_new_tokens}"]
+    with Page([base], tasks.resolve() / "train.jsonl", out / "collect.jsonl", out / "serve-collect.log", cfg.device) as url:
+        run(
+            [
+                *voter,
+                f"--url={url}",
+                f"--rounds={cfg.collect}",
+                f"--first={base}",
+                f"--second={base}",
+                f"--temperature={cfg.temperature}",
+                "--second_temperature=0",
+            ],
+            out / "voter-collect.log",
+        )
+
+
 def main(argv: list[str]) -> None:
     cfg = parse_config(LoopConfig(), argv)
     print_config(cfg)
@@ -119,19 +138,12 @@ def main(argv: list[str]) -> None:
     base, dpo = str(Path(cfg.base).resolve()), str(out / "dpo")
     voter = ["-m", "tools.arena_voter", f"--max_new_tokens={cfg.max_new_tokens}"]
 
-    with Page([base], tasks.resolve() / "train.jsonl", out / "collect.jsonl", out / "serve-collect.log", cfg.device) as url:
-        run(
-            [
-                *voter,
-                f"--url={url}",
-                f"--rounds={cfg.collect}",
-                f"--first={base}",
-                f"--second={base}",
-                f"--temperature={cfg.temperature}",
-                "--second_temperature=0",
-            ],
-            out / "voter-collect.log",
-        )
+    if cfg.votes:
+        if not Path(cfg.votes).is_file():
+            raise UserError(f"--votes={cfg.votes} not found; pass an earlier loop's collect.jsonl, or leave it out to vote now")
+        (out / "collect.jsonl").write_bytes(Path(cfg.votes).read_bytes())
+    else:
+        collect(cfg, base, tasks, out)
     run(["prepare.py", "preferences", f"--input={out / 'collect.jsonl'}", f"--base={base}", f"--data_dir={out / 'prefs'}"], out / "prepare.log")
     train = [f"--init_from={base}", f"--data_dir={out / 'prefs'}", f"--out_dir={dpo}", f"--device={cfg.device}", "--compile=False", "--dropout=0.0"]
     train += [

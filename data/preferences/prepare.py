@@ -19,7 +19,7 @@ answer, then the prompt with the rejected one, formatted in the chat template (g
 the arena's votes on such a model are). The loss mask marks the answer's tokens, whose log
 probabilities DPO compares; meta.json's "objective": "dpo" tells train.py what the data holds.
 Both documents of a pair go to the same split, and a pair is written whole or not at all: a
-record that does not fit (an answer missing or empty, both answers the same, longer than
+record that does not fit (an answer missing, both answers the same, longer than
 --block_size) stops the prepare with a line naming it, or with --skip_bad=True is skipped and counted.
 """
 
@@ -73,7 +73,7 @@ def as_messages(value, role: str, where: str, what: str) -> list:
         return [{"role": role, "content": value}]
     if isinstance(value, list):
         return value
-    raise BadRecord(where, f"has a {what} that is neither a text nor a list of messages", "not in the format")
+    raise BadRecord(where, f"has {what} that is neither a text nor a list of messages", "not in the format")
 
 
 def split_prompt(chosen: list, rejected: list) -> tuple[list, list, list]:
@@ -103,9 +103,9 @@ def to_pair(fmt: str, record, where: str) -> tuple:
                 return prompt, chosen, rejected, False
             system = [{"role": "system", "content": record["system"]}] if record.get("system") else []
             return (
-                system + as_messages(prompt, "user", where, "prompt"),
-                as_messages(chosen, "assistant", where, "answer"),
-                as_messages(rejected, "assistant", where, "answer"),
+                system + as_messages(prompt, "user", where, "a prompt"),
+                as_messages(chosen, "assistant", where, "an answer"),
+                as_messages(rejected, "assistant", where, "an answer"),
                 True,
             )
         if fmt == "chosen/rejected":
@@ -122,7 +122,7 @@ def to_pair(fmt: str, record, where: str) -> tuple:
 
 def chat_document(prompt: list, answer: list, where: str) -> Marked:
     """The prompt and the answer in the chat template; only the answer's assistant turns count."""
-    messages = check_messages(prompt + answer, CHAT_TEMPLATE, where)
+    messages = check_messages(prompt, CHAT_TEMPLATE, where, answered=False) + check_messages(answer, CHAT_TEMPLATE, where, empty_answers=True)
     if not any(m.get("role") == "assistant" for m in answer if isinstance(m, dict)):
         raise BadRecord(where, "has an answer with no assistant message", "no answer")
     marked = render(CHAT_TEMPLATE, messages)
@@ -133,11 +133,9 @@ def chat_document(prompt: list, answer: list, where: str) -> Marked:
 
 
 def plain_document(prompt: str, answer: str, end: str, where: str) -> Marked:
-    """The prompt's text, then the answer and the end marker, which count."""
+    """The prompt's text, then the answer (which may be empty, as a model gave it) and the end marker, which count."""
     if not isinstance(prompt, str) or not isinstance(answer, str):
         raise BadRecord(where, "has a prompt or answer that is not text (--template=plain takes texts)", "not in the format")
-    if not answer.strip():
-        raise BadRecord(where, "has an empty answer", "empty answer")
     if end in prompt + answer:
         raise BadRecord(where, f"spells the end marker {end!r} in its prompt or answer", "end marker in a message")
     return Marked(prompt + answer + end, [(len(prompt), len(prompt + answer + end))], special_end=end, where=where)
@@ -193,8 +191,8 @@ def corpus(cfg: Config, out_dir):
         if chosen == rejected:
             raise BadRecord(where, "has the same chosen and rejected answer: nothing to prefer", "same answers")
         if is_chat and template == "chat":
-            prompt = as_messages(prompt, "user", where, "prompt")
-            return tuple(chat_document(prompt, as_messages(a, "assistant", where, "answer"), where) for a in (chosen, rejected))
+            prompt = as_messages(prompt, "user", where, "a prompt")
+            return tuple(chat_document(prompt, as_messages(a, "assistant", where, "an answer"), where) for a in (chosen, rejected))
         return tuple(plain_document(prompt, a, end, where) for a in (chosen, rejected))
 
     return DocumentCorpus(
