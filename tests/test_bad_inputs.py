@@ -152,6 +152,9 @@ CASES = [
     ("export", ["--out_dir={out}", "{new}"], ["char tokenizer", "GPT-2 BPE"]),
     ("export", ["--out_dir={bad}/evil", "{new}"], ["refusing to load"]),
     ("export", ["--out_dir={out}", "--hf_dir={new}", "{bad}/elsewhere"], ["two destinations"]),
+    ("export", ["--out_dir={out}", "--to=gguf", "{new}"], ["char tokenizer", "no GGUF tokenizer", "sample.py"]),
+    ("export", ["--out_dir={out}", "--to=gguf", "--quant=q3_k", "{new}"], ["quant must be one of", "q3_k"]),
+    ("export", ["--out_dir={out}", "--to=gguf", "{bad}"], ["bad exists and is not an empty folder"]),
     *[  # a LoRA run whose Hugging Face base folder was deleted: one line naming the base and the fix, wherever it is read
         (entry, args, ["lostbase is a LoRA adapter for the base", "hf-base", "which is gone", "put the base weights back at"])
         for entry, args in [
@@ -159,6 +162,7 @@ CASES = [
             ("eval", [*EVAL, "--out_dir={bad}/lostbase"]),
             ("export", ["--out_dir={bad}/lostbase", "--to=hf", "{new}"]),
             ("export", ["--out_dir={bad}/lostbase", "--to=peft", "{new}"]),
+            ("export", ["--out_dir={bad}/lostbase", "--to=gguf", "{new}"]),
             ("serve", ["{bad}/lostbase"]),
         ]
     ],
