@@ -232,3 +232,24 @@ def test_llama_cpp_is_the_version_pinned():
         line.split("#")[0].strip().split("==") for line in (Path(__file__).parents[1] / "requirements-dev.txt").read_text().splitlines() if "==" in line
     )
     assert llama_cpp.__version__ == pins["llama-cpp-python"]
+
+
+def test_the_page_puts_a_gguf_file_beside_its_checkpoint(exported):
+    """The Write tab: the GGUF file writes the checkpoint's greedy text beside it; the Chat tab:
+    it answers in the chat template it carries, as the checkpoint does."""
+    from gptsuite.generate import SamplingConfig
+    from gptsuite.playground import Playground
+    from gptsuite.playground_chat import reply
+
+    out, gguf = str(exported["root"] / "out"), str(exported["files"]["f16"])
+    pg = Playground(setup_runtime("cpu", "float32", 0), 100)
+    pg.load(out), pg.load(gguf)
+    assert pg.models[gguf].loaded.chat_template == chat.CHAT_TEMPLATE and pg.models[gguf].block_size == 64
+    cfg = pg.settings(SamplingConfig(), max_new_tokens=20, temperature=0, stop_at_eot=False)
+    *_, (ours, theirs) = pg.generate([out, gguf], "First Citizen:", cfg)
+    assert theirs.text == ours.text and theirs.tokens == ours.tokens == 20 and theirs.done
+    messages = [{"role": "user", "content": "Speak, speak."}]
+    answers = [list(reply(pg, name, messages, pg.settings(SamplingConfig(), max_new_tokens=12, temperature=0)))[-1] for name in (out, gguf)]
+    assert answers[0].text == answers[1].text and answers[1].tuned
+    with pytest.raises(UserError, match="no GGUF file at"):
+        pg.load(str(exported["root"] / "missing.gguf"))
