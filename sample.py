@@ -43,6 +43,9 @@ that its answers may not follow it.
 --compile compiles the model's forward (two graphs: the prompt and the one-token decode step);
 worth its compile time for long or many samples (python -m tools.bench_generate --compile=True
 measures it).
+--weights=bf16 decodes on a CPU from bf16 weights, --weights=int8 from torchao's int8 (with
+--compile: eager it is slower than fp32); the page takes the same flag, and the same weights give
+the same samples there (docs/deploy.md has their speed and perplexity).
 """
 
 import sys
