@@ -9,6 +9,8 @@ in all of them. int8 runs fast only compiled (sample.py --compile, the page comp
 load): eager, torchao dequantizes each weight on every call, which is slower than fp32.
 """
 
+import logging
+
 import torch
 
 from gptsuite.errors import UserError
@@ -27,6 +29,8 @@ def use_weights(model: GPT, weights: str, device: str = "cpu") -> GPT:
         raise UserError(f"--weights={weights} is for CPU decoding; on {device} use --dtype (autocast) and keep --weights=fp32")
     model.to(torch.bfloat16)
     if weights == "int8":
+        for name in ("torchao", "torch.utils._pytree"):  # its import warns about CUDA kernels a CPU has no use for
+            logging.getLogger(name).setLevel(logging.ERROR)
         try:
             from torchao.quantization import Int8WeightOnlyConfig, quantize_
         except ImportError:

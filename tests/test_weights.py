@@ -28,15 +28,18 @@ def test_bf16_weights_give_the_same_sample_on_the_page_and_in_sample_py(tmp_path
     assert col.prompt + col.text != sample_py(capsys, a, "First Citizen:", *flags)  # the weights changed the draw: the flag took effect
 
 
-def test_bf16_costs_little_perplexity():
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=64, n_layer=2, n_head=2, n_embd=64, bias=True)).eval()
+def test_bf16_and_int8_cost_little_perplexity():
+    """torchao's int8 (requirements-dev.txt) eager, as eval.py --weights=int8 runs it."""
     tok = GPT2Tokenizer()
     data = np.array(tok.encode("First Citizen: Before we proceed any further, hear me speak. " * 20), dtype=np.uint16)
     rt = setup_runtime("cpu", "float32", 0)
-    fp32 = evaluate(model, data, 64, 32, 4, rt, token_byte_lengths(tok), 50257).perplexity
-    bf16 = evaluate(use_weights(model, "bf16"), data, 64, 32, 4, rt, token_byte_lengths(tok), 50257).perplexity
-    assert 0 < abs(bf16 / fp32 - 1) < 0.01
+    ppl = {}
+    for weights in ("fp32", "bf16", "int8"):
+        torch.manual_seed(0)
+        model = use_weights(GPT(GPTConfig(block_size=64, n_layer=2, n_head=2, n_embd=64, bias=True)).eval(), weights)
+        ppl[weights] = evaluate(model, data, 64, 32, 4, rt, token_byte_lengths(tok), 50257).perplexity
+    assert type(model.transformer.h[0].mlp.c_fc.weight).__name__ == "Int8Tensor" and model.transformer.wte.weight.dtype == torch.bfloat16
+    assert 0 < abs(ppl["bf16"] / ppl["fp32"] - 1) < 0.01 and 0 < abs(ppl["int8"] / ppl["fp32"] - 1) < 0.01 and ppl["int8"] != ppl["bf16"], ppl
 
 
 def test_weights_are_for_the_cpu():
