@@ -162,6 +162,13 @@ def random_model(cfg: BenchDeployConfig) -> GPT:
     return model
 
 
+@torch.no_grad()
+def margin(model: GPT, ids: list[int]) -> float:
+    """Our logit gap between the first and second choice after ids: how near a tie the step was."""
+    top = model(torch.tensor([ids]))[0][0, -1, :GPT2_VOCAB_SIZE].topk(2).values
+    return float(top[0] - top[1])
+
+
 def first_difference(a: list[int], b: list[int]) -> int | None:
     return next((i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y), None)
 
@@ -208,8 +215,8 @@ def run(cfg: BenchDeployConfig, model: GPT, data: np.ndarray, files: dict) -> No
     for q, path in files.items():
         llm = open_gguf(path)
         firsts = [first_difference(greedy(llm, p, cfg.greedy_tokens), row) for p, row in zip(prompts, ours, strict=True)]
-        differ = sorted(f for f in firsts if f is not None)
-        where = f"; first differences at tokens {differ}" if differ else ""
+        differ = sorted((f, margin(model, p + row[:f])) for f, p, row in zip(firsts, prompts, ours, strict=True) if f is not None)
+        where = "; first differences at tokens " + ", ".join(f"{f} (our top-2 logit gap there {m:.3f})" for f, m in differ) if differ else ""
         print(f"  {q}: {firsts.count(None)}/{cfg.prompts} equal token for token{where}  ({load_line()})", flush=True)
 
     tok = GPT2Tokenizer()
