@@ -123,6 +123,21 @@ def test_llama_cpp_chat_formats_a_conversation_as_ours(exported):
         assert llm.tokenize(prompt.encode(), add_bos=False, special=True) == chat.prompt_ids(tok, chat.CHAT_TEMPLATE, messages), messages
 
 
+def test_llama_cpp_chat_completion_answers_as_we_do(exported):
+    """create_chat_completion (the file's template, llama.cpp's greedy sampler, its stop at the end
+    token) gives our greedy answer to the same conversation (f32: no rounding between them)."""
+    from test_chat_export import CONVERSATIONS
+
+    model, tok = exported["model"], GPT2Tokenizer()
+    llm = open_gguf(exported["files"]["f32"])
+    for messages in CONVERSATIONS[:4]:
+        ids = chat.prompt_ids(tok, chat.CHAT_TEMPLATE, messages)
+        row = model.generate(torch.tensor([ids]), 12, temperature=0, vocab_limit=50257)[0, len(ids) :].tolist()
+        ours = tok.decode(row[: row.index(50256)] if 50256 in row else row)
+        answer = llm.create_chat_completion(messages, temperature=0.0, max_tokens=12)["choices"][0]["message"]["content"]
+        assert answer == ours, messages
+
+
 def test_page_model_writes_our_greedy_answer_and_samples_with_the_seed(exported):
     """GGUFModel behind generate.sample_rows: greedy, llama.cpp's argmax is our model's; sampling
     draws from torch's generator as ours does, so a seed repeats a sample."""
