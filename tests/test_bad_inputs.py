@@ -190,6 +190,7 @@ CASES = [
     ("plot", ["{bad}/latin1metrics"], ["not UTF-8"]),
     ("serve", ["{bad}/noout"], ["no model", "noout", "a training run's folder"]),
     ("serve", ["{bad}/afile"], ["no model", "afile"]),
+    ("serve", ["{bad}/missing.gguf"], ["no GGUF file at", "missing.gguf", "--to=gguf"]),
     ("serve", ["{bad}/truncated"], ["corrupt or truncated"]),
     ("serve", ["{bad}/evil"], ["refusing to load"]),
     ("serve", ["{out}", "{out}", "{out}", "{out}", "{out}"], ["at most 4 models"]),
