@@ -78,6 +78,7 @@ from gptsuite.generate import conversation_template
 from gptsuite.loading import Loaded, load_model
 from gptsuite.masks import open_loss_mask
 from gptsuite.runtime import DTYPE_CHOICES, Runtime, setup_runtime
+from gptsuite.weights import WEIGHTS, use_weights
 
 
 @dataclass
@@ -96,6 +97,7 @@ class EvalConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     dtype: str = option("auto", choices=DTYPE_CHOICES)  # auto: bf16 on GPUs with native bf16 (compute capability >= 8.0), else fp16; fp32 on cpu/mps
     compile: bool = False  # torch.compile the model first
+    weights: str = option("fp32", choices=WEIGHTS)  # on a CPU: score from fp32, bf16 or int8 weights (gptsuite/weights.py): the perplexity each costs
     loss_on: str = option(
         "response", choices=("response", "all")
     )  # data with a loss mask (chat, prompt templates): score only the response tokens, as training counts them, or every token
@@ -295,7 +297,8 @@ def main(argv: list[str]) -> None:
     for c in configs:
         t0 = time.time()
         loaded = load_model(c.init_from, c.out_dir)
-        name = loaded.name
+        use_weights(loaded.model, c.weights, rt.device)
+        name = loaded.name if c.weights == "fp32" else f"{loaded.name} ({c.weights})"
         data_dir = data_dir or resolve_data_dir(c.data_dir, c.dataset, loaded.train_config)  # every row on the first row's data
         result, block, stride = run_eval(c, rt, data_dir, loaded)
         rows.append((name, c.in_context_docs, block, stride, result))

@@ -1,10 +1,12 @@
 """
 Export a checkpoint to the Hugging Face format: a GPT2LMHeadModel folder that `transformers`
-loads, with GPT-2's tokenizer files, ready for pipeline("text-generation") or the hub.
+loads, with GPT-2's tokenizer files, ready for pipeline("text-generation") or the hub; or to a
+GGUF file that llama.cpp and ollama run on plain CPUs.
 
     python export.py --out_dir=out-azure --to=hf hf-azure          # or --hf_dir=hf-azure
     python export.py --out_dir=out-azure --to=hf hf-azure --push_to_hub=me/gpt2-azure
     python export.py --out_dir=out-pubmed-lora --to=peft adapter-pubmed     # a LoRA run's adapter alone
+    python export.py --out_dir=out-chat --to=gguf --quant=q8_0 gguf-chat  # llama.cpp / ollama (docs/deploy.md)
 
     from transformers import pipeline
     pipe = pipeline("text-generation", model="hf-azure")
@@ -35,6 +37,13 @@ for a base that transformers loads (a GPT-2 name or a Hugging Face folder):
     from transformers import GPT2LMHeadModel
     model = PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained("openai-community/gpt2-xl"), "adapter-pubmed")
 --push_to_hub=REPO uploads the folder with huggingface_hub (needs a token: huggingface-cli login).
+
+--to=gguf writes DIR/model.<quant>.gguf (gptsuite/gguf_export.py: llama.cpp's gpt2 architecture,
+GPT-2's BPE tokenizer, a chat model's template as tokenizer.chat_template) and DIR/Modelfile for
+`ollama create`. --quant: f16, q8_0 (8-bit blocks: half f16's size, about its perplexity) or q4_0
+(4-bit blocks; the embedding stays 8-bit), or f32. A LoRA run is merged first (its base's sha256
+checked); the modern preset and character-level models are refused (llama.cpp cannot run them as
+we do). llama-cpp-python runs the file: `Llama(model_path="gguf-chat/model.q8_0.gguf")`.
 """
 
 from dataclasses import dataclass
@@ -43,6 +52,7 @@ from pathlib import Path
 from configurator import option, parse_config
 from gptsuite.checkpoint import load_checkpoint
 from gptsuite.errors import UserError, cli
+from gptsuite.gguf_export import QUANTS, check_destination, export_gguf
 from gptsuite.hf_export import export_hf, export_peft_adapter, push
 from gptsuite.loading import load_model
 
@@ -51,8 +61,9 @@ from gptsuite.loading import load_model
 class ExportConfig:
     out_dir: str = "out"  # the training run whose newest checkpoint to export
     to: str = option(
-        "hf", choices=("hf", "peft")
-    )  # hf: a transformers GPT2LMHeadModel (a LoRA run's adapters merged in); peft: a LoRA run's adapter alone, in peft's format
+        "hf", choices=("hf", "peft", "gguf")
+    )  # hf: a transformers GPT2LMHeadModel (a LoRA run's adapters merged in); peft: a LoRA run's adapter alone, in peft's format; gguf: a file for llama.cpp and ollama
+    quant: str = option("q8_0", choices=QUANTS)  # --to=gguf: the weights' type: f16, q8_0 (8-bit blocks), q4_0 (4-bit blocks), f32
     hf_dir: str = ""  # the folder to write (or the positional argument)
     push_to_hub: str = ""  # a hub repo id (user/name) to upload the folder to
 
@@ -80,6 +91,19 @@ def main(argv: list[str]) -> None:
         print(
             f"wrote {dest}: a LoRA adapter for {wrote['base']} in peft's format, {wrote['parameters']:,} parameters in {wrote['tensors']} tensors, GPT-2 tokenizer{chat}"
         )
+    elif cfg.to == "gguf":
+        if cfg.push_to_hub:
+            raise UserError("--push_to_hub uploads a Hugging Face folder; export with --to=hf to push, or upload the GGUF folder yourself")
+        check_destination(dest)
+        loaded = load_model("resume", cfg.out_dir)  # a LoRA run merged, its base's sha256 checked
+        path = export_gguf(loaded.model, loaded.tokenizer, dest, cfg.quant, Path(cfg.out_dir).name, loaded.chat_template)
+        chat = " and chat template" if loaded.chat_template else ""
+        note = (
+            ""
+            if loaded.model.config.activation == "gelu_tanh"
+            else "; note: llama.cpp computes GELU's tanh form, this model exact GELU: its logits differ slightly"
+        )
+        print(f"wrote {path} ({path.stat().st_size / 2**20:,.1f} MB, {cfg.quant}, GPT-2 tokenizer{chat}) and {dest / 'Modelfile'} for ollama{note}")
     else:
         loaded = load_model("resume", cfg.out_dir)
         model = loaded.model

@@ -330,7 +330,7 @@ class GPT(nn.Module):
                 logits, _ = self(idx, cache=cache)  # prefill
             else:
                 logits, _ = self(idx[:, -block:])  # no cache, or the window slides: full recompute
-            logits = logits[:, -1, :]
+            logits = logits[:, -1, :].float()  # sampled in fp32 whatever the weights' dtype (bf16, int8: gptsuite/weights.py)
             if vocab_limit is not None:
                 logits[:, vocab_limit:] = -float("inf")
             idx_next = sample_logits(logits, temperature, top_k, top_p)

@@ -43,6 +43,9 @@ that its answers may not follow it.
 --compile compiles the model's forward (two graphs: the prompt and the one-token decode step);
 worth its compile time for long or many samples (python -m tools.bench_generate --compile=True
 measures it).
+--weights=bf16 decodes on a CPU from bf16 weights, --weights=int8 from torchao's int8 (with
+--compile: eager it is slower than fp32); the page takes the same flag, and the same weights give
+the same samples there (docs/deploy.md has their speed and perplexity).
 """
 
 import sys
@@ -73,6 +76,7 @@ from gptsuite.generate import (
 )
 from gptsuite.loading import check_init_from, load_model
 from gptsuite.runtime import DTYPE_CHOICES, Runtime, seed_everything, setup_runtime
+from gptsuite.weights import WEIGHTS, use_weights
 
 SEPARATOR = "---------------"
 
@@ -91,6 +95,7 @@ class SampleConfig(SamplingConfig):
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     dtype: str = option("auto", choices=DTYPE_CHOICES)  # auto: bf16 on GPUs with native bf16 (compute capability >= 8.0), else fp16; fp32 on cpu/mps
     compile: bool = False  # torch.compile the model for decoding: the first sample waits for the compile (tens of seconds), later tokens come faster
+    weights: str = option("fp32", choices=WEIGHTS)  # on a CPU: decode from fp32, bf16 or int8 weights (gptsuite/weights.py; int8 wants --compile)
 
 
 @dataclass
@@ -181,6 +186,7 @@ def main(argv: list[str]) -> None:
         if conversation is not None:
             conversation = check_conversation(conversation, chat_template, cfg.start[len("FILE:") :])
     loaded.model.to(rt.device)
+    use_weights(loaded.model, cfg.weights, rt.device)
     if cfg.compile:  # in place: generate_stream calls the module itself, so a compiled wrapper would never run
         loaded.model.compile()
     sampler = Sampler(cfg, loaded.model, tok, rt, loaded.name)

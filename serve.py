@@ -9,10 +9,13 @@ sample occur in the training data, and watch the loss curves of runs as they tra
     python serve.py out-pubmed --max_new_tokens_limit=2000 --port=8000
     python serve.py out-pubmed --host=0.0.0.0                        # reachable from other machines: on purpose only
     python serve.py out-chat out-dpo --arena_prompts=data/tasks/test.jsonl --arena_file=votes.jsonl   # blind votes
+    python serve.py out-chat gguf-chat/model.q8_0.gguf               # the checkpoint beside its GGUF export
+    python serve.py out-chat --weights=bf16                          # on a CPU: decode from bf16 weights
 
 The models are named like eval.py's --compare: a training run's folder (its newest checkpoint;
 a newer one saved while the page is open is loaded before the next generation), a .pt file,
-gpt2 ... gpt2-xl, or a Hugging Face folder; with none, --init_from / --out_dir name one as in
+gpt2 ... gpt2-xl, or a Hugging Face folder, or a GGUF file (export.py --to=gguf, run by llama.cpp
+through llama-cpp-python: what quantization did to a model's answers, beside the checkpoint); with none, --init_from / --out_dir name one as in
 sample.py. A model whose weights would not fit the device's free memory (or --memory_limit) is
 refused with a message, here and when loaded from the page. A checkpoint trained on a dataset
 with a prompt template (pubmed) asks for its prompt field (the abstract) and writes the article;
@@ -39,6 +42,7 @@ from gptsuite.generate import SamplingConfig
 from gptsuite.playground import MAX_MODELS, Playground
 from gptsuite.playground_arena import Arena, read_prompts
 from gptsuite.runtime import DTYPE_CHOICES, setup_runtime
+from gptsuite.weights import WEIGHTS
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -56,6 +60,7 @@ class ServeConfig(SamplingConfig):  # the sampling settings are the page's start
     dtype: str = option("auto", choices=DTYPE_CHOICES)
     arena_file: str = DEFAULT_FILE  # the Arena tab appends every vote here (in the current folder unless a path says otherwise)
     arena_prompts: str = ""  # prompts the Arena tab draws from: a .jsonl of conversations (python -m tools.chat_tasks writes one) or a .txt, one a line
+    weights: str = option("fp32", choices=WEIGHTS)  # on a CPU: the checkpoints' weights as fp32, bf16 or int8 (compiled at load) (gptsuite/weights.py)
 
 
 def split_models(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -112,7 +117,7 @@ def main(argv: list[str]) -> None:
     from gptsuite.page import CSS, THEME, build_page  # gradio takes seconds to import: after the settings are checked
 
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
-    pg = Playground(rt, cfg.max_new_tokens_limit, cfg.memory_limit)
+    pg = Playground(rt, cfg.max_new_tokens_limit, cfg.memory_limit, cfg.weights)
     refused = []
     for name in names:
         try:

@@ -84,7 +84,7 @@ class Page:
                 self.chosen = gr.CheckboxGroup(names, value=names[:MAX_MODELS], label=f"models side by side (up to {MAX_MODELS})", elem_id="chosen")
                 with gr.Row():
                     self.other = gr.Textbox(
-                        label="load a model", placeholder="a run folder (out-pubmed), a .pt file, gpt2 ... gpt2-xl", scale=3, elem_id="other"
+                        label="load a model", placeholder="a run folder (out-pubmed), a .pt file, gpt2 ... gpt2-xl, a .gguf file", scale=3, elem_id="other"
                     )
                     self.load_button = gr.Button("Load", scale=1, elem_id="load")
         self.settings = self.settings_row()

@@ -31,6 +31,7 @@ from gptsuite.memory import parameter_counts
 from gptsuite.metrics import METRICS_FILE, SERIES, loss_curves, read_metrics
 from gptsuite.pretrained import HUB_MODELS, fetch, gpt_config, is_pretrained
 from gptsuite.runtime import CpuThreads, Runtime
+from gptsuite.weights import use_weights
 from model import GPTConfig
 
 MAX_MODELS = 4  # side by side on one page
@@ -109,8 +110,8 @@ class Column:
 class Playground:
     """The page's models on one device, and the checks and work of its requests."""
 
-    def __init__(self, rt: Runtime, max_new_tokens: int, memory_limit: float = 0.0):
-        self.rt, self.max_new_tokens = rt, max_new_tokens
+    def __init__(self, rt: Runtime, max_new_tokens: int, memory_limit: float = 0.0, weights: str = "fp32"):
+        self.rt, self.max_new_tokens, self.weights = rt, max_new_tokens, weights
         self.memory_limit = int(memory_limit * 2**30)  # bytes the page's weights may take in all; 0: what the device has free
         self.models: dict[str, Model] = {}
         if rt.device_type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
@@ -146,14 +147,32 @@ class Playground:
             raise UserError("type a model to load: a training run's folder (out-pubmed), a .pt checkpoint, gpt2 ... gpt2-xl, or a Hugging Face folder")
         if name in self.models:
             raise UserError(f"{name} is loaded already")
+        if name.endswith(".gguf"):  # a GGUF file (export.py --to=gguf), run by llama.cpp beside our checkpoints
+            return self.load_gguf(name)
         config = model_config(name)  # a name that names no model is told so first, whatever else holds
         if len(self.models) >= MAX_MODELS:
             raise UserError(f"the page holds {MAX_MODELS} models already; restart serve.py with the ones you want side by side")
         nbytes = self.fits(name, config)
         path = checkpoint_file(name)
         loaded = load_model("resume", name) if path is not None else load_model(name)
-        loaded.model.to(self.rt.device)
+        self.place(loaded)
         self.models[name] = Model(name, loaded, path, file_stamp(path) if path else None, nbytes)
+        return self.models[name]
+
+    def place(self, loaded: Loaded) -> None:
+        """The model onto the device, in the page's --weights (int8 compiled: it is slow eager)."""
+        use_weights(loaded.model.to(self.rt.device), self.weights, self.rt.device)
+        if self.weights == "int8":
+            loaded.model.compile()
+
+    def load_gguf(self, name: str) -> Model:
+        from gptsuite.llamacpp import load_gguf
+
+        if len(self.models) >= MAX_MODELS:
+            raise UserError(f"the page holds {MAX_MODELS} models already; restart serve.py with the ones you want side by side")
+        loaded = load_gguf(name)
+        loaded.model.to(self.rt.device)
+        self.models[name] = Model(name, loaded, None, None, Path(name).stat().st_size)
         return self.models[name]
 
     def refresh(self, model: Model) -> str:
@@ -175,7 +194,7 @@ class Playground:
             loaded = load_model("resume", model.name)
         except UserError as e:  # e.g. caught half-written by a copy that does not write atomically
             return f"{model.name}: a newer checkpoint is there but could not be loaded ({e}); writing with the weights loaded at {when}"
-        loaded.model.to(self.rt.device)
+        self.place(loaded)
         model.loaded, model.checkpoint, model.stamp, model.loaded_at = loaded, path, stamp, time.time()
         return f"{model.name}: loaded its newer checkpoint {Path(stamp[0]).name}"
 

@@ -173,6 +173,9 @@ CASES = [
     ("export", ["--out_dir={out}", "{new}"], ["char tokenizer", "GPT-2 BPE"]),
     ("export", ["--out_dir={bad}/evil", "{new}"], ["refusing to load"]),
     ("export", ["--out_dir={out}", "--hf_dir={new}", "{bad}/elsewhere"], ["two destinations"]),
+    ("export", ["--out_dir={out}", "--to=gguf", "{new}"], ["char tokenizer", "no GGUF tokenizer", "sample.py"]),
+    ("export", ["--out_dir={out}", "--to=gguf", "--quant=q3_k", "{new}"], ["quant must be one of", "q3_k"]),
+    ("export", ["--out_dir={out}", "--to=gguf", "{bad}"], ["bad exists and is not an empty folder"]),
     *[  # a LoRA run whose Hugging Face base folder was deleted: one line naming the base and the fix, wherever it is read
         (entry, args, ["lostbase is a LoRA adapter for the base", "hf-base", "which is gone", "put the base weights back at"])
         for entry, args in [
@@ -180,6 +183,7 @@ CASES = [
             ("eval", [*EVAL, "--out_dir={bad}/lostbase"]),
             ("export", ["--out_dir={bad}/lostbase", "--to=hf", "{new}"]),
             ("export", ["--out_dir={bad}/lostbase", "--to=peft", "{new}"]),
+            ("export", ["--out_dir={bad}/lostbase", "--to=gguf", "{new}"]),
             ("serve", ["{bad}/lostbase"]),
         ]
     ],
@@ -217,6 +221,7 @@ CASES = [
     ("plot", ["{bad}/latin1metrics"], ["not UTF-8"]),
     ("serve", ["{bad}/noout"], ["no model", "noout", "a training run's folder"]),
     ("serve", ["{bad}/afile"], ["no model", "afile"]),
+    ("serve", ["{bad}/missing.gguf"], ["no GGUF file at", "missing.gguf", "--to=gguf"]),
     ("serve", ["{bad}/truncated"], ["corrupt or truncated"]),
     ("serve", ["{bad}/evil"], ["refusing to load"]),
     ("serve", ["{out}", "{out}", "{out}", "{out}", "{out}"], ["at most 4 models"]),

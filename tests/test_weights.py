@@ -1,0 +1,49 @@
+"""--weights (gptsuite/weights.py): a model decodes on the CPU from bf16 or int8 weights, the page
+and sample.py alike (the same seed, the same text), at a small perplexity cost."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_playground import char_model, run, sample_py
+
+from gptsuite.errors import UserError
+from gptsuite.evaluation import evaluate, token_byte_lengths
+from gptsuite.playground import Playground
+from gptsuite.runtime import setup_runtime
+from gptsuite.tokenizer import GPT2Tokenizer
+from gptsuite.weights import use_weights
+from model import GPT, GPTConfig
+
+
+def test_bf16_weights_give_the_same_sample_on_the_page_and_in_sample_py(tmp_path: Path, char_dataset: Path, capsys):
+    a = char_model(tmp_path / "a", char_dataset, 1, n_embd=32)
+    pg = Playground(setup_runtime("cpu", "float32", 0), 100, weights="bf16")
+    pg.load(str(a))
+    assert pg.models[str(a)].loaded.model.lm_head.weight.dtype == torch.bfloat16
+    col = run(pg, [str(a)], "First Citizen:", max_new_tokens=40, temperature=0.9, top_k=20, seed=7)[0]
+    flags = ("--max_new_tokens=40", "--temperature=0.9", "--top_k=20", "--seed=7")
+    assert col.prompt + col.text == sample_py(capsys, a, "First Citizen:", *flags, "--weights=bf16")
+    assert col.prompt + col.text != sample_py(capsys, a, "First Citizen:", *flags)  # the weights changed the draw: the flag took effect
+
+
+def test_bf16_and_int8_cost_little_perplexity():
+    """torchao's int8 (requirements-dev.txt) eager, as eval.py --weights=int8 runs it."""
+    tok = GPT2Tokenizer()
+    data = np.array(tok.encode("First Citizen: Before we proceed any further, hear me speak. " * 20), dtype=np.uint16)
+    rt = setup_runtime("cpu", "float32", 0)
+    ppl = {}
+    for weights in ("fp32", "bf16", "int8"):
+        torch.manual_seed(0)
+        model = use_weights(GPT(GPTConfig(block_size=64, n_layer=2, n_head=2, n_embd=64, bias=True)).eval(), weights)
+        ppl[weights] = evaluate(model, data, 64, 32, 4, rt, token_byte_lengths(tok), 50257).perplexity
+    assert type(model.transformer.h[0].mlp.c_fc.weight).__name__ == "Int8Tensor" and model.transformer.wte.weight.dtype == torch.bfloat16
+    assert 0 < abs(ppl["bf16"] / ppl["fp32"] - 1) < 0.01 and 0 < abs(ppl["int8"] / ppl["fp32"] - 1) < 0.01 and ppl["int8"] != ppl["bf16"], ppl
+
+
+def test_weights_are_for_the_cpu():
+    model = GPT(GPTConfig(block_size=16, vocab_size=32, n_layer=1, n_head=2, n_embd=16))
+    with pytest.raises(UserError, match="--weights=bf16 is for CPU decoding; on cuda use --dtype"):
+        use_weights(model, "bf16", "cuda")
+    assert use_weights(model, "fp32", "cuda") is model and model.lm_head.weight.dtype == torch.float32
