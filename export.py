@@ -39,8 +39,8 @@ for a base that transformers loads (a GPT-2 name or a Hugging Face folder):
 --push_to_hub=REPO uploads the folder with huggingface_hub (needs a token: huggingface-cli login).
 
 --to=gguf writes DIR/model.<quant>.gguf (gptsuite/gguf_export.py: llama.cpp's gpt2 architecture,
-GPT-2's BPE tokenizer, a chat model's template as tokenizer.chat_template) and DIR/Modelfile for
-`ollama create`. --quant: f16, q8_0 (8-bit blocks: half f16's size, about its perplexity) or q4_0
+GPT-2's BPE tokenizer or the BPE trained on the data, a chat model's template as
+tokenizer.chat_template) and DIR/Modelfile for `ollama create`. --quant: f16, q8_0 (8-bit blocks: half f16's size, about its perplexity) or q4_0
 (4-bit blocks; the embedding stays 8-bit), or f32. A LoRA run is merged first (its base's sha256
 checked); the modern preset and character-level models are refused (llama.cpp cannot run them as
 we do). llama-cpp-python runs the file: `Llama(model_path="gguf-chat/model.q8_0.gguf")`.

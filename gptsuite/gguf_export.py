@@ -5,7 +5,7 @@ llama.cpp's "gpt2" architecture computes exactly GPT-2's block (LayerNorms with 
 QKV projection, GELU's tanh form, learned positions, the head tied to the token embedding), so a
 checkpoint of arch='gpt2' goes in as it is. The tensors are the ones llama.cpp's own converter
 (convert_hf_to_gguf.py, GPT2Model) writes from a Hugging Face GPT-2: our --to=hf state dict
-(hf_export.hf_state_dict: the vocabulary cropped to 50257 ids, zero biases where a model has none),
+(hf_export.hf_state_dict: the vocabulary cropped to the tokenizer's ids, zero biases where a model has none),
 its Conv1D weights transposed back, renamed by gguf's TensorNameMap. Which tensors are quantized
 follows llama.cpp too: norms, biases and the position embeddings stay float32, every matrix takes
 the chosen type, and for a 4-bit file the token embedding (also the output layer) keeps 8 bits,
@@ -16,10 +16,12 @@ blocks (32 values) is written in f16, as the converter does.
 The tokenizer is GPT-2's byte-level BPE ("gpt2" model, "gpt-2" pre-tokenizer: the regex GPT-2
 splits text with), its 50257 tokens and 50000 merges from the same files as the --to=hf export,
 <|endoftext|> (50256) a control token that is both BOS and EOS and never added to a prompt. A
-model tuned on conversations carries its chat template in Jinja (chat.jinja) as
+BPE trained on the data (bpe.py) is the same kind of tokenizer (GPT-2's regex, then its bytes
+spelled as characters), so it goes in the same way: its tokens and merges from its tokenizer.json,
+its special tokens (<|endoftext|> and the chat markers) control tokens, and its whole tokenizer
+dict under gptsuite.tokenizer, for the page to encode and decode with it. A model tuned on conversations carries its chat template in Jinja (chat.jinja) as
 tokenizer.chat_template, which llama.cpp's chat completion renders (and as JSON under
-gptsuite.chat_template, for the page). write_bpe_tokenizer takes any
-byte-level BPE (tokens, merges, end-of-text id), for a trained tokenizer of the same kind.
+gptsuite.chat_template, for the page).
 
 export_gguf writes a folder: the GGUF file and an ollama Modelfile for it (the template in
 ollama's Go syntax and the stop token), into a temporary folder renamed into place when complete.
@@ -28,6 +30,7 @@ ollama's Go syntax and the stop token), into a temporary folder renamed into pla
 import json
 import os
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +41,16 @@ from gptsuite.chat import check_template, jinja
 from gptsuite.errors import UserError
 from gptsuite.hf_export import hf_state_dict
 from gptsuite.pretrained import CONV1D
-from gptsuite.tokenizer import GPT2_EOT, GPT2_VOCAB_SIZE, gpt2_files
+from gptsuite.tokenizer import GPT2_EOT, GPT2_VOCAB_SIZE, BPETokenizer, from_meta, gpt2_files
 from model import GPT
 
 QUANTS = ("f16", "q8_0", "q4_0", "f32")  # what --quant takes: f16 as trained (to fp16), 8-bit and 4-bit blocks of 32, or float32
 EMBEDDING_AT_LEAST = {"q4_0": "q8_0"}  # the tied token embedding / output layer keeps more bits than the blocks (llama-quantize keeps it at Q6_K)
 GPT2_PRE_TOKENIZER = "gpt-2"  # llama.cpp's name for GPT-2's pre-tokenizer regex
 CHAT_TEMPLATE_KEY = "gptsuite.chat_template"  # our chat template (chat.py's dict, as JSON) beside tokenizer.chat_template's Jinja, for the page
+TOKENIZER_KEY = "gptsuite.tokenizer"  # a trained BPE's tokenizer dict (tokenizer.json and its sha256, as JSON), for the page
+# what a tokenizer.json's BPE model may set to other than these and still tokenize as llama.cpp's byte-level BPE does
+PLAIN_BPE = {"dropout": None, "continuing_subword_prefix": None, "end_of_word_suffix": None, "byte_fallback": False, "ignore_merges": False}
 
 
 def gguf_name(quant: str) -> str:
@@ -58,16 +64,30 @@ def check_exportable(model: GPT, tok_meta: dict) -> None:
             f"this model has arch={model.config.arch} (RoPE, RMSNorm, QK-norm, ReLU², soft-capped logits), which llama.cpp's gpt2 architecture does not compute; "
             "run its checkpoint folder with sample.py, eval.py or serve.py, or train with --arch=gpt2 to export"
         )
-    if tok_meta.get("kind") != "gpt2":
+    if tok_meta.get("kind") not in ("gpt2", "bpe"):
         raise UserError(
             f"this model uses a {tok_meta.get('kind')} tokenizer, and no GGUF tokenizer reproduces its vocabulary; "
-            "run its checkpoint folder with sample.py, eval.py or serve.py, or prepare the data with GPT-2 BPE and train again to export"
+            "run its checkpoint folder with sample.py, eval.py or serve.py, or prepare the data with --tokenizer=gpt2 or bpe and train again to export"
         )
-    if model.config.vocab_size < GPT2_VOCAB_SIZE:
-        raise UserError(f"the model has {model.config.vocab_size} token ids, fewer than GPT-2's {GPT2_VOCAB_SIZE}; the checkpoint is not a GPT-2 BPE model")
+    vocab_size = GPT2_VOCAB_SIZE
+    if tok_meta["kind"] == "bpe":
+        tok = from_meta(tok_meta)
+        spec = json.loads(tok.json)
+        options = {k: spec["model"].get(k, v) for k, v in PLAIN_BPE.items()}
+        if spec.get("normalizer") or options != PLAIN_BPE:
+            raise UserError(
+                "this model's tokenizer.json normalizes text or sets BPE options "
+                f"({', '.join(k for k in PLAIN_BPE if options[k] != PLAIN_BPE[k]) or 'normalizer'}) that llama.cpp's byte-level BPE does not apply; "
+                "run its checkpoint folder with sample.py, eval.py or serve.py, or export it with --to=hf"
+            )
+        vocab_size = tok.vocab_size
+    if model.config.vocab_size < vocab_size:
+        raise UserError(
+            f"the model has {model.config.vocab_size} token ids, fewer than its tokenizer's {vocab_size}; the checkpoint is damaged or of another tokenizer"
+        )
 
 
-def gguf_tensors(model: GPT, quant: str) -> list[tuple[str, np.ndarray, object]]:
+def gguf_tensors(model: GPT, quant: str, vocab_size: int = GPT2_VOCAB_SIZE) -> list[tuple[str, np.ndarray, object]]:
     """(GGUF name, data, GGML type) of every tensor, the data quantized where the type says so."""
     import gguf
 
@@ -75,7 +95,7 @@ def gguf_tensors(model: GPT, quant: str) -> list[tuple[str, np.ndarray, object]]
     types |= {q: getattr(gguf.GGMLQuantizationType, q.upper()) for q in QUANTS if q not in types}
     names = gguf.TensorNameMap(gguf.MODEL_ARCH.GPT2, model.config.n_layer)
     out = []
-    for hf_name, p in hf_state_dict(model).items():
+    for hf_name, p in hf_state_dict(model, vocab_size).items():
         name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if name is None:
             raise AssertionError(f"no GGUF name for {hf_name}")
@@ -109,14 +129,27 @@ def gpt2_vocab() -> tuple[list[str], list[str]]:
     return tokens, merges
 
 
-def write_bpe_tokenizer(writer, tokens: list[str], merges: list[str], eot: int, pre: str = GPT2_PRE_TOKENIZER) -> None:
+def trained_bpe_vocab(tok: BPETokenizer) -> tuple[list[str], list[str]]:
+    """A trained BPE's tokens (byte-level strings and its special tokens, in id order) and merges
+    ("a b" lines, in rank order), from its tokenizer.json."""
+    vocab = tok.tok.get_vocab(with_added_tokens=True)
+    tokens = sorted(vocab, key=vocab.__getitem__)
+    if [vocab[t] for t in tokens] != list(range(tok.vocab_size)):
+        raise UserError(f"the tokenizer's {tok.vocab_size} ids are not numbered 0..{tok.vocab_size - 1}; a GGUF vocabulary lists every id")
+    merges = json.loads(tok.json)["model"]["merges"]
+    return tokens, [m if isinstance(m, str) else " ".join(m) for m in merges]  # pairs since tokenizers 0.20, "a b" strings before
+
+
+def write_bpe_tokenizer(writer, tokens: list[str], merges: list[str], eot: int, pre: str = GPT2_PRE_TOKENIZER, special: Collection[int] = ()) -> None:
     """A byte-level BPE tokenizer in GGUF's keys: tokens as byte-level strings (GPT-2's byte-to-
     unicode map, as tokenizers' ByteLevel writes them too), merges as "a b" lines, the end-of-text
-    id a control token that is BOS, EOS and padding and is not added to prompts. `pre` names the
-    regex that splits text before BPE, one llama.cpp knows ("gpt-2" for GPT-2's)."""
+    id a control token that is BOS, EOS and padding and is not added to prompts; the `special` ids
+    control tokens too (read from a prompt only where special tokens are parsed, as ours are). `pre`
+    names the regex that splits text before BPE, one llama.cpp knows ("gpt-2" for GPT-2's)."""
     import gguf
 
-    types = [gguf.TokenType.CONTROL if i == eot else gguf.TokenType.NORMAL for i in range(len(tokens))]
+    control = {eot, *special}
+    types = [gguf.TokenType.CONTROL if i in control else gguf.TokenType.NORMAL for i in range(len(tokens))]
     writer.add_tokenizer_model("gpt2")  # llama.cpp's name for byte-level BPE
     writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
@@ -129,7 +162,7 @@ def write_bpe_tokenizer(writer, tokens: list[str], merges: list[str], eot: int, 
     writer.add_add_eos_token(False)
 
 
-def write_gguf(model: GPT, path: Path, quant: str, name: str, chat_template: dict | None = None) -> None:
+def write_gguf(model: GPT, path: Path, quant: str, name: str, chat_template: dict | None = None, tok_meta: dict | None = None) -> None:
     import gguf
 
     c = model.config
@@ -143,12 +176,18 @@ def write_gguf(model: GPT, path: Path, quant: str, name: str, chat_template: dic
     writer.add_layer_norm_eps(1e-5)  # nn.LayerNorm's
     file_types = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0", "q4_0": "MOSTLY_Q4_0"}
     writer.add_file_type(getattr(gguf.LlamaFileType, file_types[quant]))
-    tokens, merges = gpt2_vocab()
-    write_bpe_tokenizer(writer, tokens, merges, GPT2_EOT)
+    if tok_meta and tok_meta.get("kind") == "bpe":
+        tok = from_meta(tok_meta)
+        tokens, merges = trained_bpe_vocab(tok)
+        write_bpe_tokenizer(writer, tokens, merges, tok.eot_token, special=tok.specials.values())
+        writer.add_string(TOKENIZER_KEY, json.dumps(tok.meta()))
+    else:
+        tokens, merges = gpt2_vocab()
+        write_bpe_tokenizer(writer, tokens, merges, GPT2_EOT)
     if chat_template:
         writer.add_chat_template(jinja(check_template(chat_template)))
         writer.add_string(CHAT_TEMPLATE_KEY, json.dumps(chat_template))
-    for tensor_name, data, qtype in gguf_tensors(model, quant):
+    for tensor_name, data, qtype in gguf_tensors(model, quant, len(tokens)):
         writer.add_tensor(tensor_name, data, raw_dtype=qtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -192,7 +231,7 @@ def export_gguf(model: GPT, tok_meta: dict, dest: Path, quant: str, name: str, c
     tmp.mkdir()
     try:
         with torch.no_grad():
-            write_gguf(model, tmp / gguf_name(quant), quant, name, chat_template)
+            write_gguf(model, tmp / gguf_name(quant), quant, name, chat_template, tok_meta)
         (tmp / "Modelfile").write_text(modelfile(gguf_name(quant), chat_template), encoding="utf-8")
         for f in tmp.iterdir():
             with open(f, "rb+") as fh:

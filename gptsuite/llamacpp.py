@@ -21,9 +21,9 @@ import torch
 
 from gptsuite.errors import UserError
 from gptsuite.evaluation import windows
-from gptsuite.gguf_export import CHAT_TEMPLATE_KEY
+from gptsuite.gguf_export import CHAT_TEMPLATE_KEY, TOKENIZER_KEY
 from gptsuite.loading import Loaded
-from gptsuite.tokenizer import GPT2_META, GPT2_VOCAB_SIZE
+from gptsuite.tokenizer import GPT2_META, from_meta
 from model import sample_logits
 
 
@@ -124,11 +124,13 @@ def gguf_chat_template(metadata: dict) -> dict | None:
 
 
 def load_gguf(path: str | os.PathLike) -> Loaded:
-    """A GGUF file as the page loads a model: GPT-2 BPE, the chat template it carries."""
+    """A GGUF file as the page loads a model: its tokenizer (a trained BPE's dict where the file
+    carries one, else GPT-2 BPE), the chat template it carries."""
     model = GGUFModel(path)
-    if model.metadata.get("general.architecture") != "gpt2" or model.llm.n_vocab() != GPT2_VOCAB_SIZE:
-        raise UserError(f"{path} is not a GPT-2 BPE model of ours; the page runs GGUF files written by export.py --to=gguf")
-    return Loaded(model, dict(GPT2_META), str(path), Path(path), {}, None, gguf_chat_template(model.metadata))
+    tok_meta = json.loads(model.metadata[TOKENIZER_KEY]) if TOKENIZER_KEY in model.metadata else dict(GPT2_META)
+    if model.metadata.get("general.architecture") != "gpt2" or model.llm.n_vocab() != from_meta(tok_meta).vocab_size:
+        raise UserError(f"{path} is not a GPT-2 model of ours; the page runs GGUF files written by export.py --to=gguf")
+    return Loaded(model, tok_meta, str(path), Path(path), {}, None, gguf_chat_template(model.metadata))
 
 
 def greedy(llm, ids: list[int], n: int) -> list[int]:
@@ -143,7 +145,8 @@ def greedy(llm, ids: list[int], n: int) -> list[int]:
 
 def score(llm, data: np.ndarray, block_size: int, stride: int) -> tuple[float, int]:
     """(summed nats, tokens) of every token of data after the first, in evaluation.evaluate's
-    windows (stride tokens scored, up to block_size of input each), from llama.cpp's logits.
+    windows (stride tokens scored, up to block_size of input each), from llama.cpp's logits (over
+    the file's vocabulary: its tokenizer's ids, without our padding rows).
     llm must be opened with logits_all=True and n_ctx >= block_size."""
     nats, count = 0.0, 0
     for s, e in windows(len(data), stride):
@@ -151,7 +154,7 @@ def score(llm, data: np.ndarray, block_size: int, stride: int) -> tuple[float, i
         seq = data[a:e].astype(np.int64).tolist()
         llm.reset()
         llm.eval(seq[:-1])
-        logits = np.asarray(llm.scores[: len(seq) - 1], dtype=np.float64)[-(e - s) :, :GPT2_VOCAB_SIZE]
+        logits = np.asarray(llm.scores[: len(seq) - 1], dtype=np.float64)[-(e - s) :, : llm.n_vocab()]
         targets = np.asarray(seq[-(e - s) :])
         top = logits.max(axis=1)
         logz = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))

@@ -238,6 +238,58 @@ def test_hf_export_gives_our_ids_and_logits(tmp_path: Path, bpe_data: Path):
     torch.testing.assert_close(theirs, ours[..., :300], atol=1e-4, rtol=1e-4)
 
 
+def test_gguf_export_gives_our_ids_and_greedy_text(tmp_path: Path, bpe_data: Path):
+    """llama.cpp (llama-cpp-python) runs the exported f16 file: its tokenizer gives our ids for
+    each split's whole text and the chat template's markers, its greedy continuations are ours."""
+    from test_chat_export import CONVERSATIONS
+    from test_gguf import tiny_model
+
+    import export
+    from gptsuite.llamacpp import greedy, load_gguf, open_gguf
+
+    tok_meta = load_meta(bpe_data)["tokenizer"]
+    tok = from_meta(tok_meta)
+    model = tiny_model(vocab_size=padded_vocab_size(tok_meta))  # 2 layers, 64 wide, 320 ids
+    record = {"model": model.state_dict(), "model_args": model.model_args(), "tokenizer": tok_meta, "chat_template": chat.CHAT_TEMPLATE}
+    save_checkpoint(record, tmp_path / "out" / "ckpt.pt")
+    export.main([f"--out_dir={tmp_path / 'out'}", "--to=gguf", "--quant=f16", str(tmp_path / "g")])
+    llm = open_gguf(tmp_path / "g" / "model.f16.gguf")
+    assert llm.n_vocab() == tok.vocab_size == 300 and llm.token_eos() == llm.token_bos() == tok.eot_token
+    for split in ("val", "train"):
+        ids = np.fromfile(bpe_data / f"{split}.bin", dtype=np.uint16).tolist()
+        assert llm.tokenize(tok.decode(ids).encode(), add_bos=False, special=False) == ids, split
+    assert llm.tokenize(b"a<|user|>b", add_bos=False, special=False) == tok.encode("a<|user|>b")  # a document's spelling: ordinary text
+    for messages in CONVERSATIONS:
+        prompt = chat.render(chat.CHAT_TEMPLATE, messages, add_generation_prompt=True).text
+        assert llm.tokenize(prompt.encode(), add_bos=False, special=True) == chat.prompt_ids(tok, chat.CHAT_TEMPLATE, messages), messages
+    for text in ("First Citizen:", "You are all resolved"):
+        ids = tok.encode(text)
+        ours = model.generate(torch.tensor([ids]), 16, temperature=0, vocab_limit=300)[0, len(ids) :].tolist()
+        assert len(set(ours)) > 8 and greedy(llm, ids, 16) == ours, text
+    loaded = load_gguf(tmp_path / "g" / "model.f16.gguf")  # the page: our tokenizer and template from the file
+    assert loaded.tokenizer == tok.meta() and loaded.chat_template == chat.CHAT_TEMPLATE
+
+
+def test_gguf_tokenizer_splits_text_as_gpt2s_regex(tmp_path: Path):
+    """A BPE whose merges span what other pre-tokenizers cut (digit runs, contractions after a
+    word, whitespace before a newline): llama.cpp's ids are ours only with GPT-2's regex."""
+    from llama_cpp import Llama
+    from test_gguf import tiny_model
+
+    import export
+
+    rng = np.random.default_rng(0)
+    texts = [f"It's {n} and {n * 7}; they'll pay {n % 1000}.  \n\n\tDON'T  {n}\n" for n in rng.integers(10**4, 10**8, 400)]
+    tok_meta = BPETokenizer(bpe.train_bpe(iter(texts), 400)).meta()
+    model = tiny_model(vocab_size=padded_vocab_size(tok_meta))
+    save_checkpoint({"model": model.state_dict(), "model_args": model.model_args(), "tokenizer": tok_meta}, tmp_path / "out" / "ckpt.pt")
+    export.main([f"--out_dir={tmp_path / 'out'}", "--to=gguf", "--quant=f16", str(tmp_path / "g")])
+    llm = Llama(model_path=str(tmp_path / "g" / "model.f16.gguf"), vocab_only=True, verbose=False)
+    tok = from_meta(tok_meta)
+    for text in ["".join(texts[:20]), "It's 123456789 and 31415926; they'll pay 271.  \n\n\tDON'T  1618033\n"]:
+        assert llm.tokenize(text.encode(), add_bos=False, special=False) == tok.encode(text)
+
+
 def test_the_page_samples_as_sample_py_and_marks_what_train_bin_holds(tmp_path: Path, bpe_data: Path, capsys):
     from test_playground import page, run, sample_py
 
