@@ -5,8 +5,8 @@ llama.cpp's "gpt2" architecture computes exactly GPT-2's block (LayerNorms with 
 QKV projection, GELU's tanh form, learned positions, the head tied to the token embedding), so a
 checkpoint of arch='gpt2' goes in as it is. The tensors are the ones llama.cpp's own converter
 (convert_hf_to_gguf.py, GPT2Model) writes from a Hugging Face GPT-2: our --to=hf state dict
-(hf_export.hf_state_dict: the vocabulary cropped to the tokenizer's ids, zero biases where a model has none),
-its Conv1D weights transposed back, renamed by gguf's TensorNameMap. Which tensors are quantized
+(hf_export.hf_state_dict: the vocabulary cropped to the tokenizer's ids, zero biases where a model
+has none), its Conv1D weights transposed back, renamed by gguf's TensorNameMap. Which tensors are quantized
 follows llama.cpp too: norms, biases and the position embeddings stay float32, every matrix takes
 the chosen type, and for a 4-bit file the token embedding (also the output layer) keeps 8 bits,
 as llama-quantize keeps the output layer at a higher precision (its Q6_K has no quantizer in
@@ -19,9 +19,9 @@ splits text with), its 50257 tokens and 50000 merges from the same files as the 
 BPE trained on the data (bpe.py) is the same kind of tokenizer (GPT-2's regex, then its bytes
 spelled as characters), so it goes in the same way: its tokens and merges from its tokenizer.json,
 its special tokens (<|endoftext|> and the chat markers) control tokens, and its whole tokenizer
-dict under gptsuite.tokenizer, for the page to encode and decode with it. A model tuned on conversations carries its chat template in Jinja (chat.jinja) as
-tokenizer.chat_template, which llama.cpp's chat completion renders (and as JSON under
-gptsuite.chat_template, for the page).
+dict under gptsuite.tokenizer, for the page to encode and decode with it. A model tuned on
+conversations carries its chat template in Jinja (chat.jinja) as tokenizer.chat_template, which
+llama.cpp's chat completion renders (and as JSON under gptsuite.chat_template, for the page).
 
 export_gguf writes a folder: the GGUF file and an ollama Modelfile for it (the template in
 ollama's Go syntax and the stop token), into a temporary folder renamed into place when complete.
@@ -73,11 +73,10 @@ def check_exportable(model: GPT, tok_meta: dict) -> None:
     if tok_meta["kind"] == "bpe":
         tok = from_meta(tok_meta)
         spec = json.loads(tok.json)
-        options = {k: spec["model"].get(k, v) for k, v in PLAIN_BPE.items()}
-        if spec.get("normalizer") or options != PLAIN_BPE:
+        unlike = ["normalizer"] * bool(spec.get("normalizer")) + [k for k, v in PLAIN_BPE.items() if spec["model"].get(k, v) != v]
+        if unlike:
             raise UserError(
-                "this model's tokenizer.json normalizes text or sets BPE options "
-                f"({', '.join(k for k in PLAIN_BPE if options[k] != PLAIN_BPE[k]) or 'normalizer'}) that llama.cpp's byte-level BPE does not apply; "
+                f"this model's tokenizer.json sets {', '.join(unlike)}, which llama.cpp's byte-level BPE does not apply; "
                 "run its checkpoint folder with sample.py, eval.py or serve.py, or export it with --to=hf"
             )
         vocab_size = tok.vocab_size
