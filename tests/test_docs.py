@@ -111,6 +111,7 @@ def scripts() -> dict[str, Script]:
         "-m tools.chat_tasks": Script(config("tools.chat_tasks", "ChatTasksConfig")),
         "-m tools.arena": Script(config("tools.arena", "ArenaConfig"), positionals=1),
         "-m tools.arena_voter": Script(config("tools.arena_voter", "VoterConfig")),
+        "-m tools.arena_loop": Script(config("tools.arena_loop", "LoopConfig")),
         "-m tools.bench_memory": Script(config("tools.bench_memory", "BenchMemoryConfig")),
         "experiments/modern_vs_gpt2.py": Script(None, extra=argparse_keys("experiments/modern_vs_gpt2.py")),
         "experiments/tokenizer_bpb.py": Script(None, extra=argparse_keys("experiments/tokenizer_bpb.py")),
