@@ -103,7 +103,8 @@ def main(argv: list[str]) -> None:
             if loaded.model.config.activation == "gelu_tanh"
             else "; note: llama.cpp computes GELU's tanh form, this model exact GELU: its logits differ slightly"
         )
-        print(f"wrote {path} ({path.stat().st_size / 2**20:,.1f} MB, {cfg.quant}, GPT-2 tokenizer{chat}) and {dest / 'Modelfile'} for ollama{note}")
+        tokenizer = "GPT-2 tokenizer" if loaded.tokenizer["kind"] == "gpt2" else f"its trained BPE of {loaded.tokenizer['vocab_size']:,} ids"
+        print(f"wrote {path} ({path.stat().st_size / 2**20:,.1f} MB, {cfg.quant}, {tokenizer}{chat}) and {dest / 'Modelfile'} for ollama{note}")
     else:
         loaded = load_model("resume", cfg.out_dir)
         model = loaded.model
