@@ -275,5 +275,15 @@ def test_the_page_puts_a_gguf_file_beside_its_checkpoint(exported):
     messages = [{"role": "user", "content": "Speak, speak."}]
     answers = [list(reply(pg, name, messages, pg.settings(SamplingConfig(), max_new_tokens=12, temperature=0)))[-1] for name in (out, gguf)]
     assert answers[0].text == answers[1].text and answers[1].tuned
+    # the Arena: the GGUF file against its checkpoint, blind; greedy, both give the checkpoint's answer
+    from gptsuite.arena import read_votes
+    from gptsuite.playground_arena import Arena
+
+    arena = Arena(pg, exported["root"] / "votes.jsonl")
+    rnd = arena.new_round("Speak, speak.", "", out, gguf, pg.settings(SamplingConfig(), max_new_tokens=12, temperature=0))
+    assert [side.answer for side in rnd.sides] == [answers[0].text] * 2 and all(side.chat for side in rnd.sides)
+    arena.vote(rnd.id, "tie")
+    (record,) = read_votes(exported["root"] / "votes.jsonl").records
+    assert {record["a"]["model"], record["b"]["model"]} == {out, gguf} and record["winner"] == "tie"
     with pytest.raises(UserError, match="no GGUF file at"):
         pg.load(str(exported["root"] / "missing.gguf"))
