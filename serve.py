@@ -60,7 +60,9 @@ class ServeConfig(SamplingConfig):  # the sampling settings are the page's start
     dtype: str = option("auto", choices=DTYPE_CHOICES)
     arena_file: str = DEFAULT_FILE  # the Arena tab appends every vote here (in the current folder unless a path says otherwise)
     arena_prompts: str = ""  # prompts the Arena tab draws from: a .jsonl of conversations (python -m tools.chat_tasks writes one) or a .txt, one a line
-    weights: str = option("fp32", choices=WEIGHTS)  # on a CPU: the checkpoints' weights as fp32, bf16 or int8 (compiled at load) (gptsuite/weights.py)
+    weights: str = option(
+        "auto", choices=("auto", *WEIGHTS)
+    )  # the checkpoints' weights on a CPU: fp32, bf16 or int8 (compiled at load) (gptsuite/weights.py); auto: bf16 on a CPU (twice fp32's speed, measured: docs/deploy.md), fp32 elsewhere
 
 
 def split_models(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -117,7 +119,8 @@ def main(argv: list[str]) -> None:
     from gptsuite.page import CSS, THEME, build_page  # gradio takes seconds to import: after the settings are checked
 
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
-    pg = Playground(rt, cfg.max_new_tokens_limit, cfg.memory_limit, cfg.weights)
+    weights = cfg.weights if cfg.weights != "auto" else "bf16" if rt.device_type == "cpu" else "fp32"
+    pg = Playground(rt, cfg.max_new_tokens_limit, cfg.memory_limit, weights)
     refused = []
     for name in names:
         try:

@@ -47,6 +47,7 @@ def served(tmp_path_factory, request, chat_run):
     (tmp / "tasks.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tasks), encoding="utf-8")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     args = [*models, "--port=0", "--device=cpu", f"--max_new_tokens_limit={LIMIT}", "--memory_limit=0.001", "--max_new_tokens=200"]
+    args += ["--weights=fp32"]  # as sample.py's and the tests' own loads (the page's default on a CPU is bf16: test_weights checks that pair)
     args += [f"--arena_file={tmp / 'votes' / 'arena.jsonl'}", f"--arena_prompts={tmp / 'tasks.jsonl'}"]
     proc = subprocess.Popen([sys.executable, "serve.py", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines, url = [], None

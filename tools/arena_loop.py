@@ -74,7 +74,14 @@ class Page:
     """serve.py in the background, for as long as the with-block runs."""
 
     def __init__(self, models: list[str], prompts: Path, votes: Path, log: Path, device: str):
-        self.args = [*models, "--port=0", f"--device={device}", f"--arena_prompts={prompts}", f"--arena_file={votes}"]
+        self.args = [
+            *models,
+            "--port=0",
+            f"--device={device}",
+            f"--arena_prompts={prompts}",
+            f"--arena_file={votes}",
+            "--weights=fp32",
+        ]  # as eval.py scores them
         self.log = log
 
     def __enter__(self) -> str:

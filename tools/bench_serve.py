@@ -83,6 +83,7 @@ def time_sample_py(cfg: BenchServeConfig, seed: int) -> tuple[float, float, floa
 
 def start_server(cfg: BenchServeConfig) -> tuple[subprocess.Popen, str]:
     args = [cfg.out_dir, "--port=0", f"--device={cfg.device}", f"--max_new_tokens_limit={cfg.max_new_tokens}", f"--queue_size={max(64, cfg.clients)}"]
+    args += ["--weights=fp32"]  # the weights sample.py decodes from, so that the two sides compare like with like
     proc = subprocess.Popen([sys.executable, "serve.py", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())
     lines = []
     for line in proc.stdout:
