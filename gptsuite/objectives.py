@@ -101,7 +101,7 @@ class Objective:
 
 
 OBJECTIVES: dict[str, type[Objective]] = {Objective.name: Objective}
-DATA_OF = {"dpo": "preference pairs (python prepare.py preferences --input=...)"}  # what a dataset holding an objective's data is, and how it is made
+DATA_OF = {"dpo": ("preference pairs", "python prepare.py preferences --input=...")}  # what a dataset of an objective's data holds, and what makes one
 
 
 def register(cls: type[Objective]) -> type[Objective]:
@@ -122,10 +122,10 @@ def objective_for(name: str, data_holds: str | None, data_dir: Path) -> type[Obj
     if cls.holds != data_holds:
         if data_holds:
             raise UserError(
-                f"{data_dir} holds {DATA_OF.get(data_holds, data_holds).split(' (')[0]}, which objective={cls.name} does not train on: drop --objective (it is then {data_holds})"
+                f"{data_dir} holds {DATA_OF[data_holds][0]}, which objective={cls.name} does not train on: drop --objective (it is then {data_holds})"
             )
         raise UserError(
-            f"objective={cls.name} trains on {DATA_OF.get(cls.holds, cls.holds)}; {data_dir} holds text: pass a dataset of them, or drop --objective"
+            f"objective={cls.name} trains on {DATA_OF[cls.holds][0]} ({DATA_OF[cls.holds][1]}); {data_dir} holds text: pass a dataset of them, or drop --objective"
         )
     return cls
 

@@ -88,17 +88,14 @@ def split_prompt(chosen: list, rejected: list) -> tuple[list, list, list]:
 
 
 def to_pair(fmt: str, record, where: str) -> tuple:
-    """(prompt, chosen, rejected, chat): texts (plain) or message lists (chat); None for a vote
-    without a preference (a tie, both bad)."""
+    """(prompt, chosen, rejected, chat): texts (plain) or message lists (chat)."""
     if isinstance(record, BadRecord):
         raise record
     if not isinstance(record, dict):
         raise BadRecord(where, f"is not an object in the {fmt} format", "not in the format")
     try:
-        if fmt == "arena":
-            if (pair := preference(record)) is None:
-                return None
-            prompt, (chosen, rejected) = record["prompt"], pair
+        if fmt == "arena":  # a vote for A or B (the others are left out before the split)
+            prompt, (chosen, rejected) = record["prompt"], preference(record)
             if not record.get("chat", True):
                 return prompt, chosen, rejected, False
             system = [{"role": "system", "content": record["system"]}] if record.get("system") else []
@@ -168,13 +165,13 @@ def corpus(cfg: Config, out_dir):
     fmt = detect(first)
     undecided = 0  # arena votes with no preference (ties, both bad): not pairs, left out before the split
     if fmt == "arena":  # the page's votes (gptsuite/arena.py): torn lines from a kill skipped, votes that prefer neither answer left out
-        votes = [read_votes(p) for p in paths]
-        for v in votes:
+        files = [read_votes(p) for p in paths]
+        for v in files:
             if v.torn:
                 print(v.note())
-        items = [(f"{v.path} vote {i}", r) for v in votes for i, r in enumerate(v.records, 1)]
-        undecided = sum(1 for _, r in items if preference(r) is None)
-        items = [(w, r) for w, r in items if preference(r) is not None]
+        cast = [(f"{v.path} vote {i}", r) for v in files for i, r in enumerate(v.records, 1)]
+        items = [(w, r) for w, r in cast if preference(r) is not None]
+        undecided = len(cast) - len(items)
         if not items:
             raise UserError(f"the {undecided} votes in {cfg.input} are all ties or both bad: no answer was preferred; vote A or B on some rounds")
         records, n = (lambda: iter(items)), len(items)
