@@ -11,6 +11,7 @@ byte; on HellaSwag's validation set: acc, acc_norm; or on its answers to convers
     python eval.py --compare out-gpt2 gpt2 gpt2-medium --task=hellaswag --hellaswag_file=hellaswag_val.jsonl
     python eval.py --out_dir=out-tasks --task=chat --chat_file=data/tasks/test.jsonl  # answers (gptsuite/chat_eval.py)
     python eval.py --compare gpt2 out-tasks --task=chat --chat_file=data/tasks/test.jsonl --chat_items=200
+    python eval.py --out_dir=out-chat --weights=bf16                    # what decoding from bf16 (or int8) weights costs
 
 Every token of the split after the first is scored exactly once, in order, with no sampling:
 windows of `stride` scored tokens, each preceded by as much earlier context as the model's

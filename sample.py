@@ -11,6 +11,7 @@ Sample from a trained model, or from OpenAI's GPT-2.
     python sample.py --out_dir=out-chat --chat                             # talk to a model tuned on conversations
     python sample.py --out_dir=out-chat --start=FILE:conversation.json     # answer {"messages": [...]}
     python sample.py --out_dir=out-shakespeare-char --check_novelty        # copied from train.bin?
+    python sample.py --out_dir=out-chat --chat --weights=bf16              # on a CPU: from bf16 weights, as the page decodes
 
 With --init_from=resume (the default) the model and its tokenizer come from the newest checkpoint
 in out_dir (ckpt.pt, or the highest ckpt-<iter>.pt if ckpt.pt is gone); a

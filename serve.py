@@ -10,7 +10,7 @@ sample occur in the training data, and watch the loss curves of runs as they tra
     python serve.py out-pubmed --host=0.0.0.0                        # reachable from other machines: on purpose only
     python serve.py out-chat out-dpo --arena_prompts=data/tasks/test.jsonl --arena_file=votes.jsonl   # blind votes
     python serve.py out-chat gguf-chat/model.q8_0.gguf               # the checkpoint beside its GGUF export
-    python serve.py out-chat --weights=bf16                          # on a CPU: decode from bf16 weights
+    python serve.py out-chat --weights=fp32                          # on a CPU the page decodes from bf16 weights unless told
 
 The models are named like eval.py's --compare: a training run's folder (its newest checkpoint;
 a newer one saved while the page is open is loaded before the next generation), a .pt file,

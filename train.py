@@ -19,6 +19,10 @@ Two nodes of 8 GPUs (run on each node; node 0 at 10.0.0.1; 48 micro-batches a st
 (If your cluster has no Infiniband, prepend NCCL_IB_DISABLE=1.)
 gradient_accumulation_steps is the global count: each of the N processes does 1/N of it.
 
+On preference pairs (prepare.py preferences) a run trains with DPO against the weights it starts
+from, frozen (the data says so; docs/training.md#preference-tuning-dpo):
+    python train.py config/finetune_dpo.py --init_from=out-chat --dpo_beta=0.1 --dpo_sft_weight=1.0
+
 From scratch with the modern preset (RoPE, RMSNorm, QK-norm, ReLU², Muon; docs/training.md):
     python train.py config/train_shakespeare_char_modern_cpu.py
 
