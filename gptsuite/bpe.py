@@ -57,9 +57,14 @@ def train_bpe(texts: Iterable[str], vocab_size: int, total: int | None = None) -
         vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
     )
     bar = progress(total=total, desc="training the tokenizer", unit="text", disable=total is None or total < 1000)
-    counted = (bar.update(1) or t for t in texts)
+
+    def counted():  # not `bar.update(1) or t`: update() returns True when it redraws the bar
+        for t in texts:
+            bar.update(1)
+            yield t
+
     try:
-        tok.train_from_iterator(learnable(counted), trainer)
+        tok.train_from_iterator(learnable(counted()), trainer)
     finally:
         bar.close()
     return tok.to_str()

@@ -69,6 +69,27 @@ def test_training_is_deterministic(tmp_path: Path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
+def test_training_counts_texts_on_a_bar_that_redraws(monkeypatch):
+    # tqdm's update() returns True when it redraws (as often as its interval allows): the texts
+    # the trainer reads must still be the texts
+    class Redrawing:
+        def __init__(self, **kwargs):
+            self.n = 0
+
+        def update(self, n):
+            self.n += n
+            return True
+
+        def close(self):
+            pass
+
+    bars = []
+    monkeypatch.setattr(bpe, "progress", lambda **kwargs: bars.append(Redrawing()) or bars[-1])
+    texts = [CORPUS[i : i + 500] for i in range(0, 5000, 500)]
+    assert bpe.train_bpe(iter(texts), 300, total=len(texts)) == bpe.train_bpe(iter(texts), 300)
+    assert bars[0].n == len(texts)
+
+
 @pytest.mark.slow
 def test_training_is_the_same_in_another_process_with_other_threads(tmp_path: Path):
     """Hash seeds and thread counts differ between processes (Rust's HashMap, rayon's pool)."""
