@@ -11,7 +11,7 @@ byte; on HellaSwag's validation set: acc, acc_norm; or on its answers to convers
     python eval.py --compare out-gpt2 gpt2 gpt2-medium --task=hellaswag --hellaswag_file=hellaswag_val.jsonl
     python eval.py --out_dir=out-tasks --task=chat --chat_file=data/tasks/test.jsonl  # answers (gptsuite/chat_eval.py)
     python eval.py --compare gpt2 out-tasks --task=chat --chat_file=data/tasks/test.jsonl --chat_items=200
-    python eval.py --out_dir=out-chat --weights=bf16                    # what decoding from bf16 (or int8) weights costs
+    python eval.py --out_dir=out-chat --weights=bf16                    # what decoding from bf16 (int8, int4) weights costs
 
 Every token of the split after the first is scored exactly once, in order, with no sampling:
 windows of `stride` scored tokens, each preceded by as much earlier context as the model's
@@ -98,7 +98,7 @@ class EvalConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     dtype: str = option("auto", choices=DTYPE_CHOICES)  # auto: bf16 on GPUs with native bf16 (compute capability >= 8.0), else fp16; fp32 on cpu/mps
     compile: bool = False  # torch.compile the model first
-    weights: str = option("fp32", choices=WEIGHTS)  # on a CPU: score from fp32, bf16 or int8 weights (gptsuite/weights.py): the perplexity each costs
+    weights: str = option("fp32", choices=WEIGHTS)  # on a CPU: score from fp32, bf16, int8 or int4 weights (gptsuite/weights.py): the perplexity each costs
     loss_on: str = option(
         "response", choices=("response", "all")
     )  # data with a loss mask (chat, prompt templates): score only the response tokens, as training counts them, or every token

@@ -45,7 +45,8 @@ that its answers may not follow it.
 worth its compile time for long or many samples (python -m tools.bench_generate --compile=True
 measures it).
 --weights=bf16 decodes on a CPU from bf16 weights, --weights=int8 from torchao's int8 (with
---compile: eager it is slower than fp32); the page takes the same flag, and the same weights give
+--compile: eager it is slower than fp32), --weights=int4 from torchao's CPU int4 (the fastest; it
+costs the most perplexity); the page takes the same flag, and the same weights give
 the same samples there (docs/deploy.md has their speed and perplexity).
 """
 
@@ -96,7 +97,7 @@ class SampleConfig(SamplingConfig):
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     dtype: str = option("auto", choices=DTYPE_CHOICES)  # auto: bf16 on GPUs with native bf16 (compute capability >= 8.0), else fp16; fp32 on cpu/mps
     compile: bool = False  # torch.compile the model for decoding: the first sample waits for the compile (tens of seconds), later tokens come faster
-    weights: str = option("fp32", choices=WEIGHTS)  # on a CPU: decode from fp32, bf16 or int8 weights (gptsuite/weights.py; int8 wants --compile)
+    weights: str = option("fp32", choices=WEIGHTS)  # on a CPU: decode from fp32, bf16, int8 or int4 weights (gptsuite/weights.py; int8 wants --compile)
 
 
 @dataclass

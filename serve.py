@@ -62,7 +62,7 @@ class ServeConfig(SamplingConfig):  # the sampling settings are the page's start
     arena_prompts: str = ""  # prompts the Arena tab draws from: a .jsonl of conversations (python -m tools.chat_tasks writes one) or a .txt, one a line
     weights: str = option(
         "auto", choices=("auto", *WEIGHTS)
-    )  # the checkpoints' weights on a CPU: fp32, bf16 or int8 (compiled at load) (gptsuite/weights.py); auto: bf16 on a CPU (twice fp32's speed, measured: docs/deploy.md), fp32 elsewhere
+    )  # the checkpoints' weights on a CPU: fp32, bf16, int8 (compiled at load) or int4 (gptsuite/weights.py); auto: bf16 on a CPU (twice fp32's speed, measured: docs/deploy.md), fp32 elsewhere
 
 
 def split_models(argv: list[str]) -> tuple[list[str], list[str]]:

@@ -31,7 +31,7 @@ from gptsuite.memory import parameter_counts
 from gptsuite.metrics import METRICS_FILE, SERIES, loss_curves, read_metrics
 from gptsuite.pretrained import HUB_MODELS, fetch, gpt_config, is_pretrained
 from gptsuite.runtime import CpuThreads, Runtime
-from gptsuite.weights import use_weights
+from gptsuite.weights import COMPILED, use_weights
 from model import GPTConfig
 
 MAX_MODELS = 4  # side by side on one page
@@ -160,9 +160,9 @@ class Playground:
         return self.models[name]
 
     def place(self, loaded: Loaded) -> None:
-        """The model onto the device, in the page's --weights (int8 compiled: it is slow eager)."""
+        """The model onto the device, in the page's --weights (compiled if they are slow eager)."""
         use_weights(loaded.model.to(self.rt.device), self.weights, self.rt.device)
-        if self.weights == "int8":
+        if self.weights in COMPILED:
             loaded.model.compile()
 
     def load_gguf(self, name: str) -> Model:

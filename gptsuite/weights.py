@@ -1,12 +1,15 @@
-"""The weights a loaded model decodes from: fp32 as trained, bf16, or int8 (torchao's weight-only
-int8, activations in bf16). Decoding one token reads every weight once, so on a CPU its speed is
+"""The weights a loaded model decodes from: fp32 as trained, bf16, int8 (torchao's weight-only
+int8, activations in bf16) or int4 (torchao's CPU int4: groups of INT4_GROUP weights share a scale
+and zero point, decoded by ATen's _weight_int4pack_mm_for_cpu). Decoding one token reads every weight once, so on a CPU its speed is
 memory-bound and smaller weights are the lever (tools.bench_deploy measures each, with the
 perplexity it costs). This is not --dtype, which is autocast (the weights stay fp32; each matmul
 casts them); these weights are stored smaller.
 
 sample.py, eval.py and the page take --weights; the same weights give the same samples for a seed
 in all of them. int8 runs fast only compiled (sample.py --compile, the page compiles it once at
-load): eager, torchao dequantizes each weight on every call, which is slower than fp32.
+load): eager, torchao dequantizes each weight on every call, which is slower than fp32. int4 has a
+kernel of its own and runs fast eager. The embedding stays bf16 (a lookup reads one row); the output
+layer, which shares its weights in training, gets its own quantized copy.
 """
 
 import logging
@@ -16,7 +19,9 @@ import torch
 from gptsuite.errors import UserError
 from model import GPT
 
-WEIGHTS = ("fp32", "bf16", "int8")  # what --weights takes
+WEIGHTS = ("fp32", "bf16", "int8", "int4")  # what --weights takes
+COMPILED = ("int8",)  # weights that are slow uncompiled: the page compiles these at load
+INT4_GROUP = 32  # input features per int4 scale, as llama.cpp's q4_0 (measured in tools.bench_deploy)
 
 
 def use_weights(model: GPT, weights: str, device: str = "cpu") -> GPT:
@@ -27,13 +32,23 @@ def use_weights(model: GPT, weights: str, device: str = "cpu") -> GPT:
         raise UserError(f"unknown --weights={weights}; use one of {', '.join(WEIGHTS)}")
     if not str(device).startswith("cpu"):
         raise UserError(f"--weights={weights} is for CPU decoding; on {device} use --dtype (autocast) and keep --weights=fp32")
+    odd = sorted({m.in_features for m in model.modules() if isinstance(m, torch.nn.Linear) and m.in_features % INT4_GROUP})
+    if weights == "int4" and odd:
+        raise UserError(
+            f"--weights=int4 quantizes groups of {INT4_GROUP} input features; this model has layers of {odd[0]}, not a multiple of {INT4_GROUP}: use --weights=int8"
+        )
     model.to(torch.bfloat16)
-    if weights == "int8":
+    if weights in ("int8", "int4"):
         for name in ("torchao", "torch.utils._pytree"):  # its import warns about CUDA kernels a CPU has no use for
             logging.getLogger(name).setLevel(logging.ERROR)
         try:
             from torchao.quantization import Int8WeightOnlyConfig, quantize_
         except ImportError:
-            raise UserError("--weights=int8 needs torchao: pip install torchao==0.18.0, or use --weights=bf16") from None
-        quantize_(model, Int8WeightOnlyConfig())  # every nn.Linear: int8 weights, a scale per output row
+            raise UserError(f"--weights={weights} needs torchao: pip install torchao==0.18.0, or use --weights=bf16") from None
+        if weights == "int8":
+            quantize_(model, Int8WeightOnlyConfig())  # every nn.Linear: int8 weights, a scale per output row
+        else:
+            from torchao.prototype.quantization.int4.inference_workflow import PrototypeInt4WeightOnlyConfig
+
+            quantize_(model, PrototypeInt4WeightOnlyConfig(group_size=INT4_GROUP))  # every nn.Linear, packed for the CPU kernel
     return model

@@ -28,18 +28,22 @@ def test_bf16_weights_give_the_same_sample_on_the_page_and_in_sample_py(tmp_path
     assert col.prompt + col.text != sample_py(capsys, a, "First Citizen:", *flags)  # the weights changed the draw: the flag took effect
 
 
-def test_bf16_and_int8_cost_little_perplexity():
-    """torchao's int8 (requirements-dev.txt) eager, as eval.py --weights=int8 runs it."""
+def test_bf16_int8_and_int4_cost_little_perplexity():
+    """torchao's int8 and int4 (requirements-dev.txt) eager, as eval.py --weights runs them."""
     tok = GPT2Tokenizer()
     data = np.array(tok.encode("First Citizen: Before we proceed any further, hear me speak. " * 20), dtype=np.uint16)
     rt = setup_runtime("cpu", "float32", 0)
     ppl = {}
-    for weights in ("fp32", "bf16", "int8"):
+    kinds = {}
+    for weights in ("fp32", "bf16", "int8", "int4"):
         torch.manual_seed(0)
         model = use_weights(GPT(GPTConfig(block_size=64, n_layer=2, n_head=2, n_embd=64, bias=True)).eval(), weights)
         ppl[weights] = evaluate(model, data, 64, 32, 4, rt, token_byte_lengths(tok), 50257).perplexity
-    assert type(model.transformer.h[0].mlp.c_fc.weight).__name__ == "Int8Tensor" and model.transformer.wte.weight.dtype == torch.bfloat16
-    assert 0 < abs(ppl["bf16"] / ppl["fp32"] - 1) < 0.01 and 0 < abs(ppl["int8"] / ppl["fp32"] - 1) < 0.01 and ppl["int8"] != ppl["bf16"], ppl
+        kinds[weights] = type(model.lm_head.weight).__name__, type(model.transformer.h[0].mlp.c_fc.weight).__name__, model.transformer.wte.weight.dtype
+    assert kinds["int8"] == ("Int8Tensor", "Int8Tensor", torch.bfloat16) and kinds["int4"] == ("Int4OpaqueTensor", "Int4OpaqueTensor", torch.bfloat16), kinds
+    for weights in ("bf16", "int8", "int4"):
+        assert 0 < abs(ppl[weights] / ppl["fp32"] - 1) < 0.01, ppl
+    assert len(set(ppl.values())) == 4, ppl
 
 
 def test_weights_are_for_the_cpu():
@@ -47,3 +51,6 @@ def test_weights_are_for_the_cpu():
     with pytest.raises(UserError, match="--weights=bf16 is for CPU decoding; on cuda use --dtype"):
         use_weights(model, "bf16", "cuda")
     assert use_weights(model, "fp32", "cuda") is model and model.lm_head.weight.dtype == torch.float32
+    with pytest.raises(UserError, match="groups of 32 input features; this model has layers of 16, not a multiple of 32: use --weights=int8"):
+        use_weights(model, "int4")
+    assert model.lm_head.weight.dtype == torch.float32  # refused before anything changed

@@ -1,6 +1,6 @@
 """
-Benchmark where a model will run on CPUs: this project's own decoding from fp32, bf16 and int8
-weights (--weights, gptsuite/weights.py) against llama.cpp (through llama-cpp-python) from the
+Benchmark where a model will run on CPUs: this project's own decoding from fp32, bf16, int8 and
+int4 weights (--weights, gptsuite/weights.py) against llama.cpp (through llama-cpp-python) from the
 f16, q8_0 and q4_0 GGUF files export.py --to=gguf writes, on one model, back to back.
 
     python -m tools.bench_deploy                                   # GPT-2 124M's shape, random weights
@@ -46,7 +46,7 @@ from gptsuite.llamacpp import greedy, llama_cpp, open_gguf, score
 from gptsuite.loading import load_model
 from gptsuite.runtime import setup_runtime
 from gptsuite.tokenizer import GPT2_META, GPT2_VOCAB_SIZE, GPT2Tokenizer
-from gptsuite.weights import WEIGHTS, use_weights
+from gptsuite.weights import COMPILED, WEIGHTS, use_weights
 from model import GPT, GPTConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +126,7 @@ def measure(cfg: BenchDeployConfig) -> dict:
     rates, before = {}, rss()
     if kind == "ours":
         model = use_weights(load_model("resume", str(work / "out")).model, what)
-        if what == "int8":  # torchao's int8 is fast only compiled (gptsuite/weights.py)
+        if what in COMPILED:  # as the page runs them (gptsuite/weights.py)
             model.compile()
             for batch in cfg.batch_sizes:
                 ours_rate(model, batch, cfg.prompt_tokens, cfg.new_tokens)  # compiles for these shapes
