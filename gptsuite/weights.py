@@ -9,7 +9,8 @@ sample.py, eval.py and the page take --weights; the same weights give the same s
 in all of them. int8 runs fast only compiled (sample.py --compile, the page compiles it once at
 load): eager, torchao dequantizes each weight on every call, which is slower than fp32. int4 has a
 kernel of its own and runs fast eager. The embedding stays bf16 (a lookup reads one row); the output
-layer, which shares its weights in training, gets its own quantized copy.
+layer, which shares its weights in training, gets its own quantized copy (under int4 only when its
+vocabulary is a multiple of 16, as a GPT-2 run's is; a character-level one's stays bf16).
 """
 
 import logging
@@ -50,5 +51,10 @@ def use_weights(model: GPT, weights: str, device: str = "cpu") -> GPT:
         else:
             from torchao.prototype.quantization.int4.inference_workflow import PrototypeInt4WeightOnlyConfig
 
-            quantize_(model, PrototypeInt4WeightOnlyConfig(group_size=INT4_GROUP))  # every nn.Linear, packed for the CPU kernel
+            quantize_(model, PrototypeInt4WeightOnlyConfig(group_size=INT4_GROUP), filter_fn=int4_packable)  # a small vocabulary's output layer stays bf16
     return model
+
+
+def int4_packable(module: torch.nn.Module, name: str) -> bool:
+    """Whether the CPU int4 kernel takes this layer: its rows come in 16s."""
+    return isinstance(module, torch.nn.Linear) and module.out_features % 16 == 0

@@ -54,3 +54,16 @@ def test_weights_are_for_the_cpu():
     with pytest.raises(UserError, match="groups of 32 input features; this model has layers of 16, not a multiple of 32: use --weights=int8"):
         use_weights(model, "int4")
     assert model.lm_head.weight.dtype == torch.float32  # refused before anything changed
+
+
+def test_int4_keeps_a_small_vocabularys_output_layer_in_bf16():
+    # the CPU int4 kernel packs rows in 16s: a character-level run's 65 outputs stay bf16, its blocks go int4
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=65, n_layer=1, n_head=2, n_embd=32)).eval()
+    x = torch.randint(0, 65, (2, 16))
+    with torch.no_grad():
+        reference = model(x)[0].float()
+        use_weights(model, "int4")
+        logits = model(x)[0].float()
+    assert model.lm_head.weight.dtype == torch.bfloat16 and type(model.transformer.h[0].mlp.c_fc.weight).__name__ == "Int4OpaqueTensor"
+    assert 0 < (logits - reference).abs().max() < 0.1 * reference.abs().max()
