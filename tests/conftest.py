@@ -48,32 +48,69 @@ def run_entry(*args: str, cwd: Path | None = None, check: bool = True, env: dict
     return proc
 
 
+# what every rank of ranks() needs imported: its forks start with these loaded, once per pytest process
+RANK_PRELOAD = ["torch", "torch._dynamo", "torch.distributed.fsdp", "peft", "train", "bench", "conftest"]
+
+
+def _run_rank(script: str, args: list[str], env: dict, out: str, err: str) -> None:
+    """In a fork of the rank server: what `python script *args` does with env in its environment,
+    stdout and stderr going to the files out and err. The exit code is the script's."""
+    import runpy
+
+    for fd, path in ((1, out), (2, err)):
+        file = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(file, fd)
+        os.close(file)
+    sys.stdout = open(1, "w", encoding="utf-8", buffering=1, closefd=False)  # the process's own stdout, left open
+    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False)
+    os.environ.update(env)
+    os.chdir(ROOT)
+    sys.path[:0] = [str(Path(script).resolve().parent), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    sys.argv = [script, *args]
+    runpy.run_path(script, run_name="__main__")
+
+
 def ranks(n: int, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """n processes of `python *args` joined into one process group the way torchrun starts its
     workers (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT in their environment, which
     init_process_group reads), without torchrun's own process, which costs a torch import per run.
+    Each rank is a fork of one server process per pytest process (multiprocessing's forkserver)
+    that imported torch, peft and the entry points once (RANK_PRELOAD): a fresh interpreter that has
+    paid the imports, which are most of a tiny run's time, not the test process with its state.
     For the tests of what the ranks compute together; the tests of signals, kills, several nodes
     and messages run torchrun itself. The result is torchrun's: every rank's output, one after
     another, and a non-zero return code if any rank failed (an AssertionError then, as run_entry)."""
+    import multiprocessing
     import socket
+    import tempfile
 
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(RANK_PRELOAD)  # read when the server starts: the first call in this process
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    procs = []
-    for rank in range(n):
-        rank_env = {
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(n),
-            "LOCAL_WORLD_SIZE": str(n),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-        }
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {}), **rank_env}
-        procs.append(subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env))
-    outs = [p.communicate(timeout=300) for p in procs]
-    code = next((p.returncode for p in procs if p.returncode), 0)
+    script, *script_args = args
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = []
+        for rank in range(n):
+            rank_env = {
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+                "WORLD_SIZE": str(n),
+                "LOCAL_WORLD_SIZE": str(n),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+            }
+            files = (f"{tmp}/{rank}.out", f"{tmp}/{rank}.err")
+            procs.append(ctx.Process(target=_run_rank, args=(script, script_args, {"PYTHONUNBUFFERED": "1", **(env or {}), **rank_env}, *files)))
+            procs[-1].start()
+        for p in procs:
+            p.join(timeout=300)
+            if p.exitcode is None:
+                p.kill()
+                p.join()
+        outs = [(Path(tmp, f"{rank}.out").read_text(), Path(tmp, f"{rank}.err").read_text()) for rank in range(n)]
+    code = next((p.exitcode for p in procs if p.exitcode), 0)
     proc = subprocess.CompletedProcess(args, code, "".join(o for o, _ in outs), "".join(e for _, e in outs))
     if code:
         raise AssertionError(f"{args} on {n} ranks failed ({code}):\n{proc.stdout}\n{proc.stderr}")
