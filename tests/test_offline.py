@@ -23,6 +23,8 @@ from model import GPT, GPTConfig
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused at once
 # huggingface_hub's retries alone sleep 1 + 2 + 4 + 8 + 8 = 23 s; python and torch start in a few
 BOUND = 15
+# one process runs them all: the fork server conftest.forked starts (a torch import) serves every case
+pytestmark = pytest.mark.xdist_group("test_offline")
 
 
 def offline_run(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, float]:
