@@ -48,10 +48,63 @@ def run_entry(*args: str, cwd: Path | None = None, check: bool = True, env: dict
     return proc
 
 
+# what the processes of forked() start with imported: torch and the entry points (not huggingface_hub,
+# which reads its settings from the environment when it is imported, nor peft, which imports it)
+FORK_PRELOAD = ["torch", "torch._dynamo", "torch.distributed.fsdp", "train", "bench", "sample", "conftest"]
+
+
+def _run_script(script: str, args: list[str], env: dict, cwd: str, fresh: tuple[str, ...], out: str, err: str) -> None:
+    """In a fork of the fork server: what `python script *args` does in cwd with exactly env as its
+    environment, stdout and stderr going to the files out and err. The exit code is the script's."""
+    import runpy
+
+    for fd, path in ((1, out), (2, err)):
+        file = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(file, fd)
+        os.close(file)
+    sys.stdout = open(1, "w", encoding="utf-8", buffering=1, closefd=False)  # the process's own stdout, left open
+    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False)
+    imported = [m for m in fresh if m in sys.modules]
+    assert not imported, f"the fork server imported {imported}, which must be imported fresh with this environment"
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    sys.path[:0] = [str(Path(script).resolve().parent), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    sys.argv = [script, *args]
+    runpy.run_path(script, run_name="__main__")
+
+
+def forked(script: str, *args: str, envs: list[dict], cwd: Path = ROOT, fresh: tuple[str, ...] = (), timeout: float = 300) -> list[subprocess.CompletedProcess]:
+    """`python script *args` in cwd, once per environment in envs, all at once: what each process
+    printed and its exit code. Each is a fork of one server process per pytest process
+    (multiprocessing's forkserver) that imported FORK_PRELOAD once: a fresh interpreter that has
+    paid the imports, which are most of a tiny run's time, not a fork of the test process with its
+    state. Modules named in fresh must not be imported yet when the script starts."""
+    import multiprocessing
+    import tempfile
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(FORK_PRELOAD)  # read when the server starts: the first call in this process
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = []
+        for i, env in enumerate(envs):
+            files = (f"{tmp}/{i}.out", f"{tmp}/{i}.err")
+            procs.append(ctx.Process(target=_run_script, args=(script, list(args), env, str(cwd), fresh, *files)))
+            procs[-1].start()
+        for p in procs:
+            p.join(timeout=timeout)
+            if p.exitcode is None:
+                p.kill()
+                p.join()
+        outs = [(Path(tmp, f"{i}.out").read_text(), Path(tmp, f"{i}.err").read_text()) for i in range(len(envs))]
+    return [subprocess.CompletedProcess([script, *args], p.exitcode, out, err) for p, (out, err) in zip(procs, outs, strict=True)]
+
+
 def ranks(n: int, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """n processes of `python *args` joined into one process group the way torchrun starts its
     workers (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT in their environment, which
-    init_process_group reads), without torchrun's own process, which costs a torch import per run.
+    init_process_group reads), without torchrun's own process, and forked (forked()) rather than
+    started: a torch import per process is most of a tiny run's time.
     For the tests of what the ranks compute together; the tests of signals, kills, several nodes
     and messages run torchrun itself. The result is torchrun's: every rank's output, one after
     another, and a non-zero return code if any rank failed (an AssertionError then, as run_entry)."""
@@ -60,7 +113,7 @@ def ranks(n: int, *args: str, env: dict | None = None) -> subprocess.CompletedPr
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    procs = []
+    envs = []
     for rank in range(n):
         rank_env = {
             "RANK": str(rank),
@@ -70,11 +123,10 @@ def ranks(n: int, *args: str, env: dict | None = None) -> subprocess.CompletedPr
             "MASTER_ADDR": "127.0.0.1",
             "MASTER_PORT": str(port),
         }
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {}), **rank_env}
-        procs.append(subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env))
-    outs = [p.communicate(timeout=300) for p in procs]
-    code = next((p.returncode for p in procs if p.returncode), 0)
-    proc = subprocess.CompletedProcess(args, code, "".join(o for o, _ in outs), "".join(e for _, e in outs))
+        envs.append({**os.environ, "PYTHONUNBUFFERED": "1", **(env or {}), **rank_env})
+    done = forked(*args, envs=envs)
+    code = next((p.returncode for p in done if p.returncode), 0)
+    proc = subprocess.CompletedProcess(args, code, "".join(p.stdout for p in done), "".join(p.stderr for p in done))
     if code:
         raise AssertionError(f"{args} on {n} ranks failed ({code}):\n{proc.stdout}\n{proc.stderr}")
     return proc

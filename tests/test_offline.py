@@ -3,26 +3,28 @@ huggingface_hub's half minute of retries, and says what to do; weights already i
 still load.
 
 huggingface_hub reads HF_HOME, HF_ENDPOINT and HF_HUB_OFFLINE when it is imported, so each case
-runs sample.py in a subprocess. The endpoint is a closed local port: even on a machine with a
+runs sample.py in a process of its own, with its environment (conftest.forked: torch is imported
+already, huggingface_hub not yet). The endpoint is a closed local port: even on a machine with a
 network, nothing is downloaded."""
 
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import forked
 from gptsuite.hf_export import hf_config, hf_state_dict
 from model import GPT, GPTConfig
 
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused at once
 # huggingface_hub's retries alone sleep 1 + 2 + 4 + 8 + 8 = 23 s; python and torch start in a few
 BOUND = 15
+# one process runs them all: the fork server conftest.forked starts (a torch import) serves every case
+pytestmark = pytest.mark.xdist_group("test_offline")
 
 
 def offline_run(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, float]:
@@ -30,7 +32,7 @@ def offline_run(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.Comp
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_"))}
     full = clean | {"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": UNREACHABLE, "PYTHONUNBUFFERED": "1"} | env
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=full, timeout=120)
+    [proc] = forked(*args, envs=[full], fresh=("huggingface_hub",), timeout=120)
     return proc, time.monotonic() - t0
 
 

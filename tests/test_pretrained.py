@@ -3,6 +3,7 @@
 No network: the tests build small random GPT2LMHeadModels with transformers and save them as the
 hub does (config.json + model.safetensors)."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import sample
-from conftest import run_entry
+from conftest import forked
 from eval import main as eval_main
 from gptsuite.checkpoint import load_checkpoint
 from gptsuite.errors import UserError
@@ -101,8 +102,10 @@ def test_bad_sources_are_clear_errors(hf_models, tmp_path: Path):
 
 
 def test_offline_hub_download_is_a_clear_error_then_uses_the_cache(hf_models, tmp_path: Path):
-    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    proc = run_entry("sample.py", "--init_from=distilgpt2", "--device=cpu", env=env, check=False)
+    # huggingface_hub reads HF_HOME and HF_HUB_OFFLINE when it is imported: sample.py runs in a
+    # process of its own with them (conftest.forked: huggingface_hub is not imported there yet)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    [proc] = forked("sample.py", "--init_from=distilgpt2", "--device=cpu", envs=[env], fresh=("huggingface_hub",))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1 and "--init_from=" in proc.stderr and "hf download distilbert/distilgpt2" in proc.stderr
 
@@ -113,7 +116,10 @@ def test_offline_hub_download_is_a_clear_error_then_uses_the_cache(hf_models, tm
     (snapshot / "snapshots" / ("0" * 40)).mkdir(parents=True)
     for name in ("config.json", "model.safetensors"):
         (snapshot / "snapshots" / ("0" * 40) / name).write_bytes((hf_models["distilgpt2"][0] / name).read_bytes())
-    proc = run_entry("sample.py", "--init_from=distilgpt2", "--device=cpu", "--start=Hello", "--num_samples=1", "--max_new_tokens=4", env=env)
+    [proc] = forked(
+        "sample.py", "--init_from=distilgpt2", "--device=cpu", "--start=Hello", "--num_samples=1", "--max_new_tokens=4", envs=[env], fresh=("huggingface_hub",)
+    )
+    assert proc.returncode == 0, proc.stderr
     assert "loading GPT-2 weights distilgpt2: 6 layers" in proc.stdout and "\nHello" in proc.stdout
 
 
