@@ -10,7 +10,8 @@ its start in the arena under the same voter.
 
 The steps, each a command of the project (their output in OUT/*.log):
   1. serve.py BASE with the train questions as arena prompts; tools.arena_voter votes --collect
-     rounds of BASE against itself (one side sampled at --temperature, the other greedy), by the
+     rounds of BASE against itself (one side sampled at --temperature, the other greedy or at
+     --second_temperature), by the
      task's reference answer: the right answer wins, both right a tie, both wrong both bad;
   2. prepare.py preferences on those votes (--base=BASE: its characters and chat template);
   3. train.py DPO from BASE on the pairs (--dpo_* and the --train_args given);
@@ -46,6 +47,7 @@ class LoopConfig:
     votes: str = ""  # a votes file collected before (an earlier loop's collect.jsonl): its pairs instead of new rounds
     judge: int = option(200, gt=0)  # rounds between the DPO run and its start
     temperature: float = option(1.0, gt=0)  # the sampled side's, when collecting
+    second_temperature: float = option(0.0, ge=0)  # the other side's, when collecting: 0 greedy; sampled too, more rounds are decided
     judge_temperature: float = option(0.0, ge=0)  # both sides', when judging (0: greedy, each model's best answer)
     max_new_tokens: int = option(24, gt=0)
     dpo_beta: float = option(0.1, gt=0)
@@ -111,7 +113,7 @@ def accuracy(out: str) -> str:
 
 
 def collect(cfg: LoopConfig, base: str, tasks: Path, out: Path) -> None:
-    """Step 1: the voter's votes on BASE against itself, sampled against greedy, on the train questions."""
+    """Step 1: the voter's votes on BASE against itself, sampled against greedy (or sampled), on the train questions."""
     voter = ["-m", "tools.arena_voter", f"--max_new_tokens={cfg.max_new_tokens}"]
     with Page([base], tasks.resolve() / "train.jsonl", out / "collect.jsonl", out / "serve-collect.log", cfg.device) as url:
         run(
@@ -122,7 +124,7 @@ def collect(cfg: LoopConfig, base: str, tasks: Path, out: Path) -> None:
                 f"--first={base}",
                 f"--second={base}",
                 f"--temperature={cfg.temperature}",
-                "--second_temperature=0",
+                f"--second_temperature={cfg.second_temperature}",
             ],
             out / "voter-collect.log",
         )
