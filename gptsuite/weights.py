@@ -33,8 +33,8 @@ def use_weights(model: GPT, weights: str, device: str = "cpu") -> GPT:
         raise UserError(f"unknown --weights={weights}; use one of {', '.join(WEIGHTS)}")
     if not str(device).startswith("cpu"):
         raise UserError(f"--weights={weights} is for CPU decoding; on {device} use --dtype (autocast) and keep --weights=fp32")
-    odd = sorted({m.in_features for m in model.modules() if isinstance(m, torch.nn.Linear) and m.in_features % INT4_GROUP})
-    if weights == "int4" and odd:
+    odd = weights == "int4" and sorted({m.in_features for m in model.modules() if isinstance(m, torch.nn.Linear) and m.in_features % INT4_GROUP})
+    if odd:
         raise UserError(
             f"--weights=int4 quantizes groups of {INT4_GROUP} input features; this model has layers of {odd[0]}, not a multiple of {INT4_GROUP}: use --weights=int8"
         )
