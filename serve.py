@@ -115,9 +115,6 @@ def main(argv: list[str]) -> None:
     check_folder(Path(cfg.arena_file).parent, "--arena_file's folder")
     Path(cfg.arena_file).parent.mkdir(parents=True, exist_ok=True)
     prompts = read_prompts(cfg.arena_prompts) if cfg.arena_prompts else []
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
-    from gptsuite.page import CSS, THEME, build_page  # gradio takes seconds to import: after the settings are checked
-
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
     weights = cfg.weights if cfg.weights != "auto" else "bf16" if rt.device_type == "cpu" else "fp32"
     pg = Playground(rt, cfg.max_new_tokens_limit, cfg.memory_limit, weights)
@@ -132,6 +129,9 @@ def main(argv: list[str]) -> None:
         raise UserError(refused[0] if len(refused) == 1 else f"no model could be loaded: {'; '.join(refused)}")
     for reason in refused:  # the others are served; the page shows these too
         print(f"refused: {reason}", flush=True)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
+    from gptsuite.page import CSS, THEME, build_page  # gradio takes seconds to import: after the settings and models are checked
+
     defaults = SamplingConfig(**{f.name: getattr(cfg, f.name) for f in fields(SamplingConfig)})
     page = build_page(pg, defaults, Arena(pg, cfg.arena_file, prompts), notes="\n\n".join(f"refused: {r}" for r in refused))
     port = cfg.port or free_port(cfg.host)

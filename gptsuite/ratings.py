@@ -83,33 +83,40 @@ def contenders(records: list[dict]) -> list[tuple[str, str]]:
     return [(label(r["a"]), label(r["b"])) for r in records]
 
 
-def log_likelihood(r: np.ndarray, i: np.ndarray, j: np.ndarray, w: np.ndarray, n: np.ndarray) -> float:
-    d = r[i] - r[j]
-    return float(-(w * np.logaddexp(0, -d) + (n - w) * np.logaddexp(0, d)).sum() - PENALTY / 2 * (r @ r))
+def log_likelihood(r: np.ndarray, i: np.ndarray, j: np.ndarray, w: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Of ratings r (..., m), the last axis a model's; w and n (..., pairs) as in fit."""
+    d = r[..., i] - r[..., j]
+    return -(w * np.logaddexp(0, -d) + (n - w) * np.logaddexp(0, d)).sum(-1) - PENALTY / 2 * (r * r).sum(-1)
 
 
 def fit(m: int, i: np.ndarray, j: np.ndarray, w: np.ndarray, n: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
     """Bradley-Terry ratings (natural scale, mean 0) of m models from pairs (i[k], j[k]) that met
-    n[k] times, i[k] scoring w[k] of them: Newton's method with a backtracking line search."""
-    r = np.zeros(m) if start is None else start.copy()
-    eye = PENALTY * np.eye(m)
+    n[k] times, i[k] scoring w[k] of them: Newton's method with a backtracking line search.
+    w and n may hold a batch of vote counts (draws, pairs): the ratings of each (draws, m), all
+    fitted at once (a bootstrap's thousand draws in one)."""
+    batch = np.ndim(w) == 2
+    w, n = np.atleast_2d(w), np.atleast_2d(n)
+    edges = np.zeros((len(i), m))  # the rating difference of each pair: edges @ r
+    np.add.at(edges, (np.arange(len(i)), i), 1)
+    np.add.at(edges, (np.arange(len(j)), j), -1)
+    r = np.zeros((len(w), m)) if start is None else np.broadcast_to(start, (len(w), m)).copy()
     f = log_likelihood(r, i, j, w, n)
     for _ in range(200):
-        p = 1 / (1 + np.exp(-(r[i] - r[j])))
-        g = np.bincount(i, w - n * p, m) - np.bincount(j, w - n * p, m) - PENALTY * r
-        h = n * p * (1 - p)
-        hess = eye.copy()  # the negative Hessian: a weighted graph Laplacian, and the penalty
-        np.add.at(hess, (i, i), h)
-        np.add.at(hess, (j, j), h)
-        np.add.at(hess, (i, j), -h)
-        np.add.at(hess, (j, i), -h)
-        step, t = np.linalg.solve(hess, g), 1.0
-        while (new := log_likelihood(r + t * step, i, j, w, n)) < f - 1e-12 and t > 1e-8:
-            t /= 2
+        p = 1 / (1 + np.exp(-(r @ edges.T)))
+        g = (w - n * p) @ edges - PENALTY * r
+        hess = np.einsum("bk,ki,kj->bij", n * p * (1 - p), edges, edges) + PENALTY * np.eye(m)  # minus the Hessian: a graph Laplacian and the penalty
+        step, t = np.linalg.solve(hess, g[..., None])[..., 0], np.ones((len(w), 1))
+        while True:  # halve each draw's step until its likelihood does not drop
+            new = log_likelihood(r + t * step, i, j, w, n)
+            worse = (new < f - 1e-12) & (t[:, 0] > 1e-8)
+            if not worse.any():
+                break
+            t[worse] /= 2
         r, f = r + t * step, new
         if np.abs(t * step).max() < 1e-9:
             break
-    return r - r.mean()
+    r = r - r.mean(-1, keepdims=True)
+    return r if batch else r[0]
 
 
 def leaderboard(records: list[dict], resamples: int = 1000, seed: int = 0) -> Board:
@@ -140,18 +147,18 @@ def leaderboard(records: list[dict], resamples: int = 1000, seed: int = 0) -> Bo
     j = np.array([index[b] for _, b in pair_keys])
 
     def fitted(c: np.ndarray, start=None) -> tuple[np.ndarray, np.ndarray]:
-        n = np.bincount(cell_pair, c, len(pair_keys))
-        w = np.bincount(cell_pair, c * cell_score, len(pair_keys))
+        """Ratings and win rates of vote counts per cell c (cells,), or of a batch of them (draws, cells)."""
+        one_hot = np.eye(len(pair_keys))[cell_pair]  # cell -> its pair
+        n, w = c @ one_hot, (c * cell_score) @ one_hot
         with np.errstate(invalid="ignore", divide="ignore"):
             return fit(len(names), i, j, w, n, start), w / n
 
     ratings, rates = fitted(counts)
-    rng = np.random.default_rng(seed)
-    draws = rng.multinomial(int(counts.sum()), counts / counts.sum(), size=resamples) if resamples else np.empty((0, len(keys)))
-    boot = [fitted(c.astype(float), ratings) for c in draws]
-    if boot:
-        low, high = np.percentile(np.array([b[0] for b in boot]), [2.5, 97.5], axis=0)
-        rate_low, rate_high = np.nanpercentile(np.array([b[1] for b in boot]), [2.5, 97.5], axis=0)
+    if resamples:
+        draws = np.random.default_rng(seed).multinomial(int(counts.sum()), counts / counts.sum(), size=resamples)
+        boot_ratings, boot_rates = fitted(draws.astype(float), ratings)
+        low, high = np.percentile(boot_ratings, [2.5, 97.5], axis=0)
+        rate_low, rate_high = np.nanpercentile(boot_rates, [2.5, 97.5], axis=0)
     else:
         low = high = np.full(len(names), np.nan)
         rate_low = rate_high = np.full(len(pair_keys), np.nan)

@@ -146,6 +146,19 @@ def test_bootstrap_intervals_are_seeded_and_narrow_with_more_votes():
     assert p.low < p.rate < p.high
 
 
+def test_two_models_rating_interval_is_the_win_rate_interval_in_log_odds():
+    # each draw's rating difference is the log odds of its win rate, so the percentiles of the
+    # ratings (fitted) are those of the win rates (counted), mapped: an independent check of every draw's fit
+    records = simulate({"x": 100.0, "y": 0.0}, 120, seed=4, tie=0.2)
+    board = leaderboard(records, 400, seed=6)
+    (pair,) = board.pairs
+    half_log_odds = lambda rate: ELO / 2 * np.log(rate / (1 - rate))  # noqa: E731  (the first's rating, the two averaging 0)
+    first = board.names.index(pair.first)
+    assert board.low[first] == pytest.approx(half_log_odds(pair.low), abs=0.5)
+    assert board.high[first] == pytest.approx(half_log_odds(pair.high), abs=0.5)
+    assert board.high[first] - board.low[first] > 50
+
+
 def test_a_model_at_two_settings_is_two_contenders():
     records = [
         vote("m", "m", "a", settings_a={"temperature": 0.5}, settings_b={"temperature": 1.2}),
