@@ -158,3 +158,8 @@ def jinja(template: dict) -> str:
         "{%- endfor -%}"
         "{%- if add_generation_prompt -%}{{ roles['assistant'] }}{%- endif -%}"
     )
+
+
+def correct(answer: str, expected: str) -> bool:
+    """Whether an answer counts: stripped of surrounding whitespace, it is the expected one, stripped."""
+    return answer.strip() == expected.strip()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from gptsuite.chat import BadRecord, check_messages, check_template
+from gptsuite.chat import BadRecord, check_messages, check_template, correct
 from gptsuite.errors import UserError
 from gptsuite.generate import SamplingConfig, chat_prompt, chat_settings, generate_texts, visible
 from gptsuite.runtime import Runtime
@@ -95,11 +95,6 @@ def load_items(path: str | Path, template: dict) -> list[ChatItem]:
     if not items:
         raise UserError(f"{path} holds no conversations; pass a file with one per line")
     return items
-
-
-def correct(answer: str, expected: str) -> bool:
-    """Whether an answer counts: stripped of surrounding whitespace, it is the expected one, stripped."""
-    return answer.strip() == expected.strip()
 
 
 def answer_budget(tok, template: dict, items: list[ChatItem]) -> int:

@@ -142,7 +142,7 @@ def test_kill_9_mid_save_leaves_the_previous_sharded_checkpoint(tmp_path: Path, 
     out = tmp_path / "out"
     args = [f"--data_dir={char_dataset}", f"--out_dir={out}", *RUN, "--parallel=fsdp", "--max_iters=100", "--eval_interval=3"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *args]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", SLOW_SAVE_ENV: "2"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", SLOW_SAVE_ENV: "1"}
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     for line in proc.stdout:
         if line.startswith("saved sharded checkpoint at iter 3"):
@@ -150,7 +150,7 @@ def test_kill_9_mid_save_leaves_the_previous_sharded_checkpoint(tmp_path: Path, 
     deadline = time.monotonic() + 60
     while not list(out.glob(".ckpt-000006.dcp.*.tmp")) and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(0.5)  # inside the write of iter 6
+    time.sleep(0.3)  # inside the write of iter 6
     for pid in [*child_pids(proc.pid), proc.pid]:  # the workers (torchrun starts them in their own sessions), then torchrun
         os.kill(pid, signal.SIGKILL)
     proc.communicate(timeout=60)

@@ -36,6 +36,13 @@ def test_importing_any_module_does_no_work(tmp_path: Path):
     assert proc.stdout == "" and list(tmp_path.iterdir()) == []
 
 
+def test_the_scripted_voter_judges_without_torch():
+    # a client of the page: each of its starts (tools.arena_loop runs two) would pay torch's import
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import tools.arena_voter as v; v.judge('4', ' 4', '5'); print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout == "False\n", proc.stdout + proc.stderr
+
+
 def imports(path: Path) -> set[str]:
     """Top-level names of this project that a file imports (module names, dotted for packages)."""
     found = set()

@@ -18,7 +18,7 @@ The steps, each a command of the project (their output in OUT/*.log):
   4. serve.py BASE and the DPO run with the held-out test questions; the voter judges --judge
      rounds between them, both at --judge_temperature (greedy by default); tools.arena's leaderboard gives the DPO run's win rate
      (ties half) with its 95% bootstrap interval;
-  5. eval.py --task=chat: exact match of BASE and the DPO run on the whole test set.
+  5. eval.py --compare BASE DPO --task=chat: exact match of both on the whole test set, a table.
 """
 
 import os
@@ -108,10 +108,6 @@ class Page:
         self.out.close()
 
 
-def accuracy(out: str) -> str:
-    return next((line for line in out.splitlines() if "chat exact match" in line), out.strip().splitlines()[-1])
-
-
 def collect(cfg: LoopConfig, base: str, tasks: Path, out: Path) -> None:
     """Step 1: the voter's votes on BASE against itself, sampled against greedy (or sampled), on the train questions."""
     voter = ["-m", "tools.arena_voter", f"--max_new_tokens={cfg.max_new_tokens}"]
@@ -176,11 +172,8 @@ def main(argv: list[str]) -> None:
             [*voter, f"--url={url}", f"--rounds={cfg.judge}", f"--first={dpo}", f"--second={base}", f"--temperature={cfg.judge_temperature}"],
             out / "voter-judge.log",
         )
-    before = accuracy(
-        run(["eval.py", f"--out_dir={base}", "--task=chat", f"--chat_file={tasks.resolve() / 'test.jsonl'}", f"--device={cfg.device}"], out / "eval-base.log")
-    )
-    after = accuracy(
-        run(["eval.py", f"--out_dir={dpo}", "--task=chat", f"--chat_file={tasks.resolve() / 'test.jsonl'}", f"--device={cfg.device}"], out / "eval-dpo.log")
+    scores = run(
+        ["eval.py", "--compare", base, dpo, "--task=chat", f"--chat_file={tasks.resolve() / 'test.jsonl'}", f"--device={cfg.device}"], out / "eval.log"
     )
 
     collected = read_votes(out / "collect.jsonl").records
@@ -188,8 +181,12 @@ def main(argv: list[str]) -> None:
     judged = read_votes(out / "judge.jsonl").records
     print(f"\ncollected {len(collected)} votes of {base} against itself: {decided} preferred one answer (the pairs DPO trained on)")
     print(f"judged {len(judged)} rounds of the DPO run against its start on the test questions:\n")
-    print(format_board(leaderboard(judged)))
-    print(f"\nexact match on {tasks / 'test.jsonl'}:\n  before: {before}\n  after:  {after}")
+    try:
+        print(format_board(leaderboard(judged)))
+    except UserError as e:  # every round both bad: no board, and the scores below still count
+        print(f"no leaderboard: {e}; judge more rounds (--judge)")
+    print(f"\nexact match on {tasks / 'test.jsonl'}, before (the start) and after (the DPO run):\n")
+    print(scores[scores.index("| model |") :].strip())
 
 
 if __name__ == "__main__":

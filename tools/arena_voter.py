@@ -38,7 +38,7 @@ class VoterConfig:
 
 def judge(reference: str, a: str, b: str) -> str:
     """The vote: the answer that is the reference wins; a tie when both are; both_bad when neither is."""
-    from gptsuite.chat_eval import correct
+    from gptsuite.chat import correct  # chat_eval's rule (torch-free: the voter is a client)
 
     right_a, right_b = correct(a, reference), correct(b, reference)
     return "tie" if right_a and right_b else "a" if right_a else "b" if right_b else "both_bad"
