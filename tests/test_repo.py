@@ -29,6 +29,7 @@ def test_ci_runs_the_readme_test_command():
     assert commands[1] in (ROOT / ".ci" / "run").read_text()
 
 
+@pytest.mark.slow  # a fresh interpreter importing everything: torch, gradio, ... (seconds)
 def test_importing_any_module_does_no_work(tmp_path: Path):
     code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); " + "; ".join(f"import {m}" for m in ENTRY_POINTS + LIBRARY + BASE)
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
