@@ -10,6 +10,10 @@ sys.path.insert(0, str(ROOT))
 # Tiny test models gain nothing from intra-op threads, and on a busy machine the threads' spin-waits
 # make them several times slower; set before torch is imported here or in the subprocesses.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The suite starts a hundred Python processes that import the project; without the bytecode cache
+# (__pycache__, which git ignores) each compiles it again, seconds of the suite's time in all.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 TEXT = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
