@@ -97,8 +97,7 @@ def fit(m: int, i: np.ndarray, j: np.ndarray, w: np.ndarray, n: np.ndarray, star
     batch = np.ndim(w) == 2
     w, n = np.atleast_2d(w), np.atleast_2d(n)
     edges = np.zeros((len(i), m))  # the rating difference of each pair: edges @ r
-    np.add.at(edges, (np.arange(len(i)), i), 1)
-    np.add.at(edges, (np.arange(len(j)), j), -1)
+    edges[np.arange(len(i)), i], edges[np.arange(len(j)), j] = 1, -1
     r = np.zeros((len(w), m)) if start is None else np.broadcast_to(start, (len(w), m)).copy()
     f = log_likelihood(r, i, j, w, n)
     for _ in range(200):
@@ -140,7 +139,7 @@ def leaderboard(records: list[dict], resamples: int = 1000, seed: int = 0) -> Bo
         raise UserError(f"no vote rates one model against another ({len(records)} votes: {sum(both_bad.values())} both bad, {itself} a model against itself)")
     keys = list(cells)
     pair_keys = sorted({(a, b) for a, b, _ in keys})
-    cell_pair = np.array([pair_keys.index((a, b)) for a, b, _ in keys])
+    cell_pair = np.eye(len(pair_keys))[[pair_keys.index((a, b)) for a, b, _ in keys]]  # cell -> its pair, one-hot
     cell_score = np.array([s for _, _, s in keys])
     counts = np.array([cells[k] for k in keys], dtype=float)
     i = np.array([index[a] for a, _ in pair_keys])
@@ -148,8 +147,7 @@ def leaderboard(records: list[dict], resamples: int = 1000, seed: int = 0) -> Bo
 
     def fitted(c: np.ndarray, start=None) -> tuple[np.ndarray, np.ndarray]:
         """Ratings and win rates of vote counts per cell c (cells,), or of a batch of them (draws, cells)."""
-        one_hot = np.eye(len(pair_keys))[cell_pair]  # cell -> its pair
-        n, w = c @ one_hot, (c * cell_score) @ one_hot
+        n, w = c @ cell_pair, (c * cell_score) @ cell_pair
         with np.errstate(invalid="ignore", divide="ignore"):
             return fit(len(names), i, j, w, n, start), w / n
 
